@@ -1,0 +1,133 @@
+//! Building and running the coordinator: connect, declare, spawn the loops,
+//! and stop them all on a signal (or when one of them dies).
+
+use crate::config::Config;
+use crate::ingest::Sampler;
+use crate::policy::PolicyCache;
+use crate::{aggregator, consumer, feed, reaper, relay};
+use anyhow::Context;
+use lapin::Connection;
+use spotcheck_platform::amqp::{self, Names, Publisher};
+use spotcheck_platform::db;
+use spotcheck_platform::lease::LeaseStore;
+use sqlx::PgPool;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// Opens the pool and applies pending migrations.
+pub async fn connect_and_migrate(config: &Config) -> anyhow::Result<PgPool> {
+    let pool = db::connect(&config.services.database_url, config.services.db_max_connections).await?;
+    db::migrate(&pool).await?;
+    Ok(pool)
+}
+
+/// The `migrate` subcommand.
+pub async fn migrate_only(config: &Config) -> anyhow::Result<()> {
+    connect_and_migrate(config).await?;
+    println!("migrations applied");
+    Ok(())
+}
+
+/// The sampler described by the configuration.
+pub fn sampler(config: &Config) -> Sampler {
+    Sampler {
+        key: config.sampling_key.as_bytes().to_vec(),
+        round_secs: config.round_secs,
+        votes_required: config.min_votes,
+    }
+}
+
+/// A connected coordinator, ready to run.
+pub struct App {
+    config: Config,
+    pool: PgPool,
+    amqp: Arc<Connection>,
+    publisher: Publisher,
+    leases: LeaseStore,
+}
+
+impl App {
+    /// Connects to PostgreSQL (migrating), Redis and RabbitMQ and declares the topology.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let pool = connect_and_migrate(&config).await?;
+        let redis = redis::Client::open(config.services.redis_url.as_str()).context("parsing REDIS_URL")?;
+        let redis = redis::aio::ConnectionManager::new(redis).await.context("connecting to Redis")?;
+        let leases = LeaseStore::new(redis, &config.services.redis_prefix);
+        let amqp = amqp::connect(&config.services.amqp_url, "coordinator").await?;
+        let names = Names::new(&config.services.amqp_namespace);
+        let channel = amqp::timed("open channel", amqp.create_channel()).await?;
+        amqp::declare_topology(&channel, &names).await?;
+        let publisher = Publisher::open(&amqp).await?;
+        Ok(Self {
+            config,
+            pool,
+            amqp: Arc::new(amqp),
+            publisher,
+            leases,
+        })
+    }
+
+    /// The database pool (tests inspect state through it).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Runs every loop until `shutdown` resolves or a loop dies; then drains
+    /// within the grace period and closes the connections.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let cancel = CancellationToken::new();
+        let names = Names::new(&self.config.services.amqp_namespace);
+        let sampler = Arc::new(sampler(&self.config));
+        let policies = PolicyCache::new(self.pool.clone(), Duration::from_millis(self.config.policy_refresh_ms));
+        let mut loops: JoinSet<(&'static str, anyhow::Result<()>)> = JoinSet::new();
+
+        let (pool, publisher, c) = (self.pool.clone(), self.publisher.clone(), cancel.clone());
+        let (n, batch, poll) = (names.clone(), self.config.relay_batch, self.config.relay_poll());
+        loops.spawn(async move { ("outbox relay", relay::run(pool, publisher, n, batch, poll, c).await) });
+
+        let (pool, leases, c) = (self.pool.clone(), self.leases.clone(), cancel.clone());
+        let interval = Duration::from_millis(self.config.reaper_interval_ms);
+        loops.spawn(async move { ("lease reaper", reaper::run(pool, leases, interval, c).await) });
+
+        let (pool, conn, c, prefetch) = (self.pool.clone(), self.amqp.clone(), cancel.clone(), self.config.prefetch);
+        let queue = names.ingest_queue();
+        loops.spawn(async move {
+            let handler = |d| feed::handle(&pool, &sampler, &policies, d);
+            ("listing feed consumer", consumer::run(&conn, &queue, prefetch, c, handler).await)
+        });
+
+        let (pool, conn, c) = (self.pool.clone(), self.amqp.clone(), cancel.clone());
+        let queue = names.votes_queue();
+        loops.spawn(async move {
+            let handler = |d| aggregator::handle(&pool, d);
+            ("vote aggregator", consumer::run(&conn, &queue, prefetch, c, handler).await)
+        });
+
+        tracing::info!("coordinator running");
+        let died = tokio::select! {
+            () = shutdown => None,
+            Some(joined) = loops.join_next() => Some(joined),
+        };
+        cancel.cancel();
+        let grace = Duration::from_secs(self.config.shutdown_grace_secs);
+        let drained = tokio::time::timeout(grace, async { while loops.join_next().await.is_some() {} }).await;
+        if drained.is_err() {
+            tracing::warn!("loops did not stop within the grace period; aborting them");
+            loops.abort_all();
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.amqp.close(200, "shutdown".into())).await;
+        self.pool.close().await;
+        match died {
+            None => {
+                tracing::info!("coordinator stopped");
+                Ok(())
+            }
+            Some(Ok((name, Ok(())))) => anyhow::bail!("{name} stopped unexpectedly"),
+            Some(Ok((name, Err(e)))) => Err(e.context(format!("{name} failed"))),
+            Some(Err(e)) => Err(anyhow::Error::new(e).context("a coordinator loop panicked")),
+        }
+    }
+}

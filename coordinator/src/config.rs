@@ -1,0 +1,90 @@
+//! The coordinator's configuration: flags or `SPOTCHECK_*` environment variables, read once.
+
+use clap::{Parser, Subcommand};
+use spotcheck_platform::config::ServiceConfig;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Command line of the coordinator binary.
+#[derive(Debug, Parser)]
+#[command(name = "coordinator", version, about = "Spotcheck coordinator")]
+pub struct Cli {
+    /// What to do; `run` when omitted.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Configuration.
+    #[command(flatten)]
+    pub config: Config,
+}
+
+/// The coordinator's subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the coordinator (the default).
+    Run,
+    /// Apply pending migrations and exit.
+    Migrate,
+    /// Load a JSONL file of listings, one listing object a line.
+    Import {
+        /// The JSONL file.
+        file: PathBuf,
+    },
+}
+
+/// Typed configuration of one coordinator process.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Config {
+    /// Service addresses and names.
+    #[command(flatten)]
+    pub services: ServiceConfig,
+    /// Secret key of the sampling hash; every replica must share it.
+    #[arg(long, env = "SPOTCHECK_SAMPLING_KEY", default_value = "development-sampling-key", hide_env_values = true)]
+    pub sampling_key: String,
+    /// Votes each task asks for.
+    #[arg(long, env = "SPOTCHECK_MIN_VOTES", default_value_t = 3)]
+    pub min_votes: i32,
+    /// Length of a surveillance round in seconds (a day by default).
+    #[arg(long, env = "SPOTCHECK_ROUND_SECS", default_value_t = 86_400)]
+    pub round_secs: i64,
+    /// How often the sampling policy is re-read, in milliseconds.
+    #[arg(long, env = "SPOTCHECK_POLICY_REFRESH_MS", default_value_t = 2_000)]
+    pub policy_refresh_ms: u64,
+    /// Outbox rows the relay publishes per batch.
+    #[arg(long, env = "SPOTCHECK_RELAY_BATCH", default_value_t = 500)]
+    pub relay_batch: i64,
+    /// Longest pause of the relay between polls, in milliseconds (NOTIFY wakes it sooner).
+    #[arg(long, env = "SPOTCHECK_RELAY_POLL_MS", default_value_t = 500)]
+    pub relay_poll_ms: u64,
+    /// Pause between reaper sweeps of expired leases, in milliseconds.
+    #[arg(long, env = "SPOTCHECK_REAPER_INTERVAL_MS", default_value_t = 1_000)]
+    pub reaper_interval_ms: u64,
+    /// Unacked deliveries per consumer.
+    #[arg(long, env = "SPOTCHECK_PREFETCH", default_value_t = 64)]
+    pub prefetch: u16,
+    /// Listings per ingest transaction during `import`.
+    #[arg(long, env = "SPOTCHECK_IMPORT_BATCH", default_value_t = 200)]
+    pub import_batch: usize,
+    /// Seconds allowed for a graceful shutdown.
+    #[arg(long, env = "SPOTCHECK_SHUTDOWN_GRACE_SECS", default_value_t = 20)]
+    pub shutdown_grace_secs: u64,
+    /// `json` for JSON log lines, anything else for text.
+    #[arg(long, env = "SPOTCHECK_LOG_FORMAT", default_value = "text")]
+    pub log_format: String,
+}
+
+impl Config {
+    /// Whether logs are JSON lines.
+    pub fn json_logs(&self) -> bool {
+        self.log_format.eq_ignore_ascii_case("json")
+    }
+
+    /// The configuration from defaults alone (tests adjust fields).
+    pub fn defaults() -> Self {
+        Cli::parse_from(["coordinator"]).config
+    }
+
+    /// The relay's longest pause.
+    pub fn relay_poll(&self) -> Duration {
+        Duration::from_millis(self.relay_poll_ms)
+    }
+}

@@ -1,0 +1,17 @@
+//! The Spotcheck coordinator: ingests listings, samples them into review tasks,
+//! relays the outbox to RabbitMQ, re-offers abandoned lease slots, and turns
+//! votes into decisions and escalations. Any number of replicas may run.
+
+pub mod aggregator;
+pub mod app;
+pub mod config;
+pub mod consumer;
+pub mod feed;
+pub mod import;
+pub mod ingest;
+pub mod policy;
+pub mod reaper;
+pub mod relay;
+
+pub use app::App;
+pub use config::Config;

@@ -1,0 +1,18 @@
+//! The coordinator binary: `run` (default), `migrate`, or `import FILE`.
+
+use clap::Parser;
+use coordinator::config::{Cli, Command};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    spotcheck_platform::telemetry::init(cli.config.json_logs());
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Run => {
+            let app = coordinator::App::build(cli.config).await?;
+            app.run_until_stopped(spotcheck_platform::shutdown::signal()).await
+        }
+        Command::Migrate => coordinator::app::migrate_only(&cli.config).await,
+        Command::Import { file } => coordinator::import::run(&cli.config, &file).await,
+    }
+}

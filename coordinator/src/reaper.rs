@@ -1,0 +1,52 @@
+//! The lease reaper: re-offers the slot of every expired lease, then removes the
+//! lease. No keyspace notifications; a sweep every interval on every replica,
+//! each expired lease taken by one sweep at a time.
+
+use spotcheck_platform::lease::LeaseStore;
+use spotcheck_platform::outbox;
+use sqlx::PgPool;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Expired leases handled per sweep.
+const SWEEP_LIMIT: usize = 1000;
+/// How long a taken lease stays hidden from other replicas' sweeps.
+const HOLD_MS: u64 = 30_000;
+
+/// One sweep; returns how many expired leases were handed back.
+pub async fn sweep(pool: &PgPool, leases: &LeaseStore) -> anyhow::Result<usize> {
+    let expired = leases.take_expired(SWEEP_LIMIT, HOLD_MS).await?;
+    if expired.is_empty() {
+        return Ok(0);
+    }
+    let tasks: Vec<_> = expired.iter().map(|(task, _)| *task).collect();
+    // The offer is committed before the lease leaves Redis: a crash here can only duplicate it.
+    let mut conn = pool.acquire().await?;
+    outbox::offer_slots(&mut conn, &tasks, 1).await?;
+    for (task, volunteer) in &expired {
+        leases.drop_expired(*task, *volunteer).await?;
+    }
+    tracing::info!(count = expired.len(), "re-offered the slots of expired leases");
+    Ok(expired.len())
+}
+
+/// Sweeps every `interval` until cancelled.
+pub async fn run(pool: PgPool, leases: LeaseStore, interval: Duration, cancel: CancellationToken) -> anyhow::Result<()> {
+    let mut failures = 0u32;
+    loop {
+        match sweep(&pool, &leases).await {
+            Ok(_) => failures = 0,
+            Err(e) => {
+                failures += 1;
+                tracing::warn!(error = %e, failures, "lease sweep failed; will retry");
+                if failures >= 60 {
+                    return Err(e.context("lease reaper failed 60 times in a row"));
+                }
+            }
+        }
+        tokio::select! {
+            () = cancel.cancelled() => return Ok(()),
+            () = tokio::time::sleep(interval) => {}
+        }
+    }
+}

@@ -1,0 +1,11 @@
+//! The I/O both Spotcheck binaries share: configuration of the services,
+//! PostgreSQL pool and migrations, RabbitMQ topology and publishing, the Redis
+//! lease protocol, telemetry and shutdown. Domain rules stay in `spotcheck-shared`.
+
+pub mod amqp;
+pub mod config;
+pub mod db;
+pub mod lease;
+pub mod outbox;
+pub mod shutdown;
+pub mod telemetry;

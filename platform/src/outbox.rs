@@ -1,0 +1,60 @@
+//! Writing to the transactional outbox: a row per message, in the caller's
+//! transaction, published later by the coordinator's relay.
+
+use serde::Serialize;
+use spotcheck_shared::messages::{MESSAGE_VERSION, SlotOffer, Topic};
+use spotcheck_shared::TaskId;
+use sqlx::PgConnection;
+
+/// The channel the relay listens on to wake up early.
+pub const NOTIFY_CHANNEL: &str = "spotcheck_outbox";
+
+/// Adds one message to the outbox and wakes the relay at commit.
+pub async fn enqueue(conn: &mut PgConnection, topic: Topic, payload: &impl Serialize) -> sqlx::Result<()> {
+    let payload = serde_json::to_value(payload).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    sqlx::query("INSERT INTO outbox (topic, payload) VALUES ($1, $2)")
+        .bind(topic.as_str())
+        .bind(payload)
+        .execute(&mut *conn)
+        .await?;
+    notify(conn).await
+}
+
+/// Adds `count` slot offers for each entry of `task_ids` whose task is open; closed
+/// tasks get none. An id listed twice gets twice the offers (one per expired lease).
+pub async fn offer_slots(conn: &mut PgConnection, task_ids: &[TaskId], count: i32) -> sqlx::Result<u64> {
+    let ids: Vec<uuid::Uuid> = task_ids.iter().map(|t| t.0).collect();
+    let done = sqlx::query(
+        "INSERT INTO outbox (topic, payload)
+         SELECT 'tasks', jsonb_build_object('v', $3::int, 'task_id', t.id)
+         FROM unnest($1::uuid[]) AS e(id)
+         JOIN tasks t ON t.id = e.id
+         CROSS JOIN generate_series(1, $2)
+         WHERE t.state = 'open'",
+    )
+    .bind(&ids)
+    .bind(count)
+    .bind(MESSAGE_VERSION as i32)
+    .execute(&mut *conn)
+    .await?;
+    if done.rows_affected() > 0 {
+        notify(conn).await?;
+    }
+    Ok(done.rows_affected())
+}
+
+/// The slot offer message for a task (what `offer_slots` writes).
+pub fn slot_offer(task_id: TaskId) -> SlotOffer {
+    SlotOffer {
+        v: MESSAGE_VERSION,
+        task_id,
+    }
+}
+
+async fn notify(conn: &mut PgConnection) -> sqlx::Result<()> {
+    sqlx::query("SELECT pg_notify($1, '')")
+        .bind(NOTIFY_CHANNEL)
+        .execute(conn)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,177 @@
+//! Building and running worker-api: connect, bind, serve, and drain on a signal.
+
+use crate::auth::keys::KeySet;
+use crate::auth::tokens::TokenIssuer;
+use crate::config::Config;
+use crate::dispatch::{self, OfferBuffer};
+use crate::routes;
+use crate::state::AppState;
+use anyhow::{Context, bail};
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, StatusCode};
+use lapin::Connection;
+use spotcheck_platform::amqp::{self, Names, Publisher};
+use spotcheck_platform::db;
+use spotcheck_platform::lease::LeaseStore;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+/// Loads the signing keys: configured files, or a generated key in development only.
+pub fn load_keys(config: &Config) -> anyhow::Result<KeySet> {
+    let mut keys = match &config.jwt_key_file {
+        Some(path) => KeySet::from_pem_file(path)?,
+        None if config.is_development() => {
+            tracing::warn!("no SPOTCHECK_JWT_KEY_FILE: signing with a generated key (development only)");
+            KeySet::generate()?
+        }
+        None => bail!("SPOTCHECK_JWT_KEY_FILE is required when SPOTCHECK_ENV is not development"),
+    };
+    for path in &config.jwt_verify_key_files {
+        keys.add_verify_file(path)?;
+    }
+    Ok(keys)
+}
+
+/// The router with its middleware, over `state`.
+pub fn router(state: AppState) -> Router {
+    let request_id = HeaderName::from_static("x-request-id");
+    let timeout = Duration::from_secs(state.config.request_timeout_secs);
+    let body_limit = state.config.max_body_bytes;
+    routes::router()
+        .with_state(state)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, timeout))
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
+            let id = req
+                .headers()
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-");
+            tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request.id = %id)
+        }))
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+}
+
+/// A connected, bound worker-api, ready to serve.
+pub struct App {
+    listener: TcpListener,
+    state: AppState,
+    amqp: Arc<Connection>,
+    tasks_queue: String,
+}
+
+impl App {
+    /// Connects to the services, applies migrations and binds the listener.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let keys = load_keys(&config)?;
+        let pool = db::connect(&config.services.database_url, config.services.db_max_connections).await?;
+        db::migrate(&pool).await?;
+        let redis = redis::Client::open(config.services.redis_url.as_str()).context("parsing REDIS_URL")?;
+        let redis = redis::aio::ConnectionManager::new(redis).await.context("connecting to Redis")?;
+        let amqp = Arc::new(amqp::connect(&config.services.amqp_url, "worker-api").await?);
+        let names = Names::new(&config.services.amqp_namespace);
+        let channel = amqp::timed("open channel", amqp.create_channel()).await?;
+        amqp::declare_topology(&channel, &names).await?;
+        let publisher = Publisher::open(&amqp).await?;
+        let listener = TcpListener::bind(config.http_addr)
+            .await
+            .with_context(|| format!("binding {}", config.http_addr))?;
+        let tokens = TokenIssuer::new(keys, &config.jwt_issuer, &config.jwt_audience, config.access_token_ttl_secs);
+        let state = AppState {
+            leases: LeaseStore::new(redis, &config.services.redis_prefix),
+            offers: OfferBuffer::new(publisher, names.tasks_queue()),
+            tokens: Arc::new(tokens),
+            pool,
+            config: Arc::new(config),
+        };
+        Ok(Self {
+            listener,
+            state,
+            amqp,
+            tasks_queue: names.tasks_queue(),
+        })
+    }
+
+    /// The address actually bound (port 0 in tests becomes a real port).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    /// Serves until `shutdown` resolves: then stops accepting, finishes requests
+    /// in flight within the grace period, and hands unclaimed offers back.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let cancel = CancellationToken::new();
+        let grace = Duration::from_secs(self.state.config.shutdown_grace_secs);
+        let consumer = tokio::spawn(dispatch::run(
+            self.amqp.clone(),
+            self.tasks_queue.clone(),
+            self.state.config.claim_prefetch,
+            self.state.offers.clone(),
+            cancel.clone(),
+        ));
+        let stop = cancel.clone();
+        let server = axum::serve(self.listener, router(self.state.clone()))
+            .with_graceful_shutdown(async move { stop.cancelled().await });
+        tracing::info!(addr = %self.state.config.http_addr, "worker-api serving");
+        let mut server = std::pin::pin!(server.into_future());
+        let mut consumer = std::pin::pin!(consumer);
+        let failure = tokio::select! {
+            () = shutdown => None,
+            result = &mut consumer => Some(match result {
+                Ok(Ok(())) => anyhow::anyhow!("the offer consumer stopped"),
+                Ok(Err(e)) => e.context("the offer consumer failed"),
+                Err(e) => anyhow::Error::new(e).context("the offer consumer panicked"),
+            }),
+            result = &mut server => Some(match result {
+                Ok(()) => anyhow::anyhow!("the HTTP server stopped"),
+                Err(e) => anyhow::Error::new(e).context("the HTTP server failed"),
+            }),
+        };
+        cancel.cancel();
+        if tokio::time::timeout(grace, &mut server).await.is_err() {
+            tracing::warn!("requests still running after the grace period; closing anyway");
+        }
+        // Closing the connection returns every unacked offer to the queue.
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.amqp.close(200, "shutdown".into())).await;
+        self.state.pool.close().await;
+        match failure {
+            None => {
+                tracing::info!("worker-api stopped");
+                Ok(())
+            }
+            Some(e) => Err(e),
+        }
+    }
+}
+
+/// The `create-user` subcommand: reads the password from standard input.
+pub async fn create_user_command(config: &Config, username: &str, role: &str) -> anyhow::Result<()> {
+    let role = role.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+    let mut password = String::new();
+    std::io::stdin()
+        .read_line(&mut password)
+        .context("reading the password from standard input")?;
+    let password = password.trim_end_matches(['\r', '\n']).to_owned();
+    let pool = db::connect(&config.services.database_url, 2).await?;
+    db::migrate(&pool).await?;
+    let id = crate::users::create_user(&pool, username, password, role).await?;
+    println!("created {} {username} with id {id}", role.as_str());
+    Ok(())
+}
+
+/// The `migrate` subcommand.
+pub async fn migrate_only(config: &Config) -> anyhow::Result<()> {
+    let pool = db::connect(&config.services.database_url, 2).await?;
+    db::migrate(&pool).await?;
+    println!("migrations applied");
+    Ok(())
+}

@@ -1,0 +1,89 @@
+//! The signed-in caller, extracted from `Authorization: Bearer <token>`.
+//!
+//! The token proves who the caller is; the role and status come from the
+//! database on every request, so a suspension or demotion takes effect at once.
+
+use crate::error::ApiError;
+use crate::state::AppState;
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use spotcheck_shared::{Role, UserId, UserStatus};
+
+/// Any signed-in, active user.
+#[derive(Debug, Clone, Copy)]
+pub struct Caller {
+    /// The user's id.
+    pub id: UserId,
+    /// The user's current role.
+    pub role: Role,
+}
+
+fn bearer(parts: &Parts) -> Result<&str, ApiError> {
+    let header = parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)
+        .ok_or_else(|| ApiError::unauthorized("missing bearer token"))?;
+    let value = header
+        .to_str()
+        .map_err(|_| ApiError::unauthorized("malformed Authorization header"))?;
+    value
+        .strip_prefix("Bearer ")
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| ApiError::unauthorized("expected a Bearer token"))
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let token = bearer(parts)?;
+        let (id, _claims) = state.tokens.verify(token).map_err(|e| {
+            tracing::debug!(error = %e, "refused an access token");
+            ApiError::unauthorized("invalid or expired token")
+        })?;
+        let row: Option<(String, String)> = sqlx::query_as("SELECT role, status FROM users WHERE id = $1")
+            .bind(id.0)
+            .fetch_optional(&state.pool)
+            .await?;
+        let Some((role, status)) = row else {
+            return Err(ApiError::unauthorized("invalid or expired token"));
+        };
+        if status.parse::<UserStatus>() != Ok(UserStatus::Active) {
+            return Err(ApiError::unauthorized("this account is suspended"));
+        }
+        let role = role.parse().map_err(|e: String| ApiError::internal(anyhow::anyhow!(e)))?;
+        Ok(Caller { id, role })
+    }
+}
+
+/// A signed-in volunteer (other roles get 403).
+#[derive(Debug, Clone, Copy)]
+pub struct Volunteer(pub Caller);
+
+/// A signed-in staff member or admin (volunteers get 403).
+#[derive(Debug, Clone, Copy)]
+pub struct Staff(pub Caller);
+
+impl FromRequestParts<AppState> for Volunteer {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        if caller.role != Role::Volunteer {
+            return Err(ApiError::forbidden("only volunteers review tasks"));
+        }
+        Ok(Volunteer(caller))
+    }
+}
+
+impl FromRequestParts<AppState> for Staff {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        if !caller.role.is_staff() {
+            return Err(ApiError::forbidden("this route is for staff"));
+        }
+        Ok(Staff(caller))
+    }
+}

@@ -1,0 +1,140 @@
+//! Access tokens: short-lived JWTs signed with EdDSA, carrying a key id; the
+//! algorithm is pinned and `exp`, `nbf`, `iat`, `iss`, `aud` and `sub` are required.
+
+use super::keys::KeySet;
+use jsonwebtoken::{Algorithm, Header, Validation, decode, decode_header, encode};
+use serde::{Deserialize, Serialize};
+use spotcheck_shared::{Role, UserId};
+
+/// The claims of an access token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Claims {
+    /// The user's id.
+    pub sub: String,
+    /// The user's role when the token was issued.
+    pub role: Role,
+    /// Issuer.
+    pub iss: String,
+    /// Audience.
+    pub aud: String,
+    /// Expiry, Unix seconds.
+    pub exp: i64,
+    /// Not valid before, Unix seconds.
+    pub nbf: i64,
+    /// Issued at, Unix seconds.
+    pub iat: i64,
+    /// Token id.
+    pub jti: String,
+}
+
+/// Issues and verifies access tokens.
+#[derive(Clone)]
+pub struct TokenIssuer {
+    keys: KeySet,
+    issuer: String,
+    audience: String,
+    ttl_secs: i64,
+    validation: Validation,
+}
+
+/// Why a token was refused (never shown to the client beyond "invalid token").
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    /// The header names no key we know.
+    #[error("unknown or missing key id")]
+    UnknownKey,
+    /// Signature, algorithm, time or audience checks failed.
+    #[error("{0}")]
+    Invalid(#[from] jsonwebtoken::errors::Error),
+    /// `sub` is not a user id.
+    #[error("malformed subject")]
+    BadSubject,
+}
+
+impl TokenIssuer {
+    /// An issuer with these keys, names and lifetime.
+    pub fn new(keys: KeySet, issuer: &str, audience: &str, ttl_secs: u64) -> Self {
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.set_issuer(&[issuer]);
+        validation.set_audience(&[audience]);
+        validation.set_required_spec_claims(&["exp", "nbf", "iat", "iss", "aud", "sub"]);
+        validation.validate_nbf = true;
+        validation.leeway = 5;
+        Self {
+            keys,
+            issuer: issuer.to_owned(),
+            audience: audience.to_owned(),
+            ttl_secs: ttl_secs as i64,
+            validation,
+        }
+    }
+
+    /// The key set (for the JWKS route).
+    pub fn keys(&self) -> &KeySet {
+        &self.keys
+    }
+
+    /// Access-token lifetime in seconds.
+    pub fn ttl_secs(&self) -> i64 {
+        self.ttl_secs
+    }
+
+    /// A signed access token for `user` with `role`.
+    pub fn issue(&self, user: UserId, role: Role, now: i64) -> anyhow::Result<String> {
+        let claims = Claims {
+            sub: user.to_string(),
+            role,
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
+            exp: now + self.ttl_secs,
+            nbf: now,
+            iat: now,
+            jti: uuid::Uuid::new_v4().to_string(),
+        };
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(self.keys.signing_kid.clone());
+        Ok(encode(&header, &claims, &self.keys.signing)?)
+    }
+
+    /// Verifies a token and returns the user it names.
+    pub fn verify(&self, token: &str) -> Result<(UserId, Claims), TokenError> {
+        let header = decode_header(token)?;
+        let key = header
+            .kid
+            .as_deref()
+            .and_then(|kid| self.keys.find(kid))
+            .ok_or(TokenError::UnknownKey)?;
+        let data = decode::<Claims>(token, &key.key, &self.validation)?;
+        let user = data.claims.sub.parse().map_err(|_| TokenError::BadSubject)?;
+        Ok((user, data.claims))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn issuer() -> TokenIssuer {
+        TokenIssuer::new(KeySet::generate().unwrap(), "spotcheck", "spotcheck-api", 900)
+    }
+
+    #[test]
+    fn a_token_verifies_with_its_issuer_and_not_with_another_key() {
+        let a = issuer();
+        let now = chrono::Utc::now().timestamp();
+        let user = UserId::new();
+        let token = a.issue(user, Role::Volunteer, now).unwrap();
+        assert_eq!(a.verify(&token).unwrap().0, user);
+        assert!(issuer().verify(&token).is_err());
+    }
+
+    #[test]
+    fn expired_and_not_yet_valid_tokens_are_refused() {
+        let a = issuer();
+        let now = chrono::Utc::now().timestamp();
+        let old = a.issue(UserId::new(), Role::Staff, now - 3600).unwrap();
+        assert!(a.verify(&old).is_err());
+        let future = a.issue(UserId::new(), Role::Staff, now + 3600).unwrap();
+        assert!(a.verify(&future).is_err());
+    }
+}

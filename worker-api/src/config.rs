@@ -1,0 +1,103 @@
+//! worker-api's configuration: flags or environment variables, read once.
+
+use clap::{Parser, Subcommand};
+use spotcheck_platform::config::ServiceConfig;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Command line of the worker-api binary.
+#[derive(Debug, Parser)]
+#[command(name = "worker-api", version, about = "Spotcheck worker API")]
+pub struct Cli {
+    /// What to do; `serve` when omitted.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Configuration.
+    #[command(flatten)]
+    pub config: Config,
+}
+
+/// worker-api's subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve HTTP (the default).
+    Serve,
+    /// Apply pending migrations and exit.
+    Migrate,
+    /// Create a user; the password is read from standard input.
+    CreateUser {
+        /// Login name.
+        #[arg(long)]
+        username: String,
+        /// `volunteer`, `staff` or `admin`.
+        #[arg(long)]
+        role: String,
+    },
+}
+
+/// Typed configuration of one worker-api process.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Config {
+    /// Service addresses and names.
+    #[command(flatten)]
+    pub services: ServiceConfig,
+    /// Address the HTTP server listens on.
+    #[arg(long, env = "SPOTCHECK_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    pub http_addr: SocketAddr,
+    /// `development` allows a generated signing key; anything else requires configured keys.
+    #[arg(long, env = "SPOTCHECK_ENV", default_value = "development")]
+    pub env: String,
+    /// PEM private key (Ed25519, PKCS#8) that signs access tokens.
+    #[arg(long, env = "SPOTCHECK_JWT_KEY_FILE")]
+    pub jwt_key_file: Option<PathBuf>,
+    /// Extra PEM public keys (comma-separated files) still accepted, for key rotation.
+    #[arg(long, env = "SPOTCHECK_JWT_VERIFY_KEY_FILES", value_delimiter = ',')]
+    pub jwt_verify_key_files: Vec<PathBuf>,
+    /// `iss` of the access tokens.
+    #[arg(long, env = "SPOTCHECK_JWT_ISSUER", default_value = "spotcheck")]
+    pub jwt_issuer: String,
+    /// `aud` of the access tokens.
+    #[arg(long, env = "SPOTCHECK_JWT_AUDIENCE", default_value = "spotcheck-api")]
+    pub jwt_audience: String,
+    /// Access-token lifetime in seconds.
+    #[arg(long, env = "SPOTCHECK_ACCESS_TOKEN_TTL_SECS", default_value_t = 900)]
+    pub access_token_ttl_secs: u64,
+    /// Refresh-token lifetime in seconds.
+    #[arg(long, env = "SPOTCHECK_REFRESH_TOKEN_TTL_SECS", default_value_t = 30 * 86_400)]
+    pub refresh_token_ttl_secs: u64,
+    /// Live leases one volunteer may hold at once.
+    #[arg(long, env = "SPOTCHECK_MAX_LEASES_PER_VOLUNTEER", default_value_t = 3)]
+    pub max_leases_per_volunteer: u32,
+    /// Slot offers buffered by this process (the consumer's prefetch).
+    #[arg(long, env = "SPOTCHECK_CLAIM_PREFETCH", default_value_t = 256)]
+    pub claim_prefetch: u16,
+    /// Largest accepted request body in bytes.
+    #[arg(long, env = "SPOTCHECK_MAX_BODY_BYTES", default_value_t = 64 * 1024)]
+    pub max_body_bytes: usize,
+    /// Seconds a request may take before it is answered 503.
+    #[arg(long, env = "SPOTCHECK_REQUEST_TIMEOUT_SECS", default_value_t = 15)]
+    pub request_timeout_secs: u64,
+    /// Seconds allowed for a graceful shutdown.
+    #[arg(long, env = "SPOTCHECK_SHUTDOWN_GRACE_SECS", default_value_t = 20)]
+    pub shutdown_grace_secs: u64,
+    /// `json` for JSON log lines, anything else for text.
+    #[arg(long, env = "SPOTCHECK_LOG_FORMAT", default_value = "text")]
+    pub log_format: String,
+}
+
+impl Config {
+    /// Whether logs are JSON lines.
+    pub fn json_logs(&self) -> bool {
+        self.log_format.eq_ignore_ascii_case("json")
+    }
+
+    /// Whether this is a development deployment (generated keys allowed).
+    pub fn is_development(&self) -> bool {
+        self.env.eq_ignore_ascii_case("development")
+    }
+
+    /// The configuration from defaults alone (tests adjust fields).
+    pub fn defaults() -> Self {
+        Cli::parse_from(["worker-api"]).config
+    }
+}

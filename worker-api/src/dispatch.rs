@@ -1,0 +1,153 @@
+//! Slot offers from RabbitMQ, buffered in-process for claim requests.
+//!
+//! A consumer with bounded prefetch fills the buffer (no polling); a claim takes
+//! an offer, and acks it only once the lease is granted or the offer is known to
+//! be surplus. An offer that many volunteers could not take (they had voted on
+//! that task already) is re-published to the back of the queue, so a buffer full
+//! of such offers never starves the others.
+
+use futures::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{BasicAckOptions, BasicNackOptions};
+use spotcheck_platform::amqp::{Publisher, consume, timed};
+use spotcheck_shared::TaskId;
+use spotcheck_shared::messages::{SlotOffer, decode};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio_util::sync::CancellationToken;
+
+/// Skips after which an offer is re-published instead of kept.
+const MAX_SKIPS: u32 = 16;
+
+/// One buffered delivery.
+pub struct Offer {
+    delivery: Delivery,
+    /// The task offered, or `None` if the message is malformed.
+    pub task: Option<TaskId>,
+    skips: u32,
+}
+
+/// The shared buffer of offers.
+#[derive(Clone)]
+pub struct OfferBuffer {
+    queue: Arc<Mutex<VecDeque<Offer>>>,
+    alive: Arc<AtomicBool>,
+    publisher: Publisher,
+    tasks_queue: String,
+}
+
+impl OfferBuffer {
+    /// An empty buffer that re-publishes to `tasks_queue` through `publisher`.
+    pub fn new(publisher: Publisher, tasks_queue: String) -> Self {
+        Self {
+            queue: Arc::default(),
+            alive: Arc::default(),
+            publisher,
+            tasks_queue,
+        }
+    }
+
+    /// Offers currently buffered.
+    pub fn len(&self) -> usize {
+        self.queue.lock().expect("offer lock").len()
+    }
+
+    /// Whether no offer is buffered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether the consumer feeding the buffer is running.
+    pub fn is_alive(&self) -> bool {
+        self.alive.load(Ordering::Relaxed)
+    }
+
+    /// Takes the oldest offer.
+    pub fn pop(&self) -> Option<Offer> {
+        self.queue.lock().expect("offer lock").pop_front()
+    }
+
+    /// Returns an offer this caller could not take, for another volunteer.
+    pub async fn put_back(&self, mut offer: Offer) {
+        offer.skips += 1;
+        if offer.skips < MAX_SKIPS {
+            self.queue.lock().expect("offer lock").push_back(offer);
+            return;
+        }
+        let Some(task_id) = offer.task else {
+            return self.settle(offer, Settle::DeadLetter).await;
+        };
+        let body = serde_json::to_vec(&spotcheck_platform::outbox::slot_offer(task_id)).expect("offers serialize");
+        let republished = self.publisher.publish_all("", &[(self.tasks_queue.clone(), body)]).await;
+        match republished {
+            Ok(()) => self.settle(offer, Settle::Ack).await,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not re-publish a skipped offer; keeping it");
+                self.queue.lock().expect("offer lock").push_back(offer);
+            }
+        }
+    }
+
+    /// Acknowledges or dead-letters an offer.
+    pub async fn settle(&self, offer: Offer, how: Settle) {
+        let result = match how {
+            Settle::Ack => timed("ack", offer.delivery.acker.ack(BasicAckOptions::default())).await,
+            Settle::DeadLetter => {
+                let nack = BasicNackOptions { requeue: false, multiple: false };
+                timed("nack", offer.delivery.acker.nack(nack)).await
+            }
+        };
+        if let Err(e) = result {
+            // The channel predates a reconnect: the broker redelivers, and the
+            // claim cap refuses the surplus.
+            tracing::warn!(error = %e, "could not settle an offer");
+        }
+    }
+
+    fn push(&self, delivery: Delivery) {
+        let task = match decode::<SlotOffer>(&delivery.data) {
+            Ok(offer) => Some(offer.task_id),
+            Err(e) => {
+                tracing::warn!(delivery_tag = delivery.delivery_tag, error = %e, "malformed slot offer");
+                None
+            }
+        };
+        self.queue.lock().expect("offer lock").push_back(Offer { delivery, task, skips: 0 });
+    }
+}
+
+/// How to settle an offer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settle {
+    /// Done with it (granted, or surplus).
+    Ack,
+    /// It can never be used.
+    DeadLetter,
+}
+
+/// Fills `buffer` from `queue` until cancelled; an error if the consumer stops.
+pub async fn run(
+    conn: Arc<lapin::Connection>,
+    queue: String,
+    prefetch: u16,
+    buffer: OfferBuffer,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    let tag = format!("claims-{}", uuid::Uuid::new_v4().simple());
+    let (_channel, mut consumer) = consume(&conn, &queue, &tag, prefetch).await?;
+    buffer.alive.store(true, Ordering::Relaxed);
+    let result = loop {
+        let next = tokio::select! {
+            () = cancel.cancelled() => break Ok(()),
+            next = consumer.next() => next,
+        };
+        match next {
+            Some(Ok(delivery)) => buffer.push(delivery),
+            Some(Err(e)) => tracing::warn!(error = %e, "offer consumer error; waiting for recovery"),
+            None => break Err(anyhow::anyhow!("the offer consumer was cancelled by the broker")),
+        }
+    };
+    buffer.alive.store(false, Ordering::Relaxed);
+    result
+}

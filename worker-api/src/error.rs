@@ -1,0 +1,143 @@
+//! One error type for every handler, answered as RFC 9457 problem JSON with a
+//! stable `code`. 5xx bodies are opaque; their cause is logged once, here.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+/// An error a handler returns.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    detail: String,
+    source: Option<anyhow::Error>,
+}
+
+/// The problem-details body.
+#[derive(Debug, Serialize)]
+pub struct Problem {
+    /// A URI naming the problem type.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Short, human-readable summary.
+    pub title: String,
+    /// The HTTP status.
+    pub status: u16,
+    /// What went wrong in this occurrence.
+    pub detail: String,
+    /// Stable machine-readable code.
+    pub code: &'static str,
+}
+
+impl ApiError {
+    /// A client error with a stable code.
+    pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            detail: detail.into(),
+            source: None,
+        }
+    }
+
+    /// 422 `validation_failed`: well-formed input with a wrong value.
+    pub fn invalid(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed", detail)
+    }
+
+    /// 404 `not_found`.
+    pub fn not_found(what: &str) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))
+    }
+
+    /// 401 `unauthorized`.
+    pub fn unauthorized(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", detail)
+    }
+
+    /// 403 `forbidden`.
+    pub fn forbidden(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", detail)
+    }
+
+    /// 500 `internal`, keeping the cause for the log only.
+    pub fn internal(source: anyhow::Error) -> Self {
+        Self {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            code: "internal",
+            detail: "an internal error occurred".into(),
+            source: Some(source),
+        }
+    }
+
+    /// 503 `unavailable`, keeping the cause for the log only.
+    pub fn unavailable(source: anyhow::Error) -> Self {
+        Self {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "unavailable",
+            detail: "a backing service is unavailable; try again shortly".into(),
+            source: Some(source),
+        }
+    }
+
+    /// The stable code.
+    pub fn code(&self) -> &'static str {
+        self.code
+    }
+}
+
+/// The body of an error with this status, code and detail.
+pub fn problem(status: StatusCode, code: &'static str, detail: String) -> Problem {
+    Problem {
+        kind: format!("https://spotcheck.dev/problems/{code}"),
+        title: status.canonical_reason().unwrap_or("Error").to_owned(),
+        status: status.as_u16(),
+        detail,
+        code,
+    }
+}
+
+/// Writes a problem response with the right content type.
+pub fn problem_response(status: StatusCode, code: &'static str, detail: String) -> Response {
+    let mut response = (status, Json(problem(status, code, detail))).into_response();
+    response.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/problem+json"),
+    );
+    response
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let Some(source) = &self.source {
+            tracing::error!(error = ?source, code = self.code, "request failed");
+        }
+        problem_response(self.status, self.code, self.detail)
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) => Self::unavailable(e.into()),
+            other => Self::internal(other.into()),
+        }
+    }
+}
+
+impl From<redis::RedisError> for ApiError {
+    fn from(e: redis::RedisError) -> Self {
+        Self::unavailable(e.into())
+    }
+}
+
+impl From<anyhow::Error> for ApiError {
+    fn from(e: anyhow::Error) -> Self {
+        Self::internal(e)
+    }
+}
+
+/// Handler result.
+pub type ApiResult<T> = Result<T, ApiError>;

@@ -1,0 +1,15 @@
+//! Spotcheck's worker API: sign-in, claims, votes and the staff endpoints, over
+//! PostgreSQL (records), Redis (leases) and RabbitMQ (slot offers).
+
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod dispatch;
+pub mod error;
+pub mod extract;
+pub mod routes;
+pub mod state;
+pub mod users;
+
+pub use app::App;
+pub use config::Config;

@@ -1,0 +1,20 @@
+//! The worker-api binary: `serve` (default), `migrate`, or `create-user`.
+
+use clap::Parser;
+use worker_api::config::{Cli, Command};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    spotcheck_platform::telemetry::init(cli.config.json_logs());
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => {
+            let app = worker_api::App::build(cli.config).await?;
+            app.run_until_stopped(spotcheck_platform::shutdown::signal()).await
+        }
+        Command::Migrate => worker_api::app::migrate_only(&cli.config).await,
+        Command::CreateUser { username, role } => {
+            worker_api::app::create_user_command(&cli.config, &username, &role).await
+        }
+    }
+}

@@ -1,0 +1,116 @@
+//! Sign-in, token refresh and the public keys.
+
+use crate::auth::password;
+use crate::auth::refresh::{self, Redeemed};
+use crate::error::{ApiError, ApiResult};
+use crate::extract::ApiJson;
+use crate::state::AppState;
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use spotcheck_shared::{Role, UserId};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+/// `POST /v1/auth/login` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Login {
+    username: String,
+    password: String,
+}
+
+/// `POST /v1/auth/refresh` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Refresh {
+    refresh_token: String,
+}
+
+/// The token pair both routes answer with.
+#[derive(Debug, Serialize)]
+pub struct TokenPair {
+    access_token: String,
+    refresh_token: String,
+    token_type: &'static str,
+    expires_in: i64,
+}
+
+async fn token_pair(state: &AppState, conn: &mut PgConnection, user: UserId, role: Role, family: Uuid) -> ApiResult<TokenPair> {
+    let ttl = state.config.refresh_token_ttl_secs as i64;
+    let refresh_token = refresh::issue(conn, user, family, ttl).await?;
+    let access_token = state.tokens.issue(user, role, chrono::Utc::now().timestamp())?;
+    Ok(TokenPair {
+        access_token,
+        refresh_token,
+        token_type: "Bearer",
+        expires_in: state.tokens.ttl_secs(),
+    })
+}
+
+fn bad_credentials() -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, "invalid_credentials", "wrong username or password")
+}
+
+/// Signs in with a username and password.
+pub async fn login(State(state): State<AppState>, ApiJson(body): ApiJson<Login>) -> ApiResult<Json<TokenPair>> {
+    if body.username.len() > 64 || body.password.len() > 256 {
+        return Err(bad_credentials());
+    }
+    let row: Option<(Uuid, String, String, String)> =
+        sqlx::query_as("SELECT id, password_hash, role, status FROM users WHERE username = $1")
+            .bind(&body.username)
+            .fetch_optional(&state.pool)
+            .await?;
+    let hash = row.as_ref().map(|(_, h, _, _)| h.clone());
+    // An unknown user costs the same hash as a known one.
+    if !password::verify(body.password, hash).await {
+        return Err(bad_credentials());
+    }
+    let (id, _, role, status) = row.ok_or_else(bad_credentials)?;
+    if status != "active" {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "account_suspended", "this account is suspended"));
+    }
+    let role: Role = role.parse().map_err(|e: String| ApiError::internal(anyhow::anyhow!(e)))?;
+    let mut conn = state.pool.acquire().await?;
+    let pair = token_pair(&state, &mut conn, UserId(id), role, Uuid::new_v4()).await?;
+    tracing::info!(user.id = %id, "signed in");
+    Ok(Json(pair))
+}
+
+/// Spends a refresh token for a new pair; a reused token revokes its family.
+pub async fn refresh(State(state): State<AppState>, ApiJson(body): ApiJson<Refresh>) -> ApiResult<Json<TokenPair>> {
+    let mut tx = state.pool.begin().await?;
+    let (user, family) = match refresh::redeem(&mut tx, &body.refresh_token).await? {
+        Redeemed::Ok { user, family } => (user, family),
+        Redeemed::Reused => {
+            tx.commit().await?;
+            tracing::warn!("a spent refresh token was presented again; its family is revoked");
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "refresh_token_reused",
+                "this refresh token was already used; sign in again",
+            ));
+        }
+        Redeemed::Invalid => {
+            return Err(ApiError::new(StatusCode::UNAUTHORIZED, "invalid_refresh_token", "invalid or expired refresh token"));
+        }
+    };
+    let (role, status): (String, String) = sqlx::query_as("SELECT role, status FROM users WHERE id = $1")
+        .bind(user.0)
+        .fetch_one(&mut *tx)
+        .await?;
+    if status != "active" {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "account_suspended", "this account is suspended"));
+    }
+    let role: Role = role.parse().map_err(|e: String| ApiError::internal(anyhow::anyhow!(e)))?;
+    let pair = token_pair(&state, &mut tx, user, role, family).await?;
+    tx.commit().await?;
+    Ok(Json(pair))
+}
+
+/// `GET /.well-known/jwks.json`.
+pub async fn jwks(State(state): State<AppState>) -> Json<serde_json::Value> {
+    Json(state.tokens.keys().jwks())
+}

@@ -1,0 +1,205 @@
+//! Staff review of escalations: a cursor-paged list, one with its evidence, and
+//! the confirm-or-dismiss decision that opens the seller's refutation window.
+
+use crate::auth::caller::Staff;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{ApiJson, parse_id};
+use crate::state::AppState;
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use spotcheck_shared::EscalationId;
+use spotcheck_shared::escalation::{EscalationStatus, REFUTATION_WINDOW_SECS, StaffDecision, Transition, apply};
+use uuid::Uuid;
+
+/// Query of the list.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    status: Option<String>,
+    limit: Option<i64>,
+    cursor: Option<String>,
+}
+
+/// An escalation in a list or on its own.
+#[derive(Debug, Serialize, sqlx::FromRow)]
+pub struct EscalationRow {
+    id: Uuid,
+    task_id: Uuid,
+    listing_id: String,
+    status: String,
+    reason: String,
+    created_at: DateTime<Utc>,
+    decided_by: Option<Uuid>,
+    decided_at: Option<DateTime<Utc>>,
+    decision_note: Option<String>,
+    refutation_deadline: Option<DateTime<Utc>>,
+}
+
+const COLUMNS: &str = "id, task_id, listing_id, status, reason, created_at, decided_by, decided_at, decision_note, refutation_deadline";
+
+/// A page of escalations.
+#[derive(Debug, Serialize)]
+pub struct Page {
+    items: Vec<EscalationRow>,
+    next_cursor: Option<String>,
+}
+
+/// `GET /v1/staff/escalations?status=&limit=&cursor=`, oldest first.
+pub async fn list(State(state): State<AppState>, Staff(_): Staff, Query(q): Query<ListQuery>) -> ApiResult<Json<Page>> {
+    let status = match q.status.as_deref() {
+        None | Some("") => None,
+        Some(s) => Some(
+            s.parse::<EscalationStatus>()
+                .map_err(|_| ApiError::invalid("status must be open, confirmed or dismissed"))?,
+        ),
+    };
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=200).contains(&limit) {
+        return Err(ApiError::invalid("limit must be between 1 and 200"));
+    }
+    let cursor = match q.cursor.as_deref() {
+        None | Some("") => None,
+        Some(c) => Some(Uuid::parse_str(c).map_err(|_| ApiError::invalid("malformed cursor"))?),
+    };
+    let sql = format!(
+        "SELECT {COLUMNS} FROM escalations
+         WHERE ($1::text IS NULL OR status = $1) AND ($2::uuid IS NULL OR id > $2)
+         ORDER BY id LIMIT $3"
+    );
+    let mut items: Vec<EscalationRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(status.map(|s| s.as_str()))
+        .bind(cursor)
+        .bind(limit + 1)
+        .fetch_all(&state.pool)
+        .await?;
+    let next_cursor = if items.len() as i64 > limit {
+        items.truncate(limit as usize);
+        items.last().map(|e| e.id.to_string())
+    } else {
+        None
+    };
+    Ok(Json(Page { items, next_cursor }))
+}
+
+async fn load(state: &AppState, id: EscalationId) -> ApiResult<EscalationRow> {
+    let sql = format!("SELECT {COLUMNS} FROM escalations WHERE id = $1");
+    sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(id.0)
+        .fetch_optional(&state.pool)
+        .await?
+        .ok_or_else(|| ApiError::not_found("escalation"))
+}
+
+/// `GET /v1/staff/escalations/{id}`: the escalation with its evidence.
+pub async fn one(State(state): State<AppState>, Staff(_): Staff, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    let id: EscalationId = parse_id(&id, "escalation")?;
+    let escalation = load(&state, id).await?;
+    let (listing,): (Value,) = sqlx::query_as(
+        "SELECT to_jsonb(l) - 'first_seen_at' - 'updated_at' FROM listings l WHERE listing_id = $1",
+    )
+    .bind(&escalation.listing_id)
+    .fetch_one(&state.pool)
+    .await?;
+    let (task,): (Value,) = sqlx::query_as(
+        "SELECT jsonb_build_object('task_id', id, 'round', round, 'state', state,
+                'votes_required', votes_required, 'votes_counted', votes_counted,
+                'inclusion_probability', inclusion_probability, 'stratum', stratum,
+                'sampling', sampling, 'policy_id', policy_id)
+         FROM tasks WHERE id = $1",
+    )
+    .bind(escalation.task_id)
+    .fetch_one(&state.pool)
+    .await?;
+    let (votes,): (Value,) = sqlx::query_as(
+        "SELECT coalesce(jsonb_agg(jsonb_build_object('vote_id', id, 'volunteer_id', volunteer_id,
+                'verdict', verdict, 'reasons', reasons, 'note', note, 'created_at', created_at)
+                ORDER BY created_at), '[]'::jsonb)
+         FROM votes WHERE task_id = $1",
+    )
+    .bind(escalation.task_id)
+    .fetch_one(&state.pool)
+    .await?;
+    let decision: Option<(Value,)> = sqlx::query_as(
+        "SELECT jsonb_build_object('outcome', outcome, 'tally', tally, 'decided_at', decided_at)
+         FROM decisions WHERE task_id = $1",
+    )
+    .bind(escalation.task_id)
+    .fetch_optional(&state.pool)
+    .await?;
+    let mut body = serde_json::to_value(&escalation).map_err(anyhow::Error::from)?;
+    body["evidence"] = json!({
+        "listing": listing,
+        "task": task,
+        "votes": votes,
+        "decision": decision.map(|(d,)| d),
+    });
+    Ok(Json(body))
+}
+
+/// Body of a staff decision.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionBody {
+    decision: StaffDecision,
+    #[serde(default)]
+    note: Option<String>,
+}
+
+/// `POST /v1/staff/escalations/{id}/decision`: confirm or dismiss; a repeat is answered as the first.
+pub async fn decide(
+    State(state): State<AppState>,
+    Staff(me): Staff,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<DecisionBody>,
+) -> ApiResult<Json<EscalationRow>> {
+    let id: EscalationId = parse_id(&id, "escalation")?;
+    if body.note.as_ref().is_some_and(|n| n.chars().count() > 4000) {
+        return Err(ApiError::invalid("note is at most 4000 characters"));
+    }
+    let mut tx = state.pool.begin().await?;
+    let current: Option<(String,)> = sqlx::query_as("SELECT status FROM escalations WHERE id = $1 FOR UPDATE")
+        .bind(id.0)
+        .fetch_optional(&mut *tx)
+        .await?;
+    let (current,) = current.ok_or_else(|| ApiError::not_found("escalation"))?;
+    let current: EscalationStatus = current.parse().map_err(|e: String| ApiError::internal(anyhow::anyhow!(e)))?;
+    match apply(current, body.decision) {
+        Transition::Repeat => {}
+        Transition::Conflict => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "escalation_already_decided",
+                format!("this escalation is already {}", current.as_str()),
+            ));
+        }
+        Transition::To(next) => {
+            let window = (next == EscalationStatus::Confirmed).then_some(REFUTATION_WINDOW_SECS as f64);
+            sqlx::query(
+                "UPDATE escalations SET status = $2, decided_by = $3, decided_at = now(), decision_note = $4,
+                        refutation_deadline = now() + make_interval(secs => $5)
+                 WHERE id = $1",
+            )
+            .bind(id.0)
+            .bind(next.as_str())
+            .bind(me.id.0)
+            .bind(&body.note)
+            .bind(window)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("INSERT INTO audit_log (actor_id, action, subject, old, new) VALUES ($1, 'escalation.decide', $2, $3, $4)")
+                .bind(me.id.0)
+                .bind(format!("escalation:{id}"))
+                .bind(json!({"status": current.as_str()}))
+                .bind(json!({"status": next.as_str(), "note": body.note}))
+                .execute(&mut *tx)
+                .await?;
+            tracing::info!(escalation.id = %id, staff.id = %me.id, status = next.as_str(), "escalation decided");
+        }
+    }
+    tx.commit().await?;
+    Ok(Json(load(&state, id).await?))
+}

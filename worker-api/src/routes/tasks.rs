@@ -1,0 +1,213 @@
+//! Claim, extend and release: a volunteer's lease on one vote slot of a task.
+
+use crate::auth::caller::Volunteer;
+use crate::dispatch::Settle;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{ApiJson, parse_id};
+use crate::state::AppState;
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, TimeZone, Utc};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use spotcheck_platform::lease::{ClaimResult, LeaseError, StoreError};
+use spotcheck_platform::outbox;
+use spotcheck_shared::TaskId;
+
+/// The listing as a volunteer sees it.
+#[derive(Debug, Serialize, sqlx::FromRow)]
+pub struct ListingView {
+    listing_id: String,
+    title: String,
+    description: String,
+    brand: String,
+    category: String,
+    region: String,
+    price: f64,
+    currency: String,
+    image_urls: serde_json::Value,
+    seller_id: String,
+}
+
+/// `200` answer of a claim.
+#[derive(Debug, Serialize)]
+pub struct Claimed {
+    task_id: TaskId,
+    lease_token: String,
+    lease_expires_at: DateTime<Utc>,
+    listing: ListingView,
+}
+
+/// Body of extend and release.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeaseBody {
+    /// The token the claim returned.
+    pub lease_token: String,
+}
+
+/// `200` answer of an extend.
+#[derive(Debug, Serialize)]
+pub struct Extended {
+    lease_expires_at: DateTime<Utc>,
+}
+
+/// Unix milliseconds as a timestamp.
+pub fn at_ms(ms: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(ms).single().unwrap_or_else(Utc::now)
+}
+
+/// Maps a lease-store failure to the API's codes.
+pub fn lease_error(e: StoreError) -> ApiError {
+    match e {
+        StoreError::Lease(LeaseError::NotFound) => {
+            ApiError::new(StatusCode::CONFLICT, "lease_not_found", "you hold no lease on this task")
+        }
+        StoreError::Lease(LeaseError::WrongToken) => ApiError::new(
+            StatusCode::CONFLICT,
+            "lease_token_mismatch",
+            "this is not the token of your current lease on this task",
+        ),
+        StoreError::Lease(LeaseError::Expired) => {
+            ApiError::new(StatusCode::GONE, "lease_expired", "your lease on this task has expired")
+        }
+        StoreError::Redis(e) => e.into(),
+    }
+}
+
+fn new_lease_token() -> String {
+    let mut bytes = [0u8; 16];
+    rand::rng().fill_bytes(&mut bytes);
+    format!("lt_{}", hex::encode(bytes))
+}
+
+/// Checks a lease token's shape before it reaches Redis.
+pub fn check_token_shape(token: &str) -> ApiResult<()> {
+    if token.is_empty() || token.len() > 64 || token.contains('|') {
+        return Err(ApiError::new(StatusCode::CONFLICT, "lease_token_mismatch", "malformed lease token"));
+    }
+    Ok(())
+}
+
+type TaskRow = (String, i32, i32, bool);
+
+/// `POST /v1/tasks/claim`: lease one vote slot, or `204` when none is available.
+pub async fn claim(State(state): State<AppState>, Volunteer(me): Volunteer) -> ApiResult<Response> {
+    let ttl_ms = state.config.services.lease_ttl_secs * 1000;
+    for _ in 0..state.offers.len() {
+        let Some(offer) = state.offers.pop() else { break };
+        let Some(task) = offer.task else {
+            state.offers.settle(offer, Settle::DeadLetter).await;
+            continue;
+        };
+        let row: Option<TaskRow> = match sqlx::query_as(
+            "SELECT state, votes_required, votes_counted,
+                    EXISTS (SELECT 1 FROM votes v WHERE v.task_id = t.id AND v.volunteer_id = $2)
+             FROM tasks t WHERE id = $1",
+        )
+        .bind(task.0)
+        .bind(me.id.0)
+        .fetch_optional(&state.pool)
+        .await
+        {
+            Ok(row) => row,
+            Err(e) => {
+                state.offers.put_back(offer).await;
+                return Err(e.into());
+            }
+        };
+        let Some((task_state, required, counted, voted)) = row else {
+            state.offers.settle(offer, Settle::Ack).await;
+            continue;
+        };
+        if task_state != "open" {
+            state.offers.settle(offer, Settle::Ack).await;
+            continue;
+        }
+        if voted {
+            state.offers.put_back(offer).await;
+            continue;
+        }
+        let token = new_lease_token();
+        let cap = state.config.max_leases_per_volunteer;
+        match state.leases.claim(task, me.id, required, counted, ttl_ms, cap, &token).await {
+            Err(e) => {
+                state.offers.put_back(offer).await;
+                return Err(lease_error(e));
+            }
+            Ok(ClaimResult::Granted(lease)) => {
+                state.offers.settle(offer, Settle::Ack).await;
+                let listing: ListingView = sqlx::query_as(
+                    "SELECT l.listing_id, l.title, l.description, l.brand, l.category, l.region, l.price,
+                            l.currency, l.image_urls, l.seller_id
+                     FROM tasks t JOIN listings l ON l.listing_id = t.listing_id WHERE t.id = $1",
+                )
+                .bind(task.0)
+                .fetch_one(&state.pool)
+                .await?;
+                tracing::debug!(task.id = %task, volunteer.id = %me.id, fence = lease.fence, "lease granted");
+                let body = Claimed {
+                    task_id: task,
+                    lease_token: lease.token,
+                    lease_expires_at: at_ms(lease.expires_at_ms),
+                    listing,
+                };
+                return Ok((StatusCode::OK, Json(body)).into_response());
+            }
+            Ok(ClaimResult::Full) => state.offers.settle(offer, Settle::Ack).await,
+            Ok(ClaimResult::AlreadyHeld) => state.offers.put_back(offer).await,
+            Ok(ClaimResult::CapReached) => {
+                state.offers.put_back(offer).await;
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "too_many_leases",
+                    format!("you already hold {cap} leases; vote on or release one first"),
+                ));
+            }
+        }
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `POST /v1/tasks/{task_id}/extend`: push the caller's lease expiry out by one TTL.
+pub async fn extend(
+    State(state): State<AppState>,
+    Volunteer(me): Volunteer,
+    Path(task): Path<String>,
+    ApiJson(body): ApiJson<LeaseBody>,
+) -> ApiResult<Json<Extended>> {
+    let task: TaskId = parse_id(&task, "task")?;
+    check_token_shape(&body.lease_token)?;
+    let ttl_ms = state.config.services.lease_ttl_secs * 1000;
+    let (_, expires) = state
+        .leases
+        .extend(task, me.id, &body.lease_token, ttl_ms)
+        .await
+        .map_err(lease_error)?;
+    Ok(Json(Extended {
+        lease_expires_at: at_ms(expires),
+    }))
+}
+
+/// `POST /v1/tasks/{task_id}/release`: give the slot back at once (skip).
+pub async fn release(
+    State(state): State<AppState>,
+    Volunteer(me): Volunteer,
+    Path(task): Path<String>,
+    ApiJson(body): ApiJson<LeaseBody>,
+) -> ApiResult<StatusCode> {
+    let task: TaskId = parse_id(&task, "task")?;
+    check_token_shape(&body.lease_token)?;
+    state
+        .leases
+        .expire_now(task, me.id, &body.lease_token)
+        .await
+        .map_err(lease_error)?;
+    // Re-offer first, then drop the lease: a crash in between only duplicates the offer.
+    let mut conn = state.pool.acquire().await?;
+    outbox::offer_slots(&mut conn, &[task], 1).await?;
+    state.leases.drop_expired(task, me.id).await.map_err(lease_error)?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,23 @@
+//! The state every handler shares, passed explicitly with `Router::with_state`.
+
+use crate::auth::tokens::TokenIssuer;
+use crate::config::Config;
+use crate::dispatch::OfferBuffer;
+use spotcheck_platform::lease::LeaseStore;
+use sqlx::PgPool;
+use std::sync::Arc;
+
+/// Shared handles of one worker-api process.
+#[derive(Clone)]
+pub struct AppState {
+    /// PostgreSQL.
+    pub pool: PgPool,
+    /// Leases in Redis.
+    pub leases: LeaseStore,
+    /// Access-token issuer and verifier.
+    pub tokens: Arc<TokenIssuer>,
+    /// Slot offers taken from RabbitMQ, waiting for claims.
+    pub offers: OfferBuffer,
+    /// Configuration.
+    pub config: Arc<Config>,
+}

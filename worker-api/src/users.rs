@@ -1,0 +1,52 @@
+//! Creating accounts: shared by the staff route and the `create-user` command.
+
+use crate::auth::password;
+use spotcheck_shared::{Role, UserId};
+use sqlx::PgPool;
+
+/// Why an account could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum CreateUserError {
+    /// The username is not 3 to 64 characters of letters, digits, `_`, `.` or `-`.
+    #[error("username must be 3 to 64 characters of letters, digits, '_', '.' or '-'")]
+    BadUsername,
+    /// The password is too short or too long.
+    #[error("{0}")]
+    WeakPassword(&'static str),
+    /// Someone has this username.
+    #[error("this username is taken")]
+    Taken,
+    /// The database or the hasher failed.
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+fn username_ok(name: &str) -> bool {
+    (3..=64).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+/// Creates an active account; the password is hashed off the async threads.
+pub async fn create_user(pool: &PgPool, username: &str, plain: String, role: Role) -> Result<UserId, CreateUserError> {
+    if !username_ok(username) {
+        return Err(CreateUserError::BadUsername);
+    }
+    password::check_strength(&plain).map_err(CreateUserError::WeakPassword)?;
+    let hash = password::hash(plain).await?;
+    let id = UserId::new();
+    let done = sqlx::query(
+        "INSERT INTO users (id, username, password_hash, role) VALUES ($1, $2, $3, $4)
+         ON CONFLICT ON CONSTRAINT users_username_key DO NOTHING",
+    )
+    .bind(id.0)
+    .bind(username)
+    .bind(hash)
+    .bind(role.as_str())
+    .execute(pool)
+    .await
+    .map_err(anyhow::Error::from)?;
+    if done.rows_affected() == 0 {
+        return Err(CreateUserError::Taken);
+    }
+    Ok(id)
+}
