@@ -10,8 +10,9 @@
 //!
 //! Rule that keeps slots from being lost: a lease leaves Redis without a vote
 //! only after a new slot offer for it has been committed to the outbox
-//! (`reap`), so a crash can at worst duplicate an offer, and a duplicate is
-//! refused at claim by the cap (live leases + counted votes <= required).
+//! (the reaper or a release), so a crash can at worst duplicate an offer; a
+//! duplicate is refused at claim by the cap (live leases + counted votes <=
+//! required) and dropped once its task closes.
 
 use redis::Script;
 use redis::aio::ConnectionManager;

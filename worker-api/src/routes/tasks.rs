@@ -156,7 +156,10 @@ pub async fn claim(State(state): State<AppState>, Volunteer(me): Volunteer) -> A
                 };
                 return Ok((StatusCode::OK, Json(body)).into_response());
             }
-            Ok(ClaimResult::Full) => state.offers.settle(offer, Settle::Ack).await,
+            // Full may be momentary (a vote committed whose lease is not yet
+            // ended counts twice for an instant), so the offer is kept, not
+            // dropped; it is acked once the task closes.
+            Ok(ClaimResult::Full) => state.offers.put_back(offer).await,
             Ok(ClaimResult::AlreadyHeld) => state.offers.put_back(offer).await,
             Ok(ClaimResult::CapReached) => {
                 state.offers.put_back(offer).await;

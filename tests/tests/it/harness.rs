@@ -1,0 +1,337 @@
+//! The test environment: an isolated database, Redis prefix and AMQP namespace,
+//! with the real coordinator and worker-api running in-process on port 0.
+
+use anyhow::Context;
+use lapin::options::{ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions};
+use lapin::types::FieldTable;
+use serde_json::{Value, json};
+use spotcheck_platform::amqp::{self, Names};
+use spotcheck_shared::Role;
+use sqlx::PgPool;
+use std::future::Future;
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+const ADMIN_DB: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+const PASSWORD: &str = "correct-horse-battery";
+
+fn service_url(var: &str, default: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| default.to_owned())
+}
+
+/// One test's isolated world.
+pub struct TestEnv {
+    /// Unique id of this environment (database, prefix and namespace).
+    pub id: String,
+    /// Pool on the test's database.
+    pub pool: PgPool,
+    /// Base URL of worker-api, when started.
+    pub api: String,
+    /// HTTP client.
+    pub http: reqwest::Client,
+    stops: Vec<oneshot::Sender<()>>,
+    db_url: String,
+    /// The PEM file of the key that signs this environment's access tokens.
+    pub key_file: tempfile_path::TempPath,
+}
+
+impl TestEnv {
+    /// A fresh database with migrations applied; no services started.
+    pub async fn db_only() -> Self {
+        let id = format!("t{}", uuid::Uuid::new_v4().simple());
+        let admin_url = service_url("SPOTCHECK_TEST_ADMIN_DB", ADMIN_DB);
+        let admin = PgPool::connect(&admin_url).await.expect("connect to the admin database");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {id}")))
+            .execute(&admin)
+            .await
+            .expect("create the test database");
+        admin.close().await;
+        let base = admin_url.rsplit_once('/').expect("a database URL has a path").0;
+        let db_url = format!("{base}/{id}");
+        let pool = spotcheck_platform::db::connect(&db_url, 8).await.expect("connect to the test database");
+        spotcheck_platform::db::migrate(&pool).await.expect("migrate");
+        Self {
+            id,
+            pool,
+            api: String::new(),
+            http: reqwest::Client::new(),
+            stops: Vec::new(),
+            db_url,
+            key_file: signing_key_file(),
+        }
+    }
+
+    /// A fresh environment with the coordinator and worker-api running.
+    pub async fn start() -> Self {
+        let mut env = Self::db_only().await;
+        env.start_coordinator(|_| {}).await;
+        env.start_api(|_| {}).await;
+        env
+    }
+
+    fn services(&self) -> spotcheck_platform::config::ServiceConfig {
+        let mut s = worker_api::Config::defaults().services;
+        s.database_url = self.db_url.clone();
+        s.amqp_namespace = self.id.clone();
+        s.redis_prefix = self.id.clone();
+        s.db_max_connections = 8;
+        s
+    }
+
+    /// The coordinator configuration of this environment.
+    pub fn coordinator_config(&self) -> coordinator::Config {
+        let mut c = coordinator::Config::defaults();
+        c.services = self.services();
+        c.relay_poll_ms = 100;
+        c.reaper_interval_ms = 200;
+        c.shutdown_grace_secs = 5;
+        c
+    }
+
+    /// Starts a coordinator (several may run, as replicas do).
+    pub async fn start_coordinator(&mut self, adjust: impl FnOnce(&mut coordinator::Config)) {
+        let mut config = self.coordinator_config();
+        adjust(&mut config);
+        let app = coordinator::App::build(config).await.expect("build the coordinator");
+        let (tx, rx) = oneshot::channel::<()>();
+        tokio::spawn(app.run_until_stopped(async move {
+            let _ = rx.await;
+        }));
+        self.stops.push(tx);
+    }
+
+    /// Starts worker-api on a free port.
+    pub async fn start_api(&mut self, adjust: impl FnOnce(&mut worker_api::Config)) {
+        let mut config = worker_api::Config::defaults();
+        config.services = self.services();
+        config.http_addr = "127.0.0.1:0".parse().expect("an address");
+        config.shutdown_grace_secs = 5;
+        // As in production: a configured key, no generated one.
+        config.env = "production".into();
+        config.jwt_key_file = Some(self.key_file.as_ref().to_path_buf());
+        adjust(&mut config);
+        let app = worker_api::App::build(config).await.expect("build worker-api");
+        self.api = format!("http://{}", app.local_addr());
+        let (tx, rx) = oneshot::channel::<()>();
+        tokio::spawn(app.run_until_stopped(async move {
+            let _ = rx.await;
+        }));
+        self.stops.push(tx);
+        let ready = format!("{}/readyz", self.api);
+        let http = self.http.clone();
+        wait_until("worker-api ready", Duration::from_secs(20), || {
+            let (http, ready) = (http.clone(), ready.clone());
+            async move { http.get(&ready).send().await.is_ok_and(|r| r.status() == 200) }
+        })
+        .await;
+    }
+
+    /// Full URL of an API path.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.api)
+    }
+
+    /// Creates a user directly and signs in over HTTP; returns the access token.
+    pub async fn user(&self, username: &str, role: Role) -> String {
+        worker_api::users::create_user(&self.pool, username, PASSWORD.to_owned(), role)
+            .await
+            .expect("create a user");
+        self.login(username).await
+    }
+
+    /// Signs in over HTTP; returns the access token.
+    pub async fn login(&self, username: &str) -> String {
+        let body = self.login_pair(username).await;
+        body["access_token"].as_str().expect("an access token").to_owned()
+    }
+
+    /// Signs in over HTTP; returns the whole token pair.
+    pub async fn login_pair(&self, username: &str) -> Value {
+        let response = self
+            .http
+            .post(self.url("/v1/auth/login"))
+            .json(&json!({"username": username, "password": PASSWORD}))
+            .send()
+            .await
+            .expect("login request");
+        assert_eq!(response.status(), 200, "login of {username}");
+        response.json().await.expect("login body")
+    }
+
+    /// Replaces the sampling policy through the staff API.
+    pub async fn set_policy(&self, staff: &str, policy: Value) {
+        let r = self
+            .http
+            .put(self.url("/v1/staff/sampling-rules"))
+            .bearer_auth(staff)
+            .json(&policy)
+            .send()
+            .await
+            .expect("put sampling rules");
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
+    }
+
+    /// Sends a request and returns the status and JSON body (Null when empty).
+    pub async fn call(&self, method: reqwest::Method, path: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
+        let mut req = self.http.request(method, self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let response = req.send().await.expect("request");
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// How many messages wait in a queue of this environment.
+    pub async fn queue_depth(&self, queue: &str) -> u32 {
+        let conn = amqp::connect(&self.services().amqp_url, "tests").await.expect("amqp");
+        let channel = conn.create_channel().await.expect("channel");
+        let q = channel
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions { passive: true, ..Default::default() },
+                FieldTable::default(),
+            )
+            .await
+            .expect("passive declare");
+        let _ = conn.close(200, "done".into()).await;
+        q.message_count()
+    }
+
+    /// The names of this environment's exchanges and queues.
+    pub fn names(&self) -> Names {
+        Names::new(&self.id)
+    }
+
+    /// The AMQP URL.
+    pub fn amqp_url(&self) -> String {
+        self.services().amqp_url
+    }
+}
+
+async fn cleanup(id: String, amqp_url: String, redis_url: String) -> anyhow::Result<()> {
+    let admin = PgPool::connect(&service_url("SPOTCHECK_TEST_ADMIN_DB", ADMIN_DB)).await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {id} WITH (FORCE)")))
+        .execute(&admin)
+        .await
+        .context("dropping the test database")?;
+    let conn = amqp::connect(&amqp_url, "test-cleanup").await?;
+    let channel = conn.create_channel().await?;
+    let names = Names::new(&id);
+    for queue in names.work_queues() {
+        for q in [Names::dead_queue(&queue), queue] {
+            channel.queue_delete(q.as_str().into(), QueueDeleteOptions::default()).await?;
+        }
+    }
+    for exchange in names.exchanges() {
+        channel.exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default()).await?;
+    }
+    let _ = conn.close(200, "done".into()).await;
+    let client = redis::Client::open(redis_url)?;
+    let mut redis = client.get_multiplexed_async_connection().await?;
+    let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{{{id}}}:*")).query_async(&mut redis).await?;
+    if !keys.is_empty() {
+        let _: () = redis::cmd("DEL").arg(keys).query_async(&mut redis).await?;
+    }
+    Ok(())
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        self.stops.clear();
+        let id = self.id.clone();
+        let services = self.services();
+        // Clean up on a thread of its own: Drop may run inside the test's runtime.
+        let done = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            rt.block_on(async {
+                // Let the apps see their stop signal and close connections first.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                cleanup(id, services.amqp_url, services.redis_url).await
+            })
+        })
+        .join();
+        if let Ok(Err(e)) = done {
+            eprintln!("test clean-up failed: {e:#}");
+        }
+    }
+}
+
+/// A fresh Ed25519 private key in a PKCS#8 PEM file.
+pub fn signing_key_file() -> tempfile_path::TempPath {
+    use ed25519_dalek::pkcs8::EncodePrivateKey;
+    let mut seed = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut seed);
+    let pem = ed25519_dalek::SigningKey::from_bytes(&seed)
+        .to_pkcs8_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
+        .expect("encode a key");
+    tempfile_path::TempPath::with_contents(&pem)
+}
+
+/// Polls `check` until it is true or `timeout` passes (then panics naming `what`).
+pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A count from SQL.
+pub async fn count(pool: &PgPool, sql: &'static str) -> i64 {
+    sqlx::query_scalar::<_, i64>(sql).fetch_one(pool).await.expect("count query")
+}
+
+/// Writes listings as JSONL to a temporary file and returns its path.
+pub fn jsonl_file(lines: &[String]) -> tempfile_path::TempPath {
+    tempfile_path::TempPath::with_contents(&lines.join("\n"))
+}
+
+/// Imports JSONL lines with this environment's sampler; returns the summary.
+pub async fn import_lines(env: &TestEnv, lines: &[String]) -> coordinator::import::ImportSummary {
+    let file = jsonl_file(lines);
+    let sampler = coordinator::app::sampler(&env.coordinator_config());
+    coordinator::import::import_file(&env.pool, &sampler, file.as_ref(), 100, &indicatif::ProgressBar::hidden())
+        .await
+        .expect("import")
+}
+
+/// A small self-deleting temporary file, without another dependency.
+pub mod tempfile_path {
+    use std::path::{Path, PathBuf};
+
+    /// A file deleted on drop.
+    pub struct TempPath(PathBuf);
+
+    impl TempPath {
+        /// Writes `contents` to a new file in the temporary directory.
+        pub fn with_contents(contents: &str) -> Self {
+            let path = std::env::temp_dir().join(format!("spotcheck-{}.tmp", uuid::Uuid::new_v4().simple()));
+            std::fs::write(&path, contents).expect("write a temporary file");
+            Self(path)
+        }
+    }
+
+    impl AsRef<Path> for TempPath {
+        fn as_ref(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TempPath {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+}
