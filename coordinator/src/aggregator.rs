@@ -54,7 +54,11 @@ pub async fn decide(pool: &PgPool, task: TaskId) -> anyhow::Result<Decision> {
         .bind(tally)
         .execute(&mut *tx)
         .await?;
-    let state = if outcome.escalates() { "escalated" } else { "decided" };
+    let state = if outcome.escalates() {
+        "escalated"
+    } else {
+        "decided"
+    };
     sqlx::query("UPDATE tasks SET state = $2, decided_at = now() WHERE id = $1")
         .bind(task.0)
         .bind(state)
@@ -80,7 +84,12 @@ pub async fn decide(pool: &PgPool, task: TaskId) -> anyhow::Result<Decision> {
 pub async fn handle(pool: &PgPool, delivery: Delivery) -> (Delivery, Handled) {
     let event: VoteRecorded = match decode(&delivery.data) {
         Ok(event) => event,
-        Err(e) => return (delivery, Handled::DeadLetter(format!("malformed vote event: {e}"))),
+        Err(e) => {
+            return (
+                delivery,
+                Handled::DeadLetter(format!("malformed vote event: {e}")),
+            );
+        }
     };
     match decide(pool, event.task_id).await {
         Ok(_) => (delivery, Handled::Ack),

@@ -19,7 +19,11 @@ use tokio_util::sync::CancellationToken;
 
 /// Opens the pool and applies pending migrations.
 pub async fn connect_and_migrate(config: &Config) -> anyhow::Result<PgPool> {
-    let pool = db::connect(&config.services.database_url, config.services.db_max_connections).await?;
+    let pool = db::connect(
+        &config.services.database_url,
+        config.services.db_max_connections,
+    )
+    .await?;
     db::migrate(&pool).await?;
     Ok(pool)
 }
@@ -53,8 +57,11 @@ impl App {
     /// Connects to PostgreSQL (migrating), Redis and RabbitMQ and declares the topology.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let pool = connect_and_migrate(&config).await?;
-        let redis = redis::Client::open(config.services.redis_url.as_str()).context("parsing REDIS_URL")?;
-        let redis = redis::aio::ConnectionManager::new(redis).await.context("connecting to Redis")?;
+        let redis =
+            redis::Client::open(config.services.redis_url.as_str()).context("parsing REDIS_URL")?;
+        let redis = redis::aio::ConnectionManager::new(redis)
+            .await
+            .context("connecting to Redis")?;
         let leases = LeaseStore::new(redis, &config.services.redis_prefix);
         let amqp = amqp::connect(&config.services.amqp_url, "coordinator").await?;
         let names = Names::new(&config.services.amqp_namespace);
@@ -81,29 +88,52 @@ impl App {
         let cancel = CancellationToken::new();
         let names = Names::new(&self.config.services.amqp_namespace);
         let sampler = Arc::new(sampler(&self.config));
-        let policies = PolicyCache::new(self.pool.clone(), Duration::from_millis(self.config.policy_refresh_ms));
+        let policies = PolicyCache::new(
+            self.pool.clone(),
+            Duration::from_millis(self.config.policy_refresh_ms),
+        );
         let mut loops: JoinSet<(&'static str, anyhow::Result<()>)> = JoinSet::new();
 
         let (pool, publisher, c) = (self.pool.clone(), self.publisher.clone(), cancel.clone());
-        let (n, batch, poll) = (names.clone(), self.config.relay_batch, self.config.relay_poll());
-        loops.spawn(async move { ("outbox relay", relay::run(pool, publisher, n, batch, poll, c).await) });
+        let (n, batch, poll) = (
+            names.clone(),
+            self.config.relay_batch,
+            self.config.relay_poll(),
+        );
+        loops.spawn(async move {
+            (
+                "outbox relay",
+                relay::run(pool, publisher, n, batch, poll, c).await,
+            )
+        });
 
         let (pool, leases, c) = (self.pool.clone(), self.leases.clone(), cancel.clone());
         let interval = Duration::from_millis(self.config.reaper_interval_ms);
         loops.spawn(async move { ("lease reaper", reaper::run(pool, leases, interval, c).await) });
 
-        let (pool, conn, c, prefetch) = (self.pool.clone(), self.amqp.clone(), cancel.clone(), self.config.prefetch);
+        let (pool, conn, c, prefetch) = (
+            self.pool.clone(),
+            self.amqp.clone(),
+            cancel.clone(),
+            self.config.prefetch,
+        );
         let queue = names.ingest_queue();
         loops.spawn(async move {
             let handler = |d| feed::handle(&pool, &sampler, &policies, d);
-            ("listing feed consumer", consumer::run(&conn, &queue, prefetch, c, handler).await)
+            (
+                "listing feed consumer",
+                consumer::run(&conn, &queue, prefetch, c, handler).await,
+            )
         });
 
         let (pool, conn, c) = (self.pool.clone(), self.amqp.clone(), cancel.clone());
         let queue = names.votes_queue();
         loops.spawn(async move {
             let handler = |d| aggregator::handle(&pool, d);
-            ("vote aggregator", consumer::run(&conn, &queue, prefetch, c, handler).await)
+            (
+                "vote aggregator",
+                consumer::run(&conn, &queue, prefetch, c, handler).await,
+            )
         });
 
         tracing::info!("coordinator running");
@@ -113,12 +143,17 @@ impl App {
         };
         cancel.cancel();
         let grace = Duration::from_secs(self.config.shutdown_grace_secs);
-        let drained = tokio::time::timeout(grace, async { while loops.join_next().await.is_some() {} }).await;
+        let drained =
+            tokio::time::timeout(grace, async { while loops.join_next().await.is_some() {} }).await;
         if drained.is_err() {
             tracing::warn!("loops did not stop within the grace period; aborting them");
             loops.abort_all();
         }
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.amqp.close(200, "shutdown".into())).await;
+        let _ = tokio::time::timeout(
+            Duration::from_secs(5),
+            self.amqp.close(200, "shutdown".into()),
+        )
+        .await;
         self.pool.close().await;
         match died {
             None => {

@@ -38,7 +38,12 @@ pub struct Config {
     #[command(flatten)]
     pub services: ServiceConfig,
     /// Secret key of the sampling hash; every replica must share it.
-    #[arg(long, env = "SPOTCHECK_SAMPLING_KEY", default_value = "development-sampling-key", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "SPOTCHECK_SAMPLING_KEY",
+        default_value = "development-sampling-key",
+        hide_env_values = true
+    )]
     pub sampling_key: String,
     /// Votes each task asks for.
     #[arg(long, env = "SPOTCHECK_MIN_VOTES", default_value_t = 3)]

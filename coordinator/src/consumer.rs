@@ -69,13 +69,19 @@ where
             Handled::Ack => timed("ack", delivery.acker.ack(BasicAckOptions::default())).await,
             Handled::DeadLetter(reason) => {
                 tracing::warn!(queue, message = %message_ref(&delivery), reason, "dead-lettering a message");
-                let nack = BasicNackOptions { requeue: false, multiple: false };
+                let nack = BasicNackOptions {
+                    requeue: false,
+                    multiple: false,
+                };
                 timed("nack", delivery.acker.nack(nack)).await
             }
             Handled::Retry(e) => {
                 tracing::warn!(queue, message = %message_ref(&delivery), error = %e, "handing a message back for retry");
                 tokio::time::sleep(RETRY_PAUSE).await;
-                let nack = BasicNackOptions { requeue: true, multiple: false };
+                let nack = BasicNackOptions {
+                    requeue: true,
+                    multiple: false,
+                };
                 timed("nack", delivery.acker.nack(nack)).await
             }
         };

@@ -8,7 +8,12 @@ use spotcheck_shared::Listing;
 use sqlx::PgPool;
 
 /// Ingests one feed message: malformed ones are dead-lettered at once.
-pub async fn handle(pool: &PgPool, sampler: &Sampler, policies: &PolicyCache, delivery: Delivery) -> (Delivery, Handled) {
+pub async fn handle(
+    pool: &PgPool,
+    sampler: &Sampler,
+    policies: &PolicyCache,
+    delivery: Delivery,
+) -> (Delivery, Handled) {
     let listing = match Listing::from_json(&delivery.data) {
         Ok(listing) => listing,
         Err(e) => {
@@ -19,7 +24,14 @@ pub async fn handle(pool: &PgPool, sampler: &Sampler, policies: &PolicyCache, de
     let result = async {
         let policy = policies.get().await?;
         let mut tx = pool.begin().await?;
-        let report = ingest_one(&mut tx, sampler, &policy, &listing, chrono::Utc::now().timestamp()).await?;
+        let report = ingest_one(
+            &mut tx,
+            sampler,
+            &policy,
+            &listing,
+            chrono::Utc::now().timestamp(),
+        )
+        .await?;
         tx.commit().await?;
         anyhow::Ok(report)
     }

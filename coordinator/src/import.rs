@@ -34,12 +34,14 @@ pub struct ImportSummary {
     pub bad: Vec<BadLine>,
 }
 
-/// Imports `path` into the database behind `pool`.
+/// Imports `path` into the database behind `pool`, sampling for the round of
+/// `now_secs` (Unix seconds).
 pub async fn import_file(
     pool: &PgPool,
     sampler: &Sampler,
     path: &Path,
     batch_size: usize,
+    now_secs: i64,
     progress: &ProgressBar,
 ) -> anyhow::Result<ImportSummary> {
     let file = tokio::fs::File::open(path)
@@ -69,12 +71,12 @@ pub async fn import_file(
             }
         }
         if batch.len() >= batch_size {
-            summary.ingest += write_batch(pool, sampler, &policy, &batch).await?;
+            summary.ingest += write_batch(pool, sampler, &policy, &batch, now_secs).await?;
             batch.clear();
         }
     }
     if !batch.is_empty() {
-        summary.ingest += write_batch(pool, sampler, &policy, &batch).await?;
+        summary.ingest += write_batch(pool, sampler, &policy, &batch, now_secs).await?;
     }
     Ok(summary)
 }
@@ -84,8 +86,8 @@ async fn write_batch(
     sampler: &Sampler,
     policy: &policy::CurrentPolicy,
     batch: &[Listing],
+    now: i64,
 ) -> anyhow::Result<IngestReport> {
-    let now = chrono::Utc::now().timestamp();
     let mut tx = pool.begin().await?;
     let mut report = IngestReport::default();
     for listing in batch {
@@ -106,7 +108,15 @@ pub async fn run(config: &Config, path: &Path) -> anyhow::Result<()> {
         ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {elapsed} eta {eta}")
             .expect("valid progress template"),
     );
-    let summary = import_file(&pool, &crate::app::sampler(config), path, config.import_batch, &bar).await?;
+    let summary = import_file(
+        &pool,
+        &crate::app::sampler(config),
+        path,
+        config.import_batch,
+        chrono::Utc::now().timestamp(),
+        &bar,
+    )
+    .await?;
     bar.finish_and_clear();
     println!(
         "imported {} lines: {} listings stored, {} unchanged, {} tasks created, {} malformed lines skipped",

@@ -89,7 +89,12 @@ pub async fn ingest_one(
     let round = round_of(now_secs, sampler.round_secs);
     let inclusion = policy.policy.inclusion(&stratum, listing.active_signals());
     if inclusion.probability > 0.0
-        && is_sampled(&sampler.key, listing.listing_id.as_str(), round, inclusion.probability)
+        && is_sampled(
+            &sampler.key,
+            listing.listing_id.as_str(),
+            round,
+            inclusion.probability,
+        )
     {
         let task = TaskId::new();
         let created = sqlx::query(

@@ -10,7 +10,8 @@ async fn main() -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Run) {
         Command::Run => {
             let app = coordinator::App::build(cli.config).await?;
-            app.run_until_stopped(spotcheck_platform::shutdown::signal()).await
+            app.run_until_stopped(spotcheck_platform::shutdown::signal())
+                .await
         }
         Command::Migrate => coordinator::app::migrate_only(&cli.config).await,
         Command::Import { file } => coordinator::import::run(&cli.config, &file).await,

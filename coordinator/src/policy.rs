@@ -27,12 +27,15 @@ pub async fn load(pool: &PgPool) -> anyhow::Result<CurrentPolicy> {
     Ok(CurrentPolicy { id, policy })
 }
 
+/// A policy and when it was read.
+type Cached = (Instant, Arc<CurrentPolicy>);
+
 /// A cached policy that re-reads the database when older than `max_age`.
 #[derive(Clone)]
 pub struct PolicyCache {
     pool: PgPool,
     max_age: Duration,
-    cached: Arc<RwLock<Option<(Instant, Arc<CurrentPolicy>)>>>,
+    cached: Arc<RwLock<Option<Cached>>>,
 }
 
 impl PolicyCache {
@@ -47,10 +50,10 @@ impl PolicyCache {
 
     /// The policy in force, at most `max_age` old.
     pub async fn get(&self) -> anyhow::Result<Arc<CurrentPolicy>> {
-        if let Some((at, policy)) = self.cached.read().expect("policy lock").as_ref() {
-            if at.elapsed() < self.max_age {
-                return Ok(policy.clone());
-            }
+        if let Some((at, policy)) = self.cached.read().expect("policy lock").as_ref()
+            && at.elapsed() < self.max_age
+        {
+            return Ok(policy.clone());
         }
         let fresh = Arc::new(load(&self.pool).await?);
         let previous = self

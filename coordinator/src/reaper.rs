@@ -26,12 +26,20 @@ pub async fn sweep(pool: &PgPool, leases: &LeaseStore) -> anyhow::Result<usize> 
     for (task, volunteer) in &expired {
         leases.drop_expired(*task, *volunteer).await?;
     }
-    tracing::info!(count = expired.len(), "re-offered the slots of expired leases");
+    tracing::info!(
+        count = expired.len(),
+        "re-offered the slots of expired leases"
+    );
     Ok(expired.len())
 }
 
 /// Sweeps every `interval` until cancelled.
-pub async fn run(pool: PgPool, leases: LeaseStore, interval: Duration, cancel: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    pool: PgPool,
+    leases: LeaseStore,
+    interval: Duration,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
     let mut failures = 0u32;
     loop {
         match sweep(&pool, &leases).await {

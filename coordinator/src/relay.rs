@@ -11,7 +11,12 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// Publishes up to `limit` outbox rows; returns how many went out.
-pub async fn relay_once(pool: &PgPool, publisher: &Publisher, names: &Names, limit: i64) -> anyhow::Result<usize> {
+pub async fn relay_once(
+    pool: &PgPool,
+    publisher: &Publisher,
+    names: &Names,
+    limit: i64,
+) -> anyhow::Result<usize> {
     let mut tx = pool.begin().await?;
     let rows: Vec<(i64, String, serde_json::Value)> = sqlx::query_as(
         "SELECT id, topic, payload FROM outbox WHERE sent_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",

@@ -88,7 +88,10 @@ pub async fn connect(url: &str, name: &str) -> anyhow::Result<Connection> {
 
 fn quorum_args(names: &Names, queue: &str, dead_letter: bool) -> FieldTable {
     let mut args = FieldTable::default();
-    args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+    args.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
     if dead_letter {
         args.insert(
             "x-dead-letter-exchange".into(),
@@ -98,7 +101,10 @@ fn quorum_args(names: &Names, queue: &str, dead_letter: bool) -> FieldTable {
             "x-dead-letter-routing-key".into(),
             AMQPValue::LongString(queue.into()),
         );
-        args.insert("x-delivery-limit".into(), AMQPValue::LongLongInt(DELIVERY_LIMIT));
+        args.insert(
+            "x-delivery-limit".into(),
+            AMQPValue::LongLongInt(DELIVERY_LIMIT),
+        );
     }
     args
 }
@@ -195,7 +201,11 @@ impl Publisher {
 
     /// Publishes every message, then waits for all confirms; any nack or
     /// timeout fails the whole batch (the caller retries; consumers are idempotent).
-    pub async fn publish_all(&self, exchange: &str, messages: &[(String, Vec<u8>)]) -> anyhow::Result<()> {
+    pub async fn publish_all(
+        &self,
+        exchange: &str,
+        messages: &[(String, Vec<u8>)],
+    ) -> anyhow::Result<()> {
         let mut confirms = Vec::with_capacity(messages.len());
         for (routing_key, body) in messages {
             let props = BasicProperties::default()
@@ -228,9 +238,18 @@ impl Publisher {
 }
 
 /// Opens a channel with `prefetch` unacked deliveries at most and consumes `queue`.
-pub async fn consume(conn: &Connection, queue: &str, tag: &str, prefetch: u16) -> anyhow::Result<(Channel, Consumer)> {
+pub async fn consume(
+    conn: &Connection,
+    queue: &str,
+    tag: &str,
+    prefetch: u16,
+) -> anyhow::Result<(Channel, Consumer)> {
     let channel = timed("open channel", conn.create_channel()).await?;
-    timed("basic.qos", channel.basic_qos(prefetch, BasicQosOptions::default())).await?;
+    timed(
+        "basic.qos",
+        channel.basic_qos(prefetch, BasicQosOptions::default()),
+    )
+    .await?;
     let consumer = timed(
         "basic.consume",
         channel.basic_consume(

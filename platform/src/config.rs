@@ -6,13 +6,28 @@ use clap::Args;
 #[derive(Debug, Clone, Args)]
 pub struct ServiceConfig {
     /// PostgreSQL connection string.
-    #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/spotcheck", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/spotcheck",
+        hide_env_values = true
+    )]
     pub database_url: String,
     /// Redis connection string.
-    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379/", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "REDIS_URL",
+        default_value = "redis://127.0.0.1:6379/",
+        hide_env_values = true
+    )]
     pub redis_url: String,
     /// RabbitMQ connection string.
-    #[arg(long, env = "AMQP_URL", default_value = "amqp://guest:guest@127.0.0.1:5672/%2f", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
+        hide_env_values = true
+    )]
     pub amqp_url: String,
     /// Prefix of exchange and queue names (`<ns>.listings`, `<ns>.tasks`, ...).
     #[arg(long, env = "SPOTCHECK_AMQP_NAMESPACE", default_value = "spotcheck")]

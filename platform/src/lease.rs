@@ -30,6 +30,25 @@ pub struct Lease {
     pub expires_at_ms: i64,
 }
 
+/// A claim attempt: who wants a slot of which task, under what limits.
+#[derive(Debug, Clone)]
+pub struct ClaimRequest<'a> {
+    /// The task.
+    pub task: TaskId,
+    /// The volunteer.
+    pub volunteer: UserId,
+    /// Votes the task asks for.
+    pub required: i32,
+    /// Votes PostgreSQL has counted on it.
+    pub counted: i32,
+    /// Lease lifetime in milliseconds.
+    pub ttl_ms: u64,
+    /// Live leases one volunteer may hold.
+    pub cap: u32,
+    /// The new lease's token.
+    pub token: &'a str,
+}
+
 /// What a claim attempt came to.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ClaimResult {
@@ -235,31 +254,22 @@ impl LeaseStore {
         }
     }
 
-    /// Tries to lease a slot of `task` to `volunteer` for `ttl_ms`.
-    pub async fn claim(
-        &self,
-        task: TaskId,
-        volunteer: UserId,
-        required: i32,
-        counted: i32,
-        ttl_ms: u64,
-        cap: u32,
-        token: &str,
-    ) -> Result<ClaimResult, StoreError> {
+    /// Tries to lease a slot of the request's task to its volunteer.
+    pub async fn claim(&self, req: &ClaimRequest<'_>) -> Result<ClaimResult, StoreError> {
         let reply: Vec<i64> = CLAIM
             .arg(&self.prefix)
-            .arg(task.to_string())
-            .arg(volunteer.to_string())
-            .arg(required)
-            .arg(counted)
-            .arg(ttl_ms)
-            .arg(cap)
-            .arg(token)
+            .arg(req.task.to_string())
+            .arg(req.volunteer.to_string())
+            .arg(req.required)
+            .arg(req.counted)
+            .arg(req.ttl_ms)
+            .arg(req.cap)
+            .arg(req.token)
             .invoke_async(&mut self.redis.clone())
             .await?;
         Ok(match reply.as_slice() {
             [1, fence, exp] => ClaimResult::Granted(Lease {
-                token: token.to_owned(),
+                token: req.token.to_owned(),
                 fence: *fence,
                 expires_at_ms: *exp,
             }),
@@ -270,16 +280,34 @@ impl LeaseStore {
     }
 
     /// Checks that `token` is the volunteer's live lease on `task`; returns its fence and expiry.
-    pub async fn check(&self, task: TaskId, volunteer: UserId, token: &str) -> Result<(i64, i64), StoreError> {
+    pub async fn check(
+        &self,
+        task: TaskId,
+        volunteer: UserId,
+        token: &str,
+    ) -> Result<(i64, i64), StoreError> {
         self.check_or_extend(task, volunteer, token, 0).await
     }
 
     /// Extends the volunteer's live lease to now + `ttl_ms`; returns its fence and new expiry.
-    pub async fn extend(&self, task: TaskId, volunteer: UserId, token: &str, ttl_ms: u64) -> Result<(i64, i64), StoreError> {
-        self.check_or_extend(task, volunteer, token, ttl_ms.max(1)).await
+    pub async fn extend(
+        &self,
+        task: TaskId,
+        volunteer: UserId,
+        token: &str,
+        ttl_ms: u64,
+    ) -> Result<(i64, i64), StoreError> {
+        self.check_or_extend(task, volunteer, token, ttl_ms.max(1))
+            .await
     }
 
-    async fn check_or_extend(&self, task: TaskId, volunteer: UserId, token: &str, ttl_ms: u64) -> Result<(i64, i64), StoreError> {
+    async fn check_or_extend(
+        &self,
+        task: TaskId,
+        volunteer: UserId,
+        token: &str,
+        ttl_ms: u64,
+    ) -> Result<(i64, i64), StoreError> {
         let reply: Vec<i64> = CHECK_OR_EXTEND
             .arg(&self.prefix)
             .arg(task.to_string())
@@ -296,7 +324,12 @@ impl LeaseStore {
     }
 
     /// Ends the lease after its vote committed, and counts the vote.
-    pub async fn finish(&self, task: TaskId, volunteer: UserId, token: &str) -> Result<i64, StoreError> {
+    pub async fn finish(
+        &self,
+        task: TaskId,
+        volunteer: UserId,
+        token: &str,
+    ) -> Result<i64, StoreError> {
         Ok(FINISH
             .arg(&self.prefix)
             .arg(task.to_string())
@@ -307,7 +340,12 @@ impl LeaseStore {
     }
 
     /// Marks the volunteer's live lease expired now (a release); `reap` then re-offers it.
-    pub async fn expire_now(&self, task: TaskId, volunteer: UserId, token: &str) -> Result<(), StoreError> {
+    pub async fn expire_now(
+        &self,
+        task: TaskId,
+        volunteer: UserId,
+        token: &str,
+    ) -> Result<(), StoreError> {
         let code: i64 = EXPIRE_NOW
             .arg(&self.prefix)
             .arg(task.to_string())
@@ -315,11 +353,19 @@ impl LeaseStore {
             .arg(token)
             .invoke_async(&mut self.redis.clone())
             .await?;
-        if code == 1 { Ok(()) } else { Err(lease_error(code).into()) }
+        if code == 1 {
+            Ok(())
+        } else {
+            Err(lease_error(code).into())
+        }
     }
 
     /// Takes up to `limit` expired leases, hidden from other reapers for `hold_ms`.
-    pub async fn take_expired(&self, limit: usize, hold_ms: u64) -> Result<Vec<(TaskId, UserId)>, StoreError> {
+    pub async fn take_expired(
+        &self,
+        limit: usize,
+        hold_ms: u64,
+    ) -> Result<Vec<(TaskId, UserId)>, StoreError> {
         let members: Vec<String> = TAKE_EXPIRED
             .arg(&self.prefix)
             .arg(limit)

@@ -2,15 +2,19 @@
 //! transaction, published later by the coordinator's relay.
 
 use serde::Serialize;
-use spotcheck_shared::messages::{MESSAGE_VERSION, SlotOffer, Topic};
 use spotcheck_shared::TaskId;
+use spotcheck_shared::messages::{MESSAGE_VERSION, SlotOffer, Topic};
 use sqlx::PgConnection;
 
 /// The channel the relay listens on to wake up early.
 pub const NOTIFY_CHANNEL: &str = "spotcheck_outbox";
 
 /// Adds one message to the outbox and wakes the relay at commit.
-pub async fn enqueue(conn: &mut PgConnection, topic: Topic, payload: &impl Serialize) -> sqlx::Result<()> {
+pub async fn enqueue(
+    conn: &mut PgConnection,
+    topic: Topic,
+    payload: &impl Serialize,
+) -> sqlx::Result<()> {
     let payload = serde_json::to_value(payload).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
     sqlx::query("INSERT INTO outbox (topic, payload) VALUES ($1, $2)")
         .bind(topic.as_str())
@@ -22,7 +26,11 @@ pub async fn enqueue(conn: &mut PgConnection, topic: Topic, payload: &impl Seria
 
 /// Adds `count` slot offers for each entry of `task_ids` whose task is open; closed
 /// tasks get none. An id listed twice gets twice the offers (one per expired lease).
-pub async fn offer_slots(conn: &mut PgConnection, task_ids: &[TaskId], count: i32) -> sqlx::Result<u64> {
+pub async fn offer_slots(
+    conn: &mut PgConnection,
+    task_ids: &[TaskId],
+    count: i32,
+) -> sqlx::Result<u64> {
     let ids: Vec<uuid::Uuid> = task_ids.iter().map(|t| t.0).collect();
     let done = sqlx::query(
         "INSERT INTO outbox (topic, payload)

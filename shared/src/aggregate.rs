@@ -101,14 +101,20 @@ pub fn majority(votes: &[Verdict]) -> Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proptest::prelude::*;
     use Verdict::*;
+    use proptest::prelude::*;
 
     #[test]
     fn a_strict_majority_decides_and_anything_else_is_uncertain() {
-        assert_eq!(majority(&[Counterfeit, Counterfeit, Genuine]), Outcome::Counterfeit);
+        assert_eq!(
+            majority(&[Counterfeit, Counterfeit, Genuine]),
+            Outcome::Counterfeit
+        );
         assert_eq!(majority(&[Genuine, Unsure, Genuine]), Outcome::Genuine);
-        assert_eq!(majority(&[Genuine, Unsure, Counterfeit]), Outcome::Uncertain);
+        assert_eq!(
+            majority(&[Genuine, Unsure, Counterfeit]),
+            Outcome::Uncertain
+        );
         assert_eq!(majority(&[Genuine, Counterfeit]), Outcome::Uncertain);
         assert_eq!(majority(&[]), Outcome::Uncertain);
     }

@@ -212,8 +212,16 @@ impl Profile {
 
     /// This volunteer's verdict on a listing whose truth is `counterfeit`.
     pub fn answer(self, counterfeit: bool, rng: &mut impl Rng) -> Verdict {
-        let right = if counterfeit { Verdict::Counterfeit } else { Verdict::Genuine };
-        let wrong = if counterfeit { Verdict::Genuine } else { Verdict::Counterfeit };
+        let right = if counterfeit {
+            Verdict::Counterfeit
+        } else {
+            Verdict::Genuine
+        };
+        let wrong = if counterfeit {
+            Verdict::Genuine
+        } else {
+            Verdict::Counterfeit
+        };
         let (p_right, p_unsure) = match self {
             Profile::Careful => (0.95, 0.02),
             Profile::Careless => (0.75, 0.10),
@@ -258,14 +266,20 @@ mod tests {
             .filter(|d| HOT_REGIONS.iter().any(|(r, _)| *r == d.listing.region))
             .count();
         let hot_share = hot as f64 / fakes.len() as f64;
-        assert!(hot_share > 0.85, "hot-region share of counterfeits {hot_share}");
+        assert!(
+            hot_share > 0.85,
+            "hot-region share of counterfeits {hot_share}"
+        );
     }
 
     #[test]
     fn careful_volunteers_are_mostly_right_and_random_ones_are_not() {
         let mut rng = ChaCha8Rng::seed_from_u64(3);
         let right = |p: Profile, rng: &mut ChaCha8Rng| {
-            (0..5000).filter(|_| p.answer(true, rng) == Verdict::Counterfeit).count() as f64 / 5000.0
+            (0..5000)
+                .filter(|_| p.answer(true, rng) == Verdict::Counterfeit)
+                .count() as f64
+                / 5000.0
         };
         assert!(right(Profile::Careful, &mut rng) > 0.93);
         assert!((right(Profile::Random, &mut rng) - 1.0 / 3.0).abs() < 0.03);

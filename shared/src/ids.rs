@@ -132,7 +132,9 @@ impl FromStr for Role {
             "volunteer" => Ok(Role::Volunteer),
             "staff" => Ok(Role::Staff),
             "admin" => Ok(Role::Admin),
-            other => Err(format!("unknown role {other:?}: use volunteer, staff or admin")),
+            other => Err(format!(
+                "unknown role {other:?}: use volunteer, staff or admin"
+            )),
         }
     }
 }

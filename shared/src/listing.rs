@@ -68,7 +68,12 @@ fn invalid(field: &'static str, reason: impl Into<String>) -> ListingError {
     }
 }
 
-fn check_text(field: &'static str, value: &str, max: usize, required: bool) -> Result<(), ListingError> {
+fn check_text(
+    field: &'static str,
+    value: &str,
+    max: usize,
+    required: bool,
+) -> Result<(), ListingError> {
     if required && value.trim().is_empty() {
         return Err(invalid(field, "must not be empty"));
     }
@@ -102,7 +107,10 @@ impl Listing {
             return Err(invalid("price", "must be a finite, non-negative number"));
         }
         if self.currency.len() != 3 || !self.currency.bytes().all(|b| b.is_ascii_uppercase()) {
-            return Err(invalid("currency", "must be three capital letters (ISO 4217)"));
+            return Err(invalid(
+                "currency",
+                "must be three capital letters (ISO 4217)",
+            ));
         }
         if self.image_urls.len() > 32 {
             return Err(invalid("image_urls", "at most 32 images"));
@@ -110,11 +118,17 @@ impl Listing {
         for url in &self.image_urls {
             let scheme_ok = url.starts_with("https://") || url.starts_with("http://");
             if !scheme_ok || url.len() > 2048 {
-                return Err(invalid("image_urls", "each must be an http(s) URL of at most 2048 characters"));
+                return Err(invalid(
+                    "image_urls",
+                    "each must be an http(s) URL of at most 2048 characters",
+                ));
             }
         }
         if self.signals.len() > 32 || self.signals.keys().any(|k| k.is_empty() || k.len() > 64) {
-            return Err(invalid("signals", "at most 32 signals, names of 1 to 64 characters"));
+            return Err(invalid(
+                "signals",
+                "at most 32 signals, names of 1 to 64 characters",
+            ));
         }
         if let Some(tier) = &self.seller_risk_tier {
             check_text("seller_risk_tier", tier, 32, true)?;
@@ -136,7 +150,10 @@ impl Listing {
 
     /// The names of the signals that are present.
     pub fn active_signals(&self) -> impl Iterator<Item = &str> {
-        self.signals.iter().filter(|(_, on)| **on).map(|(k, _)| k.as_str())
+        self.signals
+            .iter()
+            .filter(|(_, on)| **on)
+            .map(|(k, _)| k.as_str())
     }
 }
 
@@ -157,15 +174,24 @@ mod tests {
     fn a_well_formed_listing_parses_with_its_stratum_and_signals() {
         let l = Listing::from_json(sample().to_string().as_bytes()).unwrap();
         assert_eq!(l.stratum().seller_risk_tier, DEFAULT_RISK_TIER);
-        assert_eq!(l.active_signals().collect::<Vec<_>>(), vec!["brand_complaint"]);
+        assert_eq!(
+            l.active_signals().collect::<Vec<_>>(),
+            vec!["brand_complaint"]
+        );
     }
 
     #[test]
     fn malformed_and_invalid_listings_are_refused_with_the_reason() {
-        assert!(matches!(Listing::from_json(b"{not json"), Err(ListingError::Malformed(_))));
+        assert!(matches!(
+            Listing::from_json(b"{not json"),
+            Err(ListingError::Malformed(_))
+        ));
         let mut v = sample();
         v["surprise"] = serde_json::json!(1);
-        assert!(matches!(Listing::from_json(v.to_string().as_bytes()), Err(ListingError::Malformed(_))));
+        assert!(matches!(
+            Listing::from_json(v.to_string().as_bytes()),
+            Err(ListingError::Malformed(_))
+        ));
         let mut v = sample();
         v["price"] = serde_json::json!(-1);
         assert!(matches!(

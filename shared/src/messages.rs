@@ -81,7 +81,10 @@ mod tests {
 
     #[test]
     fn messages_round_trip_and_unknown_versions_are_refused() {
-        let offer = SlotOffer { v: MESSAGE_VERSION, task_id: TaskId::new() };
+        let offer = SlotOffer {
+            v: MESSAGE_VERSION,
+            task_id: TaskId::new(),
+        };
         let bytes = serde_json::to_vec(&offer).unwrap();
         assert_eq!(decode::<SlotOffer>(&bytes).unwrap(), offer);
         let future = serde_json::json!({"v": 9, "task_id": offer.task_id});

@@ -97,7 +97,10 @@ pub struct Stratum {
 impl Stratum {
     /// A compact, stable key such as `handbags/pearl-river-delta/high`.
     pub fn key(&self) -> String {
-        format!("{}/{}/{}", self.category, self.region, self.seller_risk_tier)
+        format!(
+            "{}/{}/{}",
+            self.category, self.region, self.seller_risk_tier
+        )
     }
 }
 
@@ -152,7 +155,10 @@ impl SamplingPolicy {
                 ("region", &rule.region),
                 ("seller_risk_tier", &rule.seller_risk_tier),
             ] {
-                if value.as_deref().is_some_and(|v| v.is_empty() || v.len() > 64) {
+                if value
+                    .as_deref()
+                    .is_some_and(|v| v.is_empty() || v.len() > 64)
+                {
                     return Err(PolicyError {
                         field: format!("rules[{i}].{name}"),
                         reason: "must be 1 to 64 characters".into(),
@@ -194,7 +200,11 @@ impl SamplingPolicy {
     ///
     /// Ties between equally specific rules go to the earlier rule, which
     /// `validate` makes rare by refusing exact duplicates.
-    pub fn inclusion<'a>(&self, stratum: &Stratum, signals: impl IntoIterator<Item = &'a str>) -> Inclusion {
+    pub fn inclusion<'a>(
+        &self,
+        stratum: &Stratum,
+        signals: impl IntoIterator<Item = &'a str>,
+    ) -> Inclusion {
         let best = self
             .rules
             .iter()
@@ -279,9 +289,24 @@ mod tests {
             ],
             boosts: BTreeMap::new(),
         };
-        assert_eq!(policy.inclusion(&stratum("bags", "prd", "high"), []).probability, 0.9);
-        assert_eq!(policy.inclusion(&stratum("bags", "prd", "low"), []).probability, 0.3);
-        assert_eq!(policy.inclusion(&stratum("bags", "yrd", "low"), []).probability, 0.1);
+        assert_eq!(
+            policy
+                .inclusion(&stratum("bags", "prd", "high"), [])
+                .probability,
+            0.9
+        );
+        assert_eq!(
+            policy
+                .inclusion(&stratum("bags", "prd", "low"), [])
+                .probability,
+            0.3
+        );
+        assert_eq!(
+            policy
+                .inclusion(&stratum("bags", "yrd", "low"), [])
+                .probability,
+            0.1
+        );
         let other = policy.inclusion(&stratum("shoes", "prd", "high"), []);
         assert_eq!((other.probability, other.rule_index), (0.01, None));
     }
@@ -297,7 +322,10 @@ mod tests {
         let boosted = policy.inclusion(&stratum("bags", "x", "y"), ["brand_complaint", "unknown"]);
         assert_eq!(boosted.probability, 1.0);
         assert_eq!(boosted.boosts.len(), 1);
-        assert_eq!(policy.inclusion(&stratum("toys", "x", "y"), []).probability, 0.05);
+        assert_eq!(
+            policy.inclusion(&stratum("toys", "x", "y"), []).probability,
+            0.05
+        );
     }
 
     #[test]

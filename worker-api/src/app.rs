@@ -29,7 +29,9 @@ pub fn load_keys(config: &Config) -> anyhow::Result<KeySet> {
     let mut keys = match &config.jwt_key_file {
         Some(path) => KeySet::from_pem_file(path)?,
         None if config.is_development() => {
-            tracing::warn!("no SPOTCHECK_JWT_KEY_FILE: signing with a generated key (development only)");
+            tracing::warn!(
+                "no SPOTCHECK_JWT_KEY_FILE: signing with a generated key (development only)"
+            );
             KeySet::generate()?
         }
         None => bail!("SPOTCHECK_JWT_KEY_FILE is required when SPOTCHECK_ENV is not development"),
@@ -73,10 +75,17 @@ impl App {
     /// Connects to the services, applies migrations and binds the listener.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let keys = load_keys(&config)?;
-        let pool = db::connect(&config.services.database_url, config.services.db_max_connections).await?;
+        let pool = db::connect(
+            &config.services.database_url,
+            config.services.db_max_connections,
+        )
+        .await?;
         db::migrate(&pool).await?;
-        let redis = redis::Client::open(config.services.redis_url.as_str()).context("parsing REDIS_URL")?;
-        let redis = redis::aio::ConnectionManager::new(redis).await.context("connecting to Redis")?;
+        let redis =
+            redis::Client::open(config.services.redis_url.as_str()).context("parsing REDIS_URL")?;
+        let redis = redis::aio::ConnectionManager::new(redis)
+            .await
+            .context("connecting to Redis")?;
         let amqp = Arc::new(amqp::connect(&config.services.amqp_url, "worker-api").await?);
         let names = Names::new(&config.services.amqp_namespace);
         let channel = amqp::timed("open channel", amqp.create_channel()).await?;
@@ -85,7 +94,12 @@ impl App {
         let listener = TcpListener::bind(config.http_addr)
             .await
             .with_context(|| format!("binding {}", config.http_addr))?;
-        let tokens = TokenIssuer::new(keys, &config.jwt_issuer, &config.jwt_audience, config.access_token_ttl_secs);
+        let tokens = TokenIssuer::new(
+            keys,
+            &config.jwt_issuer,
+            &config.jwt_audience,
+            config.access_token_ttl_secs,
+        );
         let state = AppState {
             leases: LeaseStore::new(redis, &config.services.redis_prefix),
             offers: OfferBuffer::new(publisher, names.tasks_queue()),
@@ -103,12 +117,17 @@ impl App {
 
     /// The address actually bound (port 0 in tests becomes a real port).
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().expect("a bound listener has an address")
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
     }
 
     /// Serves until `shutdown` resolves: then stops accepting, finishes requests
     /// in flight within the grace period, and hands unclaimed offers back.
-    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         let cancel = CancellationToken::new();
         let grace = Duration::from_secs(self.state.config.shutdown_grace_secs);
         let consumer = tokio::spawn(dispatch::run(
@@ -141,7 +160,11 @@ impl App {
             tracing::warn!("requests still running after the grace period; closing anyway");
         }
         // Closing the connection returns every unacked offer to the queue.
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.amqp.close(200, "shutdown".into())).await;
+        let _ = tokio::time::timeout(
+            Duration::from_secs(5),
+            self.amqp.close(200, "shutdown".into()),
+        )
+        .await;
         self.state.pool.close().await;
         match failure {
             None => {
@@ -154,7 +177,11 @@ impl App {
 }
 
 /// The `create-user` subcommand: reads the password from standard input.
-pub async fn create_user_command(config: &Config, username: &str, role: &str) -> anyhow::Result<()> {
+pub async fn create_user_command(
+    config: &Config,
+    username: &str,
+    role: &str,
+) -> anyhow::Result<()> {
     let role = role.parse().map_err(|e: String| anyhow::anyhow!(e))?;
     let mut password = String::new();
     std::io::stdin()

@@ -78,8 +78,12 @@ impl OfferBuffer {
         let Some(task_id) = offer.task else {
             return self.settle(offer, Settle::DeadLetter).await;
         };
-        let body = serde_json::to_vec(&spotcheck_platform::outbox::slot_offer(task_id)).expect("offers serialize");
-        let republished = self.publisher.publish_all("", &[(self.tasks_queue.clone(), body)]).await;
+        let body = serde_json::to_vec(&spotcheck_platform::outbox::slot_offer(task_id))
+            .expect("offers serialize");
+        let republished = self
+            .publisher
+            .publish_all("", &[(self.tasks_queue.clone(), body)])
+            .await;
         match republished {
             Ok(()) => self.settle(offer, Settle::Ack).await,
             Err(e) => {
@@ -94,7 +98,10 @@ impl OfferBuffer {
         let result = match how {
             Settle::Ack => timed("ack", offer.delivery.acker.ack(BasicAckOptions::default())).await,
             Settle::DeadLetter => {
-                let nack = BasicNackOptions { requeue: false, multiple: false };
+                let nack = BasicNackOptions {
+                    requeue: false,
+                    multiple: false,
+                };
                 timed("nack", offer.delivery.acker.nack(nack)).await
             }
         };
@@ -113,7 +120,11 @@ impl OfferBuffer {
                 None
             }
         };
-        self.queue.lock().expect("offer lock").push_back(Offer { delivery, task, skips: 0 });
+        self.queue.lock().expect("offer lock").push_back(Offer {
+            delivery,
+            task,
+            skips: 0,
+        });
     }
 }
 
@@ -144,8 +155,14 @@ pub async fn run(
         };
         match next {
             Some(Ok(delivery)) => buffer.push(delivery),
-            Some(Err(e)) => tracing::warn!(error = %e, "offer consumer error; waiting for recovery"),
-            None => break Err(anyhow::anyhow!("the offer consumer was cancelled by the broker")),
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "offer consumer error; waiting for recovery")
+            }
+            None => {
+                break Err(anyhow::anyhow!(
+                    "the offer consumer was cancelled by the broker"
+                ));
+            }
         }
     };
     buffer.alive.store(false, Ordering::Relaxed);

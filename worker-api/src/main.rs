@@ -10,7 +10,8 @@ async fn main() -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
             let app = worker_api::App::build(cli.config).await?;
-            app.run_until_stopped(spotcheck_platform::shutdown::signal()).await
+            app.run_until_stopped(spotcheck_platform::shutdown::signal())
+                .await
         }
         Command::Migrate => worker_api::app::migrate_only(&cli.config).await,
         Command::CreateUser { username, role } => {

@@ -37,12 +37,21 @@ pub fn router() -> Router<AppState> {
         // staff
         .route("/v1/staff/escalations", get(escalations::list))
         .route("/v1/staff/escalations/{id}", get(escalations::one))
-        .route("/v1/staff/escalations/{id}/decision", post(escalations::decide))
-        .route("/v1/staff/sampling-rules", get(sampling::get_rules).put(sampling::put_rules))
+        .route(
+            "/v1/staff/escalations/{id}/decision",
+            post(escalations::decide),
+        )
+        .route(
+            "/v1/staff/sampling-rules",
+            get(sampling::get_rules).put(sampling::put_rules),
+        )
         .route("/v1/staff/stats", get(stats::stats))
         .route("/v1/staff/users", post(users::create))
         .route("/v1/staff/users/{user_id}/suspend", post(users::suspend))
-        .route("/v1/staff/users/{user_id}/reinstate", post(users::reinstate))
+        .route(
+            "/v1/staff/users/{user_id}/reinstate",
+            post(users::reinstate),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
 }

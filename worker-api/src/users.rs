@@ -23,11 +23,18 @@ pub enum CreateUserError {
 
 fn username_ok(name: &str) -> bool {
     (3..=64).contains(&name.len())
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
 /// Creates an active account; the password is hashed off the async threads.
-pub async fn create_user(pool: &PgPool, username: &str, plain: String, role: Role) -> Result<UserId, CreateUserError> {
+pub async fn create_user(
+    pool: &PgPool,
+    username: &str,
+    plain: String,
+    role: Role,
+) -> Result<UserId, CreateUserError> {
     if !username_ok(username) {
         return Err(CreateUserError::BadUsername);
     }

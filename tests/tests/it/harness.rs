@@ -40,16 +40,25 @@ impl TestEnv {
     pub async fn db_only() -> Self {
         let id = format!("t{}", uuid::Uuid::new_v4().simple());
         let admin_url = service_url("SPOTCHECK_TEST_ADMIN_DB", ADMIN_DB);
-        let admin = PgPool::connect(&admin_url).await.expect("connect to the admin database");
+        let admin = PgPool::connect(&admin_url)
+            .await
+            .expect("connect to the admin database");
         sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {id}")))
             .execute(&admin)
             .await
             .expect("create the test database");
         admin.close().await;
-        let base = admin_url.rsplit_once('/').expect("a database URL has a path").0;
+        let base = admin_url
+            .rsplit_once('/')
+            .expect("a database URL has a path")
+            .0;
         let db_url = format!("{base}/{id}");
-        let pool = spotcheck_platform::db::connect(&db_url, 8).await.expect("connect to the test database");
-        spotcheck_platform::db::migrate(&pool).await.expect("migrate");
+        let pool = spotcheck_platform::db::connect(&db_url, 8)
+            .await
+            .expect("connect to the test database");
+        spotcheck_platform::db::migrate(&pool)
+            .await
+            .expect("migrate");
         Self {
             id,
             pool,
@@ -92,7 +101,9 @@ impl TestEnv {
     pub async fn start_coordinator(&mut self, adjust: impl FnOnce(&mut coordinator::Config)) {
         let mut config = self.coordinator_config();
         adjust(&mut config);
-        let app = coordinator::App::build(config).await.expect("build the coordinator");
+        let app = coordinator::App::build(config)
+            .await
+            .expect("build the coordinator");
         let (tx, rx) = oneshot::channel::<()>();
         tokio::spawn(app.run_until_stopped(async move {
             let _ = rx.await;
@@ -110,7 +121,9 @@ impl TestEnv {
         config.env = "production".into();
         config.jwt_key_file = Some(self.key_file.as_ref().to_path_buf());
         adjust(&mut config);
-        let app = worker_api::App::build(config).await.expect("build worker-api");
+        let app = worker_api::App::build(config)
+            .await
+            .expect("build worker-api");
         self.api = format!("http://{}", app.local_addr());
         let (tx, rx) = oneshot::channel::<()>();
         tokio::spawn(app.run_until_stopped(async move {
@@ -121,7 +134,12 @@ impl TestEnv {
         let http = self.http.clone();
         wait_until("worker-api ready", Duration::from_secs(20), || {
             let (http, ready) = (http.clone(), ready.clone());
-            async move { http.get(&ready).send().await.is_ok_and(|r| r.status() == 200) }
+            async move {
+                http.get(&ready)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status() == 200)
+            }
         })
         .await;
     }
@@ -142,7 +160,10 @@ impl TestEnv {
     /// Signs in over HTTP; returns the access token.
     pub async fn login(&self, username: &str) -> String {
         let body = self.login_pair(username).await;
-        body["access_token"].as_str().expect("an access token").to_owned()
+        body["access_token"]
+            .as_str()
+            .expect("an access token")
+            .to_owned()
     }
 
     /// Signs in over HTTP; returns the whole token pair.
@@ -172,7 +193,13 @@ impl TestEnv {
     }
 
     /// Sends a request and returns the status and JSON body (Null when empty).
-    pub async fn call(&self, method: reqwest::Method, path: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         let mut req = self.http.request(method, self.url(path));
         if let Some(t) = token {
             req = req.bearer_auth(t);
@@ -188,12 +215,17 @@ impl TestEnv {
 
     /// How many messages wait in a queue of this environment.
     pub async fn queue_depth(&self, queue: &str) -> u32 {
-        let conn = amqp::connect(&self.services().amqp_url, "tests").await.expect("amqp");
+        let conn = amqp::connect(&self.services().amqp_url, "tests")
+            .await
+            .expect("amqp");
         let channel = conn.create_channel().await.expect("channel");
         let q = channel
             .queue_declare(
                 queue.into(),
-                QueueDeclareOptions { passive: true, ..Default::default() },
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
                 FieldTable::default(),
             )
             .await
@@ -215,25 +247,34 @@ impl TestEnv {
 
 async fn cleanup(id: String, amqp_url: String, redis_url: String) -> anyhow::Result<()> {
     let admin = PgPool::connect(&service_url("SPOTCHECK_TEST_ADMIN_DB", ADMIN_DB)).await?;
-    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {id} WITH (FORCE)")))
-        .execute(&admin)
-        .await
-        .context("dropping the test database")?;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {id} WITH (FORCE)"
+    )))
+    .execute(&admin)
+    .await
+    .context("dropping the test database")?;
     let conn = amqp::connect(&amqp_url, "test-cleanup").await?;
     let channel = conn.create_channel().await?;
     let names = Names::new(&id);
     for queue in names.work_queues() {
         for q in [Names::dead_queue(&queue), queue] {
-            channel.queue_delete(q.as_str().into(), QueueDeleteOptions::default()).await?;
+            channel
+                .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+                .await?;
         }
     }
     for exchange in names.exchanges() {
-        channel.exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default()).await?;
+        channel
+            .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+            .await?;
     }
     let _ = conn.close(200, "done".into()).await;
     let client = redis::Client::open(redis_url)?;
     let mut redis = client.get_multiplexed_async_connection().await?;
-    let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{{{id}}}:*")).query_async(&mut redis).await?;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{{{id}}}:*"))
+        .query_async(&mut redis)
+        .await?;
     if !keys.is_empty() {
         let _: () = redis::cmd("DEL").arg(keys).query_async(&mut redis).await?;
     }
@@ -247,7 +288,10 @@ impl Drop for TestEnv {
         let services = self.services();
         // Clean up on a thread of its own: Drop may run inside the test's runtime.
         let done = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
             rt.block_on(async {
                 // Let the apps see their stop signal and close connections first.
                 tokio::time::sleep(Duration::from_millis(200)).await;
@@ -290,7 +334,10 @@ where
 
 /// A count from SQL.
 pub async fn count(pool: &PgPool, sql: &'static str) -> i64 {
-    sqlx::query_scalar::<_, i64>(sql).fetch_one(pool).await.expect("count query")
+    sqlx::query_scalar::<_, i64>(sql)
+        .fetch_one(pool)
+        .await
+        .expect("count query")
 }
 
 /// Writes listings as JSONL to a temporary file and returns its path.
@@ -300,11 +347,27 @@ pub fn jsonl_file(lines: &[String]) -> tempfile_path::TempPath {
 
 /// Imports JSONL lines with this environment's sampler; returns the summary.
 pub async fn import_lines(env: &TestEnv, lines: &[String]) -> coordinator::import::ImportSummary {
+    import_lines_at(env, lines, chrono::Utc::now().timestamp()).await
+}
+
+/// Imports JSONL lines as if at `now_secs`.
+pub async fn import_lines_at(
+    env: &TestEnv,
+    lines: &[String],
+    now_secs: i64,
+) -> coordinator::import::ImportSummary {
     let file = jsonl_file(lines);
     let sampler = coordinator::app::sampler(&env.coordinator_config());
-    coordinator::import::import_file(&env.pool, &sampler, file.as_ref(), 100, &indicatif::ProgressBar::hidden())
-        .await
-        .expect("import")
+    coordinator::import::import_file(
+        &env.pool,
+        &sampler,
+        file.as_ref(),
+        100,
+        now_secs,
+        &indicatif::ProgressBar::hidden(),
+    )
+    .await
+    .expect("import")
 }
 
 /// A small self-deleting temporary file, without another dependency.
@@ -317,7 +380,8 @@ pub mod tempfile_path {
     impl TempPath {
         /// Writes `contents` to a new file in the temporary directory.
         pub fn with_contents(contents: &str) -> Self {
-            let path = std::env::temp_dir().join(format!("spotcheck-{}.tmp", uuid::Uuid::new_v4().simple()));
+            let path = std::env::temp_dir()
+                .join(format!("spotcheck-{}.tmp", uuid::Uuid::new_v4().simple()));
             std::fs::write(&path, contents).expect("write a temporary file");
             Self(path)
         }

@@ -23,7 +23,11 @@ async fn malformed_jsonl_lines_are_reported_with_their_number_and_the_rest_is_im
     let summary = import_lines(&env, &lines).await;
     let bad: Vec<usize> = summary.bad.iter().map(|b| b.line).collect();
     assert_eq!(bad, vec![2, 3]);
-    assert!(summary.bad[1].reason.contains("price"), "{}", summary.bad[1].reason);
+    assert!(
+        summary.bad[1].reason.contains("price"),
+        "{}",
+        summary.bad[1].reason
+    );
     assert_eq!(summary.ingest.stored, 2);
     assert_eq!(count(&env.pool, "SELECT count(*) FROM listings").await, 2);
 }
@@ -31,21 +35,39 @@ async fn malformed_jsonl_lines_are_reported_with_their_number_and_the_rest_is_im
 #[tokio::test(flavor = "multi_thread")]
 async fn a_malformed_feed_message_is_dead_lettered_and_the_rest_is_ingested() {
     let env = TestEnv::start().await;
-    let conn = spotcheck_platform::amqp::connect(&env.amqp_url(), "test-feed").await.unwrap();
+    let conn = spotcheck_platform::amqp::connect(&env.amqp_url(), "test-feed")
+        .await
+        .unwrap();
     let publisher = Publisher::open(&conn).await.unwrap();
     let market = generate(12, 2);
     let messages: Vec<(String, Vec<u8>)> = vec![
-        ("listing.handbags".into(), serde_json::to_vec(&market[0].listing).unwrap()),
-        ("listing.handbags".into(), b"{\"listing_id\": 42, garbage".to_vec()),
-        ("listing.watches".into(), serde_json::to_vec(&market[1].listing).unwrap()),
+        (
+            "listing.handbags".into(),
+            serde_json::to_vec(&market[0].listing).unwrap(),
+        ),
+        (
+            "listing.handbags".into(),
+            b"{\"listing_id\": 42, garbage".to_vec(),
+        ),
+        (
+            "listing.watches".into(),
+            serde_json::to_vec(&market[1].listing).unwrap(),
+        ),
     ];
-    publisher.publish_all(&env.names().listings_exchange(), &messages).await.unwrap();
+    publisher
+        .publish_all(&env.names().listings_exchange(), &messages)
+        .await
+        .unwrap();
 
     let pool = env.pool.clone();
-    wait_until("both good listings ingested", Duration::from_secs(20), || {
-        let pool = pool.clone();
-        async move { count(&pool, "SELECT count(*) FROM listings").await == 2 }
-    })
+    wait_until(
+        "both good listings ingested",
+        Duration::from_secs(20),
+        || {
+            let pool = pool.clone();
+            async move { count(&pool, "SELECT count(*) FROM listings").await == 2 }
+        },
+    )
     .await;
     let dead = Names::dead_queue(&env.names().ingest_queue());
     let mut depth = 0;
@@ -56,6 +78,9 @@ async fn a_malformed_feed_message_is_dead_lettered_and_the_rest_is_ingested() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(depth, 1, "the malformed message is in the dead-letter queue");
+    assert_eq!(
+        depth, 1,
+        "the malformed message is in the dead-letter queue"
+    );
     let _ = conn.close(200, "done".into()).await;
 }

@@ -35,23 +35,29 @@ fn bearer(parts: &Parts) -> Result<&str, ApiError> {
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let token = bearer(parts)?;
         let (id, _claims) = state.tokens.verify(token).map_err(|e| {
             tracing::debug!(error = %e, "refused an access token");
             ApiError::unauthorized("invalid or expired token")
         })?;
-        let row: Option<(String, String)> = sqlx::query_as("SELECT role, status FROM users WHERE id = $1")
-            .bind(id.0)
-            .fetch_optional(&state.pool)
-            .await?;
+        let row: Option<(String, String)> =
+            sqlx::query_as("SELECT role, status FROM users WHERE id = $1")
+                .bind(id.0)
+                .fetch_optional(&state.pool)
+                .await?;
         let Some((role, status)) = row else {
             return Err(ApiError::unauthorized("invalid or expired token"));
         };
         if status.parse::<UserStatus>() != Ok(UserStatus::Active) {
             return Err(ApiError::unauthorized("this account is suspended"));
         }
-        let role = role.parse().map_err(|e: String| ApiError::internal(anyhow::anyhow!(e)))?;
+        let role = role
+            .parse()
+            .map_err(|e: String| ApiError::internal(anyhow::anyhow!(e)))?;
         Ok(Caller { id, role })
     }
 }
@@ -67,7 +73,10 @@ pub struct Staff(pub Caller);
 impl FromRequestParts<AppState> for Volunteer {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let caller = Caller::from_request_parts(parts, state).await?;
         if caller.role != Role::Volunteer {
             return Err(ApiError::forbidden("only volunteers review tasks"));
@@ -79,7 +88,10 @@ impl FromRequestParts<AppState> for Volunteer {
 impl FromRequestParts<AppState> for Staff {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let caller = Caller::from_request_parts(parts, state).await?;
         if !caller.role.is_staff() {
             return Err(ApiError::forbidden("this route is for staff"));

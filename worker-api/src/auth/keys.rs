@@ -72,16 +72,21 @@ impl KeySet {
 
     /// Loads the signing key from a PKCS#8 PEM file.
     pub fn from_pem_file(path: &Path) -> anyhow::Result<Self> {
-        let pem = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let pem =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let Ok(signing) = SigningKey::from_pkcs8_pem(&pem) else {
-            bail!("{} is not an Ed25519 private key in PKCS#8 PEM", path.display());
+            bail!(
+                "{} is not an Ed25519 private key in PKCS#8 PEM",
+                path.display()
+            );
         };
         Self::from_signing_key(&signing)
     }
 
     /// Adds a public key (PEM, SPKI) or private key file whose tokens stay valid.
     pub fn add_verify_file(&mut self, path: &Path) -> anyhow::Result<()> {
-        let pem = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let pem =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let public = match VerifyingKey::from_public_key_pem(&pem) {
             Ok(public) => public,
             Err(_) => SigningKey::from_pkcs8_pem(&pem)

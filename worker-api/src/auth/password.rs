@@ -1,12 +1,13 @@
 //! Password hashing with Argon2id, always off the async threads.
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use std::sync::LazyLock;
 
 /// A hash of a password nobody has, verified when the user does not exist so
 /// that failures take the same time either way.
-static DUMMY_HASH: LazyLock<String> = LazyLock::new(|| hash_blocking("not-a-real-password").expect("hashing works"));
+static DUMMY_HASH: LazyLock<String> =
+    LazyLock::new(|| hash_blocking("not-a-real-password").expect("hashing works"));
 
 fn hash_blocking(password: &str) -> anyhow::Result<String> {
     let mut bytes = [0u8; 16];
@@ -21,7 +22,11 @@ fn hash_blocking(password: &str) -> anyhow::Result<String> {
 fn verify_blocking(password: &str, hash: Option<&str>) -> bool {
     let stored = hash.unwrap_or(DUMMY_HASH.as_str());
     let ok = PasswordHash::new(stored)
-        .map(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+        .map(|parsed| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &parsed)
+                .is_ok()
+        })
         .unwrap_or(false);
     ok && hash.is_some()
 }

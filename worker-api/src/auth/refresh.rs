@@ -19,7 +19,12 @@ fn digest(token: &str) -> Vec<u8> {
 }
 
 /// Issues a token of `family` for `user`; returns the plaintext (shown once).
-pub async fn issue(conn: &mut PgConnection, user: UserId, family: Uuid, ttl_secs: i64) -> sqlx::Result<String> {
+pub async fn issue(
+    conn: &mut PgConnection,
+    user: UserId,
+    family: Uuid,
+    ttl_secs: i64,
+) -> sqlx::Result<String> {
     let token = new_token();
     sqlx::query(
         "INSERT INTO refresh_tokens (token_hash, family_id, user_id, expires_at)
@@ -50,9 +55,18 @@ pub enum Redeemed {
     Reused,
 }
 
+/// user, family, expiry, spent, revoked.
+type TokenRow = (
+    Uuid,
+    Uuid,
+    DateTime<Utc>,
+    Option<DateTime<Utc>>,
+    Option<DateTime<Utc>>,
+);
+
 /// Spends a refresh token, detecting reuse. Runs in the caller's transaction.
 pub async fn redeem(conn: &mut PgConnection, token: &str) -> sqlx::Result<Redeemed> {
-    let row: Option<(Uuid, Uuid, DateTime<Utc>, Option<DateTime<Utc>>, Option<DateTime<Utc>>)> = sqlx::query_as(
+    let row: Option<TokenRow> = sqlx::query_as(
         "SELECT user_id, family_id, expires_at, spent_at, revoked_at FROM refresh_tokens
          WHERE token_hash = $1 FOR UPDATE",
     )

@@ -105,7 +105,11 @@ impl TokenIssuer {
             .and_then(|kid| self.keys.find(kid))
             .ok_or(TokenError::UnknownKey)?;
         let data = decode::<Claims>(token, &key.key, &self.validation)?;
-        let user = data.claims.sub.parse().map_err(|_| TokenError::BadSubject)?;
+        let user = data
+            .claims
+            .sub
+            .parse()
+            .map_err(|_| TokenError::BadSubject)?;
         Ok((user, data.claims))
     }
 }
@@ -115,7 +119,12 @@ mod tests {
     use super::*;
 
     fn issuer() -> TokenIssuer {
-        TokenIssuer::new(KeySet::generate().unwrap(), "spotcheck", "spotcheck-api", 900)
+        TokenIssuer::new(
+            KeySet::generate().unwrap(),
+            "spotcheck",
+            "spotcheck-api",
+            900,
+        )
     }
 
     #[test]

@@ -37,10 +37,18 @@ pub struct TokenPair {
     expires_in: i64,
 }
 
-async fn token_pair(state: &AppState, conn: &mut PgConnection, user: UserId, role: Role, family: Uuid) -> ApiResult<TokenPair> {
+async fn token_pair(
+    state: &AppState,
+    conn: &mut PgConnection,
+    user: UserId,
+    role: Role,
+    family: Uuid,
+) -> ApiResult<TokenPair> {
     let ttl = state.config.refresh_token_ttl_secs as i64;
     let refresh_token = refresh::issue(conn, user, family, ttl).await?;
-    let access_token = state.tokens.issue(user, role, chrono::Utc::now().timestamp())?;
+    let access_token = state
+        .tokens
+        .issue(user, role, chrono::Utc::now().timestamp())?;
     Ok(TokenPair {
         access_token,
         refresh_token,
@@ -50,11 +58,18 @@ async fn token_pair(state: &AppState, conn: &mut PgConnection, user: UserId, rol
 }
 
 fn bad_credentials() -> ApiError {
-    ApiError::new(StatusCode::UNAUTHORIZED, "invalid_credentials", "wrong username or password")
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "invalid_credentials",
+        "wrong username or password",
+    )
 }
 
 /// Signs in with a username and password.
-pub async fn login(State(state): State<AppState>, ApiJson(body): ApiJson<Login>) -> ApiResult<Json<TokenPair>> {
+pub async fn login(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<Login>,
+) -> ApiResult<Json<TokenPair>> {
     if body.username.len() > 64 || body.password.len() > 256 {
         return Err(bad_credentials());
     }
@@ -70,9 +85,15 @@ pub async fn login(State(state): State<AppState>, ApiJson(body): ApiJson<Login>)
     }
     let (id, _, role, status) = row.ok_or_else(bad_credentials)?;
     if status != "active" {
-        return Err(ApiError::new(StatusCode::FORBIDDEN, "account_suspended", "this account is suspended"));
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "account_suspended",
+            "this account is suspended",
+        ));
     }
-    let role: Role = role.parse().map_err(|e: String| ApiError::internal(anyhow::anyhow!(e)))?;
+    let role: Role = role
+        .parse()
+        .map_err(|e: String| ApiError::internal(anyhow::anyhow!(e)))?;
     let mut conn = state.pool.acquire().await?;
     let pair = token_pair(&state, &mut conn, UserId(id), role, Uuid::new_v4()).await?;
     tracing::info!(user.id = %id, "signed in");
@@ -80,7 +101,10 @@ pub async fn login(State(state): State<AppState>, ApiJson(body): ApiJson<Login>)
 }
 
 /// Spends a refresh token for a new pair; a reused token revokes its family.
-pub async fn refresh(State(state): State<AppState>, ApiJson(body): ApiJson<Refresh>) -> ApiResult<Json<TokenPair>> {
+pub async fn refresh(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<Refresh>,
+) -> ApiResult<Json<TokenPair>> {
     let mut tx = state.pool.begin().await?;
     let (user, family) = match refresh::redeem(&mut tx, &body.refresh_token).await? {
         Redeemed::Ok { user, family } => (user, family),
@@ -94,17 +118,28 @@ pub async fn refresh(State(state): State<AppState>, ApiJson(body): ApiJson<Refre
             ));
         }
         Redeemed::Invalid => {
-            return Err(ApiError::new(StatusCode::UNAUTHORIZED, "invalid_refresh_token", "invalid or expired refresh token"));
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_refresh_token",
+                "invalid or expired refresh token",
+            ));
         }
     };
-    let (role, status): (String, String) = sqlx::query_as("SELECT role, status FROM users WHERE id = $1")
-        .bind(user.0)
-        .fetch_one(&mut *tx)
-        .await?;
+    let (role, status): (String, String) =
+        sqlx::query_as("SELECT role, status FROM users WHERE id = $1")
+            .bind(user.0)
+            .fetch_one(&mut *tx)
+            .await?;
     if status != "active" {
-        return Err(ApiError::new(StatusCode::FORBIDDEN, "account_suspended", "this account is suspended"));
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "account_suspended",
+            "this account is suspended",
+        ));
     }
-    let role: Role = role.parse().map_err(|e: String| ApiError::internal(anyhow::anyhow!(e)))?;
+    let role: Role = role
+        .parse()
+        .map_err(|e: String| ApiError::internal(anyhow::anyhow!(e)))?;
     let pair = token_pair(&state, &mut tx, user, role, family).await?;
     tx.commit().await?;
     Ok(Json(pair))

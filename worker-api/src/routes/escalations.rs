@@ -12,7 +12,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use spotcheck_shared::EscalationId;
-use spotcheck_shared::escalation::{EscalationStatus, REFUTATION_WINDOW_SECS, StaffDecision, Transition, apply};
+use spotcheck_shared::escalation::{
+    EscalationStatus, REFUTATION_WINDOW_SECS, StaffDecision, Transition, apply,
+};
 use uuid::Uuid;
 
 /// Query of the list.
@@ -49,7 +51,11 @@ pub struct Page {
 }
 
 /// `GET /v1/staff/escalations?status=&limit=&cursor=`, oldest first.
-pub async fn list(State(state): State<AppState>, Staff(_): Staff, Query(q): Query<ListQuery>) -> ApiResult<Json<Page>> {
+pub async fn list(
+    State(state): State<AppState>,
+    Staff(_): Staff,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<Page>> {
     let status = match q.status.as_deref() {
         None | Some("") => None,
         Some(s) => Some(
@@ -95,7 +101,11 @@ async fn load(state: &AppState, id: EscalationId) -> ApiResult<EscalationRow> {
 }
 
 /// `GET /v1/staff/escalations/{id}`: the escalation with its evidence.
-pub async fn one(State(state): State<AppState>, Staff(_): Staff, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn one(
+    State(state): State<AppState>,
+    Staff(_): Staff,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
     let id: EscalationId = parse_id(&id, "escalation")?;
     let escalation = load(&state, id).await?;
     let (listing,): (Value,) = sqlx::query_as(
@@ -161,12 +171,15 @@ pub async fn decide(
         return Err(ApiError::invalid("note is at most 4000 characters"));
     }
     let mut tx = state.pool.begin().await?;
-    let current: Option<(String,)> = sqlx::query_as("SELECT status FROM escalations WHERE id = $1 FOR UPDATE")
-        .bind(id.0)
-        .fetch_optional(&mut *tx)
-        .await?;
+    let current: Option<(String,)> =
+        sqlx::query_as("SELECT status FROM escalations WHERE id = $1 FOR UPDATE")
+            .bind(id.0)
+            .fetch_optional(&mut *tx)
+            .await?;
     let (current,) = current.ok_or_else(|| ApiError::not_found("escalation"))?;
-    let current: EscalationStatus = current.parse().map_err(|e: String| ApiError::internal(anyhow::anyhow!(e)))?;
+    let current: EscalationStatus = current
+        .parse()
+        .map_err(|e: String| ApiError::internal(anyhow::anyhow!(e)))?;
     match apply(current, body.decision) {
         Transition::Repeat => {}
         Transition::Conflict => {
@@ -177,7 +190,8 @@ pub async fn decide(
             ));
         }
         Transition::To(next) => {
-            let window = (next == EscalationStatus::Confirmed).then_some(REFUTATION_WINDOW_SECS as f64);
+            let window =
+                (next == EscalationStatus::Confirmed).then_some(REFUTATION_WINDOW_SECS as f64);
             sqlx::query(
                 "UPDATE escalations SET status = $2, decided_by = $3, decided_at = now(), decision_note = $4,
                         refutation_deadline = now() + make_interval(secs => $5)

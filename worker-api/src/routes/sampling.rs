@@ -12,10 +12,11 @@ use serde_json::{Value, json};
 use spotcheck_shared::SamplingPolicy;
 
 async fn current(state: &AppState) -> ApiResult<Value> {
-    let (id, policy, created_at): (i64, Value, DateTime<Utc>) =
-        sqlx::query_as("SELECT id, policy, created_at FROM sampling_policies ORDER BY id DESC LIMIT 1")
-            .fetch_one(&state.pool)
-            .await?;
+    let (id, policy, created_at): (i64, Value, DateTime<Utc>) = sqlx::query_as(
+        "SELECT id, policy, created_at FROM sampling_policies ORDER BY id DESC LIMIT 1",
+    )
+    .fetch_one(&state.pool)
+    .await?;
     let mut body = policy;
     body["version"] = json!(id);
     body["updated_at"] = json!(created_at);
@@ -34,13 +35,18 @@ pub async fn put_rules(
     ApiJson(policy): ApiJson<SamplingPolicy>,
 ) -> ApiResult<Json<Value>> {
     policy.validate().map_err(|e| {
-        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_sampling_rules", e.to_string())
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_sampling_rules",
+            e.to_string(),
+        )
     })?;
     let new = serde_json::to_value(&policy).map_err(anyhow::Error::from)?;
     let mut tx = state.pool.begin().await?;
-    let (old,): (Value,) = sqlx::query_as("SELECT policy FROM sampling_policies ORDER BY id DESC LIMIT 1 FOR UPDATE")
-        .fetch_one(&mut *tx)
-        .await?;
+    let (old,): (Value,) =
+        sqlx::query_as("SELECT policy FROM sampling_policies ORDER BY id DESC LIMIT 1 FOR UPDATE")
+            .fetch_one(&mut *tx)
+            .await?;
     sqlx::query("INSERT INTO sampling_policies (policy, created_by) VALUES ($1, $2)")
         .bind(&new)
         .bind(me.id.0)

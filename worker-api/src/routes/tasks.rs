@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, TimeZone, Utc};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
-use spotcheck_platform::lease::{ClaimResult, LeaseError, StoreError};
+use spotcheck_platform::lease::{ClaimRequest, ClaimResult, LeaseError, StoreError};
 use spotcheck_platform::outbox;
 use spotcheck_shared::TaskId;
 
@@ -56,23 +56,29 @@ pub struct Extended {
 
 /// Unix milliseconds as a timestamp.
 pub fn at_ms(ms: i64) -> DateTime<Utc> {
-    Utc.timestamp_millis_opt(ms).single().unwrap_or_else(Utc::now)
+    Utc.timestamp_millis_opt(ms)
+        .single()
+        .unwrap_or_else(Utc::now)
 }
 
 /// Maps a lease-store failure to the API's codes.
 pub fn lease_error(e: StoreError) -> ApiError {
     match e {
-        StoreError::Lease(LeaseError::NotFound) => {
-            ApiError::new(StatusCode::CONFLICT, "lease_not_found", "you hold no lease on this task")
-        }
+        StoreError::Lease(LeaseError::NotFound) => ApiError::new(
+            StatusCode::CONFLICT,
+            "lease_not_found",
+            "you hold no lease on this task",
+        ),
         StoreError::Lease(LeaseError::WrongToken) => ApiError::new(
             StatusCode::CONFLICT,
             "lease_token_mismatch",
             "this is not the token of your current lease on this task",
         ),
-        StoreError::Lease(LeaseError::Expired) => {
-            ApiError::new(StatusCode::GONE, "lease_expired", "your lease on this task has expired")
-        }
+        StoreError::Lease(LeaseError::Expired) => ApiError::new(
+            StatusCode::GONE,
+            "lease_expired",
+            "your lease on this task has expired",
+        ),
         StoreError::Redis(e) => e.into(),
     }
 }
@@ -86,7 +92,11 @@ fn new_lease_token() -> String {
 /// Checks a lease token's shape before it reaches Redis.
 pub fn check_token_shape(token: &str) -> ApiResult<()> {
     if token.is_empty() || token.len() > 64 || token.contains('|') {
-        return Err(ApiError::new(StatusCode::CONFLICT, "lease_token_mismatch", "malformed lease token"));
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "lease_token_mismatch",
+            "malformed lease token",
+        ));
     }
     Ok(())
 }
@@ -97,7 +107,9 @@ type TaskRow = (String, i32, i32, bool);
 pub async fn claim(State(state): State<AppState>, Volunteer(me): Volunteer) -> ApiResult<Response> {
     let ttl_ms = state.config.services.lease_ttl_secs * 1000;
     for _ in 0..state.offers.len() {
-        let Some(offer) = state.offers.pop() else { break };
+        let Some(offer) = state.offers.pop() else {
+            break;
+        };
         let Some(task) = offer.task else {
             state.offers.settle(offer, Settle::DeadLetter).await;
             continue;
@@ -132,7 +144,16 @@ pub async fn claim(State(state): State<AppState>, Volunteer(me): Volunteer) -> A
         }
         let token = new_lease_token();
         let cap = state.config.max_leases_per_volunteer;
-        match state.leases.claim(task, me.id, required, counted, ttl_ms, cap, &token).await {
+        let request = ClaimRequest {
+            task,
+            volunteer: me.id,
+            required,
+            counted,
+            ttl_ms,
+            cap,
+            token: &token,
+        };
+        match state.leases.claim(&request).await {
             Err(e) => {
                 state.offers.put_back(offer).await;
                 return Err(lease_error(e));
@@ -211,6 +232,10 @@ pub async fn release(
     // Re-offer first, then drop the lease: a crash in between only duplicates the offer.
     let mut conn = state.pool.acquire().await?;
     outbox::offer_slots(&mut conn, &[task], 1).await?;
-    state.leases.drop_expired(task, me.id).await.map_err(lease_error)?;
+    state
+        .leases
+        .drop_expired(task, me.id)
+        .await
+        .map_err(lease_error)?;
     Ok(StatusCode::NO_CONTENT)
 }

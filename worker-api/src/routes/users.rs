@@ -29,37 +29,53 @@ pub async fn create(
     ApiJson(body): ApiJson<NewUser>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     if me.role != Role::Admin && body.role != Role::Volunteer {
-        return Err(ApiError::forbidden("only admins create staff or admin accounts"));
+        return Err(ApiError::forbidden(
+            "only admins create staff or admin accounts",
+        ));
     }
     let id = create_user(&state.pool, &body.username, body.password, body.role)
         .await
         .map_err(|e| match e {
-            CreateUserError::Taken => ApiError::new(StatusCode::CONFLICT, "username_taken", e.to_string()),
-            CreateUserError::BadUsername | CreateUserError::WeakPassword(_) => ApiError::invalid(e.to_string()),
+            CreateUserError::Taken => {
+                ApiError::new(StatusCode::CONFLICT, "username_taken", e.to_string())
+            }
+            CreateUserError::BadUsername | CreateUserError::WeakPassword(_) => {
+                ApiError::invalid(e.to_string())
+            }
             CreateUserError::Internal(e) => ApiError::internal(e),
         })?;
-    sqlx::query("INSERT INTO audit_log (actor_id, action, subject, new) VALUES ($1, 'user.create', $2, $3)")
-        .bind(me.id.0)
-        .bind(format!("user:{id}"))
-        .bind(json!({"username": body.username, "role": body.role}))
-        .execute(&state.pool)
-        .await?;
+    sqlx::query(
+        "INSERT INTO audit_log (actor_id, action, subject, new) VALUES ($1, 'user.create', $2, $3)",
+    )
+    .bind(me.id.0)
+    .bind(format!("user:{id}"))
+    .bind(json!({"username": body.username, "role": body.role}))
+    .execute(&state.pool)
+    .await?;
     Ok((StatusCode::CREATED, Json(json!({"user_id": id}))))
 }
 
-async fn set_status(state: &AppState, me: crate::auth::Caller, raw_id: &str, status: UserStatus) -> ApiResult<Json<Value>> {
+async fn set_status(
+    state: &AppState,
+    me: crate::auth::Caller,
+    raw_id: &str,
+    status: UserStatus,
+) -> ApiResult<Json<Value>> {
     let id: UserId = parse_id(raw_id, "user")?;
     if id == me.id {
         return Err(ApiError::forbidden("you cannot change your own status"));
     }
     let mut tx = state.pool.begin().await?;
-    let row: Option<(String, String)> = sqlx::query_as("SELECT role, status FROM users WHERE id = $1 FOR UPDATE")
-        .bind(id.0)
-        .fetch_optional(&mut *tx)
-        .await?;
+    let row: Option<(String, String)> =
+        sqlx::query_as("SELECT role, status FROM users WHERE id = $1 FOR UPDATE")
+            .bind(id.0)
+            .fetch_optional(&mut *tx)
+            .await?;
     let (role, old) = row.ok_or_else(|| ApiError::not_found("user"))?;
     if me.role != Role::Admin && role != Role::Volunteer.as_str() {
-        return Err(ApiError::forbidden("only admins change the status of staff or admins"));
+        return Err(ApiError::forbidden(
+            "only admins change the status of staff or admins",
+        ));
     }
     sqlx::query("UPDATE users SET status = $2 WHERE id = $1")
         .bind(id.0)
@@ -78,11 +94,19 @@ async fn set_status(state: &AppState, me: crate::auth::Caller, raw_id: &str, sta
 }
 
 /// `POST /v1/staff/users/{user_id}/suspend`: the user's tokens stop working at once.
-pub async fn suspend(State(state): State<AppState>, Staff(me): Staff, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn suspend(
+    State(state): State<AppState>,
+    Staff(me): Staff,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
     set_status(&state, me, &id, UserStatus::Suspended).await
 }
 
 /// `POST /v1/staff/users/{user_id}/reinstate`.
-pub async fn reinstate(State(state): State<AppState>, Staff(me): Staff, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn reinstate(
+    State(state): State<AppState>,
+    Staff(me): Staff,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
     set_status(&state, me, &id, UserStatus::Active).await
 }

@@ -37,10 +37,15 @@ fn validate(body: &VoteBody) -> ApiResult<()> {
         return Err(ApiError::invalid("at most 16 reasons"));
     }
     let code_ok = |r: &String| {
-        !r.is_empty() && r.len() <= 64 && r.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        !r.is_empty()
+            && r.len() <= 64
+            && r.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
     };
     if !body.reasons.iter().all(code_ok) {
-        return Err(ApiError::invalid("reasons are codes of 1 to 64 characters of a-z, 0-9 and _"));
+        return Err(ApiError::invalid(
+            "reasons are codes of 1 to 64 characters of a-z, 0-9 and _",
+        ));
     }
     if body.note.as_ref().is_some_and(|n| n.chars().count() > 2000) {
         return Err(ApiError::invalid("note is at most 2000 characters"));
@@ -49,16 +54,24 @@ fn validate(body: &VoteBody) -> ApiResult<()> {
 }
 
 /// The caller's earlier vote on the task: the same vote is answered as the first; a different one is refused.
-async fn earlier_vote(state: &AppState, task: TaskId, me: UserId, body: &VoteBody) -> ApiResult<Option<Uuid>> {
-    let row: Option<(Uuid, String, serde_json::Value)> =
-        sqlx::query_as("SELECT id, verdict, reasons FROM votes WHERE task_id = $1 AND volunteer_id = $2")
-            .bind(task.0)
-            .bind(me.0)
-            .fetch_optional(&state.pool)
-            .await?;
+async fn earlier_vote(
+    state: &AppState,
+    task: TaskId,
+    me: UserId,
+    body: &VoteBody,
+) -> ApiResult<Option<Uuid>> {
+    let row: Option<(Uuid, String, serde_json::Value)> = sqlx::query_as(
+        "SELECT id, verdict, reasons FROM votes WHERE task_id = $1 AND volunteer_id = $2",
+    )
+    .bind(task.0)
+    .bind(me.0)
+    .fetch_optional(&state.pool)
+    .await?;
     match row {
         None => Ok(None),
-        Some((id, verdict, reasons)) if verdict == body.verdict.as_str() && reasons == serde_json::json!(body.reasons) => {
+        Some((id, verdict, reasons))
+            if verdict == body.verdict.as_str() && reasons == serde_json::json!(body.reasons) =>
+        {
             Ok(Some(id))
         }
         Some(_) => Err(ApiError::new(
@@ -82,7 +95,11 @@ pub async fn vote(
     if let Some(vote_id) = earlier_vote(&state, task, me.id, &body).await? {
         return Ok((StatusCode::CREATED, Json(VoteCreated { vote_id })));
     }
-    let (fence, _) = state.leases.check(task, me.id, &body.lease_token).await.map_err(lease_error)?;
+    let (fence, _) = state
+        .leases
+        .check(task, me.id, &body.lease_token)
+        .await
+        .map_err(lease_error)?;
     let vote_id = Uuid::now_v7();
     let mut tx = state.pool.begin().await?;
     let inserted = sqlx::query(
@@ -102,7 +119,9 @@ pub async fn vote(
     if inserted.rows_affected() == 0 {
         // A concurrent duplicate of this request won the race.
         drop(tx);
-        let id = earlier_vote(&state, task, me.id, &body).await?.ok_or_else(|| ApiError::internal(anyhow::anyhow!("vote vanished")))?;
+        let id = earlier_vote(&state, task, me.id, &body)
+            .await?
+            .ok_or_else(|| ApiError::internal(anyhow::anyhow!("vote vanished")))?;
         return Ok((StatusCode::CREATED, Json(VoteCreated { vote_id: id })));
     }
     let counted = sqlx::query(
@@ -114,7 +133,10 @@ pub async fn vote(
     .await?;
     if counted.rows_affected() == 0 {
         drop(tx);
-        let _ = state.leases.expire_now(task, me.id, &body.lease_token).await;
+        let _ = state
+            .leases
+            .expire_now(task, me.id, &body.lease_token)
+            .await;
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "task_closed",

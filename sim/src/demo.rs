@@ -1,0 +1,115 @@
+//! `demo`: publish the marketplace, set volunteers to work, report progress from
+//! the staff stats, stop when everything is reviewed (or time is up, or Ctrl-C),
+//! then score the system's escalations against the hidden truth.
+
+use crate::api::Api;
+use crate::cli::DemoArgs;
+use crate::feed;
+use crate::load::{self, Ending, LoadRun};
+use crate::staff;
+use crate::stats::{Recorder, Report};
+use crate::truth::Score;
+use serde::Serialize;
+use serde_json::Value;
+use spotcheck_shared::demo::generate;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::{Instant, MissedTickBehavior, interval, sleep_until};
+
+/// How often the demo checks whether every task is closed.
+const POLL: Duration = Duration::from_secs(2);
+
+/// Everything the demo found, as written by `--json-report`.
+#[derive(Debug, Serialize)]
+struct DemoReport {
+    ending: String,
+    load: Report,
+    score: Option<Score>,
+    stats: Option<Value>,
+}
+
+/// `spotcheck-sim demo`.
+pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+    let (seed, count) = (args.market.seed, args.market.count);
+    let listings = generate(seed, count);
+    let fakes = listings.iter().filter(|d| d.counterfeit).count();
+    println!("demo marketplace: {count} listings, {fakes} counterfeit (seed {seed})");
+    if !args.skip_publish {
+        feed::publish(&args.amqp, &listings).await?;
+    }
+    drop(listings);
+
+    let api = Api::new(&args.api.api, args.volunteers + 2)?;
+    let rec = Arc::new(Recorder::default());
+    let mut staff_session = load::admin_session(&api, &rec, &args.api).await?;
+    let crew = load::crew(api.clone(), Arc::clone(&rec), &args.crew, seed, count);
+    let mut run = LoadRun::start(crew, &staff_session, &args.api, args.volunteers).await?;
+
+    let started = Instant::now();
+    let deadline = started + args.crew.duration();
+    let report_every = Duration::from_secs(args.report_every.max(1));
+    let mut last_report = started;
+    let mut poll = interval(POLL);
+    poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    let ending = loop {
+        tokio::select! {
+            _ = sleep_until(deadline) => break Ending::Deadline,
+            _ = &mut ctrl_c => break Ending::Interrupted,
+            _ = run.all_stopped() => break Ending::VolunteersDone,
+            _ = poll.tick() => {
+                let Some(stats) = staff::stats(&api, &rec, &mut staff_session).await else { continue };
+                if last_report.elapsed() >= report_every {
+                    last_report = Instant::now();
+                    print_progress(started, &rec, &stats);
+                }
+                if staff::all_closed(&stats, count) {
+                    break Ending::AllTasksClosed;
+                }
+            }
+        }
+    };
+    println!("stopping: {ending:?}");
+    let crew = run.crew();
+    let load = run.finish().await;
+
+    let stats = staff::stats(&api, &rec, &mut staff_session).await;
+    if let Some(stats) = &stats {
+        println!("final: {}", staff::summary(stats));
+    }
+    let score = match staff::escalated_listings(&api, &rec, &mut staff_session).await {
+        Ok(escalated) => Some(Score::compute(
+            &crew.truth,
+            &escalated,
+            &rec.voted_listings(),
+        )),
+        Err(e) => {
+            eprintln!("could not read the escalations: {e:#}");
+            None
+        }
+    };
+    if let Some(score) = &score {
+        print!("{score}");
+    }
+    println!("{load}");
+    if let Some(path) = &args.crew.json_report {
+        let report = DemoReport {
+            ending: format!("{ending:?}"),
+            load,
+            score,
+            stats,
+        };
+        load::write_json(path, &report)?;
+    }
+    Ok(())
+}
+
+fn print_progress(started: Instant, rec: &Recorder, stats: &Value) {
+    let (granted, empty, votes, errors) = rec.counts();
+    println!(
+        "[{:>5}s] {} || sim: claims {granted}, empty {empty}, votes {votes}, errors {errors}",
+        started.elapsed().as_secs(),
+        staff::summary(stats)
+    );
+}

@@ -1,0 +1,28 @@
+//! Spotcheck's simulator: the demo marketplace as a file or a feed, simulated
+//! volunteers that double as a load generator, and the end-to-end demo.
+
+pub mod api;
+pub mod cli;
+pub mod demo;
+pub mod export;
+pub mod feed;
+pub mod load;
+pub mod problem;
+pub mod roster;
+pub mod session;
+pub mod staff;
+pub mod stats;
+pub mod truth;
+pub mod volunteer;
+
+use cli::{Cli, Command};
+
+/// Runs the subcommand of `cli`.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Generate(args) => export::run(&args),
+        Command::Publish(args) => feed::run(&args).await,
+        Command::Volunteers(args) => load::run(args).await,
+        Command::Demo(args) => demo::run(args).await,
+    }
+}
