@@ -30,6 +30,11 @@ export SPOTCHECK_HTTP_ADDR="127.0.0.1:${DEMO_PORT:-8080}"
 export SPOTCHECK_LEASE_TTL_SECS="${SPOTCHECK_LEASE_TTL_SECS:-60}"
 export SPOTCHECK_ADMIN_PASSWORD="$ADMIN_PASSWORD"
 export RUST_LOG="${RUST_LOG:-info,sqlx=warn,lapin=warn,tower_http=warn}"
+# The simulated volunteers all come from one address and never tire: the demo
+# lifts the per-process rate limits (see the README's security section).
+export SPOTCHECK_RATE_CLAIM_PER_MIN="${SPOTCHECK_RATE_CLAIM_PER_MIN:-100000}"
+export SPOTCHECK_RATE_VOTE_PER_MIN="${SPOTCHECK_RATE_VOTE_PER_MIN:-100000}"
+export SPOTCHECK_RATE_AUTH_PER_MIN="${SPOTCHECK_RATE_AUTH_PER_MIN:-100000}"
 
 scripts/services.sh "$DEMO_DB"
 
@@ -85,7 +90,8 @@ MSG
 
 "$BIN/spotcheck-sim" demo --seed "$DEMO_SEED" --count "$DEMO_LISTINGS" \
     --volunteers "$DEMO_VOLUNTEERS" --think-ms "$DEMO_THINK_MS" --duration-secs "${DEMO_SECS:-3600}" \
-    --api "$API" --admin-user admin --report-every 10 --json-report "$LOGS/report.json"
+    --api "$API" --admin-user admin --report-every 10 --json-report "$LOGS/report.json" \
+    ${DEMO_WAIT_INGEST:+--wait-ingest}
 echo "== report written to $LOGS/report.json"
 if [[ -n "$DEMO_SECS" ]]; then
     exit 0

@@ -8,6 +8,19 @@ scripts/services.sh spotcheck
 command -v cargo >/dev/null || { echo "cargo not found: install Rust first (see README)"; exit 1; }
 rustup component list --installed 2>/dev/null | grep -q rustfmt || rustup component add rustfmt clippy 2>/dev/null || true
 
+# PyJWT mints the independent half of the negative token matrix (tests/py).
+if ! .venv/bin/python -m pip --version >/dev/null 2>&1; then
+    rm -rf .venv
+    if ! python3 -m venv .venv >/dev/null 2>&1; then
+        rm -rf .venv
+        (apt-get install -y -qq python3 python3-venv || { apt-get update -qq && apt-get install -y -qq python3 python3-venv; }) >/dev/null
+        python3 -m venv .venv
+    fi
+fi
+.venv/bin/python -m pip install --quiet --disable-pip-version-check 'PyJWT[crypto]'
+export SPOTCHECK_PYTHON="$PWD/.venv/bin/python"
+
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+cargo build --bins --quiet
 cargo test --workspace

@@ -76,7 +76,8 @@ pub async fn decide(pool: &PgPool, task: TaskId) -> anyhow::Result<Decision> {
         .await?;
     }
     tx.commit().await?;
-    tracing::info!(task.id = %task, outcome = outcome.as_str(), "task decided");
+    metrics::counter!("spotcheck_decisions_total", "outcome" => outcome.as_str()).increment(1);
+    tracing::debug!(task.id = %task, outcome = outcome.as_str(), "task decided");
     Ok(Decision::Decided(outcome))
 }
 

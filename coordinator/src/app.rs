@@ -7,7 +7,7 @@ use crate::policy::PolicyCache;
 use crate::{aggregator, consumer, feed, reaper, relay};
 use anyhow::Context;
 use lapin::Connection;
-use spotcheck_platform::amqp::{self, Names, Publisher};
+use spotcheck_platform::amqp::{self, Names, ResilientPublisher};
 use spotcheck_platform::db;
 use spotcheck_platform::lease::LeaseStore;
 use sqlx::PgPool;
@@ -49,8 +49,9 @@ pub struct App {
     config: Config,
     pool: PgPool,
     amqp: Arc<Connection>,
-    publisher: Publisher,
+    publisher: ResilientPublisher,
     leases: LeaseStore,
+    ops_listener: tokio::net::TcpListener,
 }
 
 impl App {
@@ -63,18 +64,30 @@ impl App {
             .await
             .context("connecting to Redis")?;
         let leases = LeaseStore::new(redis, &config.services.redis_prefix);
-        let amqp = amqp::connect(&config.services.amqp_url, "coordinator").await?;
+        let name = format!("coordinator:{}", config.services.amqp_namespace);
+        let amqp = amqp::connect(&config.services.amqp_url, &name).await?;
         let names = Names::new(&config.services.amqp_namespace);
         let channel = amqp::timed("open channel", amqp.create_channel()).await?;
         amqp::declare_topology(&channel, &names).await?;
-        let publisher = Publisher::open(&amqp).await?;
+        let amqp = Arc::new(amqp);
+        let publisher = ResilientPublisher::new(amqp.clone());
+        let ops_listener = tokio::net::TcpListener::bind(config.metrics_addr)
+            .await
+            .with_context(|| format!("binding {}", config.metrics_addr))?;
+        spotcheck_platform::figures::prometheus();
         Ok(Self {
             config,
             pool,
-            amqp: Arc::new(amqp),
+            amqp,
             publisher,
             leases,
+            ops_listener,
         })
+    }
+
+    /// The address of the operator endpoints actually bound.
+    pub fn metrics_addr(&self) -> std::net::SocketAddr {
+        self.ops_listener.local_addr().expect("a bound listener has an address")
     }
 
     /// The database pool (tests inspect state through it).
@@ -135,6 +148,17 @@ impl App {
                 consumer::run(&conn, &queue, prefetch, c, handler).await,
             )
         });
+
+        let ops = crate::ops::Ops {
+            pool: self.pool.clone(),
+            leases: self.leases.clone(),
+            amqp: self.amqp.clone(),
+            names: names.clone(),
+        };
+        let (o, c) = (ops.clone(), cancel.clone());
+        loops.spawn(async move { ("gauges", crate::ops::run_gauges(o, c).await) });
+        let c = cancel.clone();
+        loops.spawn(async move { ("operator endpoints", crate::ops::serve(self.ops_listener, ops, c).await) });
 
         tracing::info!("coordinator running");
         let died = tokio::select! {

@@ -72,6 +72,9 @@ pub struct Config {
     /// Seconds allowed for a graceful shutdown.
     #[arg(long, env = "SPOTCHECK_SHUTDOWN_GRACE_SECS", default_value_t = 20)]
     pub shutdown_grace_secs: u64,
+    /// Address of the operator endpoints (`/metrics`, `/healthz`, `/readyz`).
+    #[arg(long, env = "SPOTCHECK_METRICS_ADDR", default_value = "127.0.0.1:9091")]
+    pub metrics_addr: std::net::SocketAddr,
     /// `json` for JSON log lines, anything else for text.
     #[arg(long, env = "SPOTCHECK_LOG_FORMAT", default_value = "text")]
     pub log_format: String,

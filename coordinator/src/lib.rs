@@ -9,8 +9,10 @@ pub mod consumer;
 pub mod feed;
 pub mod import;
 pub mod ingest;
+pub mod ops;
 pub mod policy;
 pub mod reaper;
+pub mod reconcile;
 pub mod relay;
 
 pub use app::App;

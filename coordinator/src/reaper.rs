@@ -2,7 +2,7 @@
 //! lease. No keyspace notifications; a sweep every interval on every replica,
 //! each expired lease taken by one sweep at a time.
 
-use spotcheck_platform::lease::LeaseStore;
+use spotcheck_platform::lease::{LeaseEnd, LeaseStore};
 use spotcheck_platform::outbox;
 use sqlx::PgPool;
 use std::time::Duration;
@@ -13,8 +13,10 @@ const SWEEP_LIMIT: usize = 1000;
 /// How long a taken lease stays hidden from other replicas' sweeps.
 const HOLD_MS: u64 = 30_000;
 
-/// One sweep; returns how many expired leases were handed back.
+/// One sweep: first the reconciliation check, then the expired leases; returns
+/// how many expired leases were handed back.
 pub async fn sweep(pool: &PgPool, leases: &LeaseStore) -> anyhow::Result<usize> {
+    crate::reconcile::check(pool, leases).await?;
     let expired = leases.take_expired(SWEEP_LIMIT, HOLD_MS).await?;
     if expired.is_empty() {
         return Ok(0);
@@ -24,8 +26,9 @@ pub async fn sweep(pool: &PgPool, leases: &LeaseStore) -> anyhow::Result<usize> 
     let mut conn = pool.acquire().await?;
     outbox::offer_slots(&mut conn, &tasks, 1).await?;
     for (task, volunteer) in &expired {
-        leases.drop_expired(*task, *volunteer).await?;
+        leases.drop_expired(*task, *volunteer, LeaseEnd::Expired).await?;
     }
+    metrics::counter!("spotcheck_leases_reaped_total").increment(expired.len() as u64);
     tracing::info!(
         count = expired.len(),
         "re-offered the slots of expired leases"

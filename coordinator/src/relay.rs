@@ -2,7 +2,7 @@
 //! deletes them once confirmed. Safe on every replica (`FOR UPDATE SKIP LOCKED`);
 //! a crash between publish and delete re-publishes, never loses.
 
-use spotcheck_platform::amqp::{Names, Publisher};
+use spotcheck_platform::amqp::{Names, ResilientPublisher};
 use spotcheck_platform::outbox::NOTIFY_CHANNEL;
 use spotcheck_shared::messages::Topic;
 use sqlx::PgPool;
@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 /// Publishes up to `limit` outbox rows; returns how many went out.
 pub async fn relay_once(
     pool: &PgPool,
-    publisher: &Publisher,
+    publisher: &ResilientPublisher,
     names: &Names,
     limit: i64,
 ) -> anyhow::Result<usize> {
@@ -43,6 +43,7 @@ pub async fn relay_once(
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
+    metrics::counter!("spotcheck_outbox_published_total").increment(rows.len() as u64);
     Ok(rows.len())
 }
 
@@ -50,7 +51,7 @@ pub async fn relay_once(
 /// or the poll interval, whichever comes first.
 pub async fn run(
     pool: PgPool,
-    publisher: Publisher,
+    publisher: ResilientPublisher,
     names: Names,
     batch: i64,
     poll: Duration,

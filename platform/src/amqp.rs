@@ -237,6 +237,43 @@ impl Publisher {
     }
 }
 
+/// A publisher that survives a lost channel: it opens its confirm channel on
+/// first use and opens a new one after any failure (the connection itself
+/// recovers by itself), so a dropped connection costs one failed batch.
+#[derive(Clone)]
+pub struct ResilientPublisher {
+    conn: std::sync::Arc<Connection>,
+    current: std::sync::Arc<tokio::sync::Mutex<Option<Publisher>>>,
+}
+
+impl ResilientPublisher {
+    /// A publisher on `conn`.
+    pub fn new(conn: std::sync::Arc<Connection>) -> Self {
+        Self {
+            conn,
+            current: std::sync::Arc::default(),
+        }
+    }
+
+    /// As [`Publisher::publish_all`], re-opening the channel when needed.
+    pub async fn publish_all(&self, exchange: &str, messages: &[(String, Vec<u8>)]) -> anyhow::Result<()> {
+        let mut current = self.current.lock().await;
+        let publisher = match current.as_ref() {
+            Some(p) => p.clone(),
+            None => {
+                let p = Publisher::open(&self.conn).await?;
+                *current = Some(p.clone());
+                p
+            }
+        };
+        let result = publisher.publish_all(exchange, messages).await;
+        if result.is_err() {
+            *current = None;
+        }
+        result
+    }
+}
+
 /// Opens a channel with `prefetch` unacked deliveries at most and consumes `queue`.
 pub async fn consume(
     conn: &Connection,

@@ -6,7 +6,10 @@
 //! - `{p}:voted:<task>`: votes recorded on the task, as seen by worker-api;
 //! - `{p}:holder:<volunteer>`: set of tasks the volunteer holds leases on;
 //! - `{p}:expiry`: sorted set of `task|volunteer` by expiry, which the reaper sweeps;
-//! - `{p}:fence`: the fencing-token counter.
+//! - `{p}:fence`: the fencing-token counter;
+//! - `{p}:sentinel`: present while Redis holds what it was given (see the reconciler);
+//! - `{p}:gone:<task>:<volunteer>`: tombstone of a lease that ended without a vote
+//!   (`token|expired` or `token|released`), kept a day so a late call gets a clear answer.
 //!
 //! Rule that keeps slots from being lost: a lease leaves Redis without a vote
 //! only after a new slot offer for it has been committed to the outbox
@@ -74,6 +77,27 @@ pub enum LeaseError {
     /// The lease has expired.
     #[error("the lease has expired")]
     Expired,
+    /// The holder released the lease.
+    #[error("the lease was released")]
+    Released,
+}
+
+/// How a lease ended without a vote, as its tombstone remembers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseEnd {
+    /// Its time ran out.
+    Expired,
+    /// Its holder gave it back.
+    Released,
+}
+
+impl LeaseEnd {
+    fn as_str(self) -> &'static str {
+        match self {
+            LeaseEnd::Expired => "expired",
+            LeaseEnd::Released => "released",
+        }
+    }
 }
 
 /// Errors from the lease store.
@@ -93,6 +117,12 @@ const PARSE: &str = r"
 local function parse(v)
   local token, fence, exp = string.match(v, '^([^|]+)|(%d+)|(%d+)$')
   return token, tonumber(fence), tonumber(exp)
+end
+local function gone(p, task, vol, token)
+  local g = redis.call('GET', p .. ':gone:' .. task .. ':' .. vol)
+  if g == token .. '|expired' then return -3 end
+  if g == token .. '|released' then return -4 end
+  return -1
 end
 ";
 
@@ -141,7 +171,7 @@ static CHECK_OR_EXTEND: LazyLock<Script> = LazyLock::new(|| {
 local p, task, vol, token, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
 local lk = p .. ':leases:' .. task
 local v = redis.call('HGET', lk, vol)
-if not v then return {{-1}} end
+if not v then return {{gone(p, task, vol, token)}} end
 local cur, fence, exp = parse(v)
 if cur ~= token then return {{-2}} end
 if exp <= now then return {{-3}} end
@@ -187,7 +217,7 @@ static EXPIRE_NOW: LazyLock<Script> = LazyLock::new(|| {
 local p, task, vol, token = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local lk = p .. ':leases:' .. task
 local v = redis.call('HGET', lk, vol)
-if not v then return -1 end
+if not v then return gone(p, task, vol, token) end
 local cur, fence, exp = parse(v)
 if cur ~= token then return -2 end
 if exp <= now then return -3 end
@@ -211,17 +241,19 @@ return due
     ))
 });
 
-/// Removes a lease whose slot has been re-offered, unless it was renewed meanwhile.
+/// Removes a lease whose slot has been re-offered, unless it was renewed meanwhile,
+/// and leaves a day-long tombstone so its token is answered "expired" or "released".
 static DROP_EXPIRED: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         "{NOW}{PARSE}
-local p, task, vol = ARGV[1], ARGV[2], ARGV[3]
+local p, task, vol, reason = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local lk = p .. ':leases:' .. task
 local v = redis.call('HGET', lk, vol)
 if v then
-  local _, _, exp = parse(v)
+  local token, _, exp = parse(v)
   if exp > now then return 0 end
   redis.call('HDEL', lk, vol)
+  redis.call('SET', p .. ':gone:' .. task .. ':' .. vol, token .. '|' .. reason, 'EX', 86400)
 end
 redis.call('SREM', p .. ':holder:' .. vol, task)
 redis.call('ZREM', p .. ':expiry', task .. '|' .. vol)
@@ -234,6 +266,7 @@ fn lease_error(code: i64) -> LeaseError {
     match code {
         -2 => LeaseError::WrongToken,
         -3 => LeaseError::Expired,
+        -4 => LeaseError::Released,
         _ => LeaseError::NotFound,
     }
 }
@@ -382,14 +415,72 @@ impl LeaseStore {
     }
 
     /// Removes an expired lease whose slot is already re-offered.
-    pub async fn drop_expired(&self, task: TaskId, volunteer: UserId) -> Result<bool, StoreError> {
+    pub async fn drop_expired(&self, task: TaskId, volunteer: UserId, end: LeaseEnd) -> Result<bool, StoreError> {
         let done: i64 = DROP_EXPIRED
             .arg(&self.prefix)
             .arg(task.to_string())
             .arg(volunteer.to_string())
+            .arg(end.as_str())
             .invoke_async(&mut self.redis.clone())
             .await?;
         Ok(done == 1)
+    }
+
+    /// Whether Redis still holds the lease state it was given: the sentinel is
+    /// written after every reconciliation, so its absence means Redis lost its data.
+    pub async fn sentinel_present(&self) -> Result<bool, StoreError> {
+        let mut conn = self.redis.clone();
+        let n: i64 = redis::cmd("EXISTS")
+            .arg(format!("{}:sentinel", self.prefix))
+            .query_async(&mut conn)
+            .await?;
+        Ok(n == 1)
+    }
+
+    /// Takes the reconciliation lock for `ms` milliseconds; false if another replica holds it.
+    pub async fn lock_reconcile(&self, ms: u64) -> Result<bool, StoreError> {
+        let mut conn = self.redis.clone();
+        let ok: Option<String> = redis::cmd("SET")
+            .arg(format!("{}:reconcile-lock", self.prefix))
+            .arg("1")
+            .arg("NX")
+            .arg("PX")
+            .arg(ms)
+            .query_async(&mut conn)
+            .await?;
+        Ok(ok.is_some())
+    }
+
+    /// Marks the reconciliation done: writes the sentinel and frees the lock.
+    pub async fn mark_reconciled(&self, at_unix: i64) -> Result<(), StoreError> {
+        let mut conn = self.redis.clone();
+        let _: () = redis::pipe()
+            .cmd("SET")
+            .arg(format!("{}:sentinel", self.prefix))
+            .arg(at_unix)
+            .ignore()
+            .cmd("DEL")
+            .arg(format!("{}:reconcile-lock", self.prefix))
+            .ignore()
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Leases in the expiry index whose time has passed (awaiting the reaper).
+    pub async fn expired_count(&self) -> Result<u64, StoreError> {
+        let mut conn = self.redis.clone();
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let n: u64 = redis::cmd("ZCOUNT")
+            .arg(format!("{}:expiry", self.prefix))
+            .arg("-inf")
+            .arg(now_ms)
+            .query_async(&mut conn)
+            .await?;
+        Ok(n)
     }
 
     /// Number of leases in the expiry index (live plus awaiting the reaper).

@@ -5,7 +5,9 @@
 pub mod amqp;
 pub mod config;
 pub mod db;
+pub mod figures;
 pub mod lease;
 pub mod outbox;
 pub mod shutdown;
 pub mod telemetry;
+pub mod watchdog;

@@ -39,6 +39,13 @@ pub struct Claim {
     pub listing: ClaimedListing,
 }
 
+/// The `201` answer of a vote.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Voted {
+    /// The recorded vote (the first one's, when the same vote is sent again).
+    pub vote_id: String,
+}
+
 /// One escalation as listed to staff; other fields are ignored.
 #[derive(Debug, Clone, Deserialize)]
 pub struct EscalationItem {
@@ -131,10 +138,27 @@ impl Api {
         verdict: &str,
         reasons: &[&str],
     ) -> Result<(), ApiError> {
+        self.cast_vote(token, claim, verdict, reasons).await.map(|_| ())
+    }
+
+    /// `POST /v1/tasks/{task_id}/votes`, keeping the id of the recorded vote.
+    pub async fn cast_vote(
+        &self,
+        token: &str,
+        claim: &Claim,
+        verdict: &str,
+        reasons: &[&str],
+    ) -> Result<Voted, ApiError> {
         let path = format!("/v1/tasks/{}/votes", claim.task_id);
         let body =
             json!({ "lease_token": claim.lease_token, "verdict": verdict, "reasons": reasons });
-        send(self.post(&path, Some(token)).json(&body)).await?;
+        json_of(send(self.post(&path, Some(token)).json(&body)).await?).await
+    }
+
+    /// `PUT /v1/staff/sampling-rules`: replaces the sampling policy.
+    pub async fn put_sampling_rules(&self, token: &str, rules: &Value) -> Result<(), ApiError> {
+        let url = format!("{}/v1/staff/sampling-rules", self.base);
+        send(self.http.put(url).bearer_auth(token).json(rules)).await?;
         Ok(())
     }
 

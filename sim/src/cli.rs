@@ -1,4 +1,5 @@
-//! The command line: `generate`, `publish`, `volunteers` and `demo`.
+//! The command line: `generate`, `publish`, `volunteers`, `demo` and `fault`
+//! (whose arguments live with it, in `fault::args`).
 
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -24,6 +25,9 @@ pub enum Command {
     Volunteers(VolunteersArgs),
     /// Publish the marketplace, run volunteers, report progress and score the escalations.
     Demo(DemoArgs),
+    /// Run volunteers at full speed while killing and restarting processes, flushing
+    /// or restarting Redis and dropping RabbitMQ connections; then check invariants I1 to I6.
+    Fault(crate::fault::FaultArgs),
 }
 
 /// Which marketplace: the same seed and count always give the same listings.
@@ -169,6 +173,9 @@ pub struct DemoArgs {
     /// Do not publish (the listings were published or imported before).
     #[arg(long)]
     pub skip_publish: bool,
+    /// Start the volunteers only once every listing is ingested (for clean load figures).
+    #[arg(long)]
+    pub wait_ingest: bool,
     /// The API and users.
     #[command(flatten)]
     pub api: ApiArgs,

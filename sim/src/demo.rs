@@ -42,6 +42,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let api = Api::new(&args.api.api, args.volunteers + 2)?;
     let rec = Arc::new(Recorder::default());
     let mut staff_session = load::admin_session(&api, &rec, &args.api).await?;
+    if args.wait_ingest {
+        wait_for_ingest(&api, &rec, &mut staff_session, count).await;
+    }
     let crew = load::crew(api.clone(), Arc::clone(&rec), &args.crew, seed, count);
     let mut run = LoadRun::start(crew, &staff_session, &args.api, args.volunteers).await?;
 
@@ -103,6 +106,22 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         load::write_json(path, &report)?;
     }
     Ok(())
+}
+
+/// Waits until the coordinator has ingested `count` listings.
+async fn wait_for_ingest(api: &Api, rec: &Recorder, staff: &mut crate::session::Session, count: usize) {
+    let started = Instant::now();
+    loop {
+        let ingested = staff::stats(api, rec, staff)
+            .await
+            .and_then(|s| s["listings"].as_u64())
+            .unwrap_or(0);
+        if ingested >= count as u64 {
+            println!("all {count} listings ingested in {:.1} s", started.elapsed().as_secs_f64());
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 fn print_progress(started: Instant, rec: &Recorder, stats: &Value) {

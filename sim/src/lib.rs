@@ -1,10 +1,11 @@
 //! Spotcheck's simulator: the demo marketplace as a file or a feed, simulated
-//! volunteers that double as a load generator, and the end-to-end demo.
+//! volunteers that double as a load generator, the end-to-end demo, and fault runs.
 
 pub mod api;
 pub mod cli;
 pub mod demo;
 pub mod export;
+pub mod fault;
 pub mod feed;
 pub mod load;
 pub mod problem;
@@ -24,5 +25,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Publish(args) => feed::run(&args).await,
         Command::Volunteers(args) => load::run(args).await,
         Command::Demo(args) => demo::run(args).await,
+        Command::Fault(args) => fault::run(args).await,
     }
 }

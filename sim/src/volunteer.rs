@@ -60,7 +60,7 @@ pub fn verdict_on(
 }
 
 /// The reasons a simulated volunteer gives for `verdict`.
-fn reasons(verdict: Verdict) -> &'static [&'static str] {
+pub fn reasons(verdict: Verdict) -> &'static [&'static str] {
     match verdict {
         Verdict::Counterfeit => &["looks_counterfeit"],
         Verdict::Genuine => &[],

@@ -4,14 +4,16 @@ use crate::auth::keys::KeySet;
 use crate::auth::tokens::TokenIssuer;
 use crate::config::Config;
 use crate::dispatch::{self, OfferBuffer};
-use crate::routes;
+use crate::quota::Quotas;
+use crate::ratelimit::RateLimits;
 use crate::state::AppState;
+use crate::{rejection, routes};
 use anyhow::{Context, bail};
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, StatusCode};
 use lapin::Connection;
-use spotcheck_platform::amqp::{self, Names, Publisher};
+use spotcheck_platform::amqp::{self, Names, ResilientPublisher};
 use spotcheck_platform::db;
 use spotcheck_platform::lease::LeaseStore;
 use std::future::Future;
@@ -20,6 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
@@ -47,10 +50,12 @@ pub fn router(state: AppState) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
     let timeout = Duration::from_secs(state.config.request_timeout_secs);
     let body_limit = state.config.max_body_bytes;
-    routes::router()
+    routes::router(&state)
         .with_state(state)
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(CatchPanicLayer::custom(rejection::panic_response))
         .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, timeout))
+        .layer(axum::middleware::map_response(rejection::ensure_problem))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
             let id = req
@@ -86,11 +91,12 @@ impl App {
         let redis = redis::aio::ConnectionManager::new(redis)
             .await
             .context("connecting to Redis")?;
-        let amqp = Arc::new(amqp::connect(&config.services.amqp_url, "worker-api").await?);
+        let name = format!("worker-api:{}", config.services.amqp_namespace);
+        let amqp = Arc::new(amqp::connect(&config.services.amqp_url, &name).await?);
         let names = Names::new(&config.services.amqp_namespace);
         let channel = amqp::timed("open channel", amqp.create_channel()).await?;
         amqp::declare_topology(&channel, &names).await?;
-        let publisher = Publisher::open(&amqp).await?;
+        let publisher = ResilientPublisher::new(amqp.clone());
         let listener = TcpListener::bind(config.http_addr)
             .await
             .with_context(|| format!("binding {}", config.http_addr))?;
@@ -100,7 +106,10 @@ impl App {
             &config.jwt_audience,
             config.access_token_ttl_secs,
         );
+        let quotas = Quotas::new(redis.clone(), &config.services.redis_prefix, &config.limits);
         let state = AppState {
+            limits: Arc::new(RateLimits::new(&config.limits)),
+            quotas,
             leases: LeaseStore::new(redis, &config.services.redis_prefix),
             offers: OfferBuffer::new(publisher, names.tasks_queue()),
             tokens: Arc::new(tokens),
@@ -138,8 +147,11 @@ impl App {
             cancel.clone(),
         ));
         let stop = cancel.clone();
-        let server = axum::serve(self.listener, router(self.state.clone()))
-            .with_graceful_shutdown(async move { stop.cancelled().await });
+        let server = axum::serve(
+            self.listener,
+            router(self.state.clone()).into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { stop.cancelled().await });
         tracing::info!(addr = %self.state.config.http_addr, "worker-api serving");
         let mut server = std::pin::pin!(server.into_future());
         let mut consumer = std::pin::pin!(consumer);

@@ -1,5 +1,6 @@
 //! worker-api's configuration: flags or environment variables, read once.
 
+use crate::ratelimit::proxies::IpNet;
 use clap::{Parser, Subcommand};
 use spotcheck_platform::config::ServiceConfig;
 use std::net::SocketAddr;
@@ -65,6 +66,9 @@ pub struct Config {
     /// Refresh-token lifetime in seconds.
     #[arg(long, env = "SPOTCHECK_REFRESH_TOKEN_TTL_SECS", default_value_t = 30 * 86_400)]
     pub refresh_token_ttl_secs: u64,
+    /// Lease TTL of gold tasks in seconds, when it differs from `SPOTCHECK_LEASE_TTL_SECS`.
+    #[arg(long, env = "SPOTCHECK_GOLD_LEASE_TTL_SECS")]
+    pub gold_lease_ttl_secs: Option<u64>,
     /// Live leases one volunteer may hold at once.
     #[arg(long, env = "SPOTCHECK_MAX_LEASES_PER_VOLUNTEER", default_value_t = 3)]
     pub max_leases_per_volunteer: u32,
@@ -83,12 +87,58 @@ pub struct Config {
     /// `json` for JSON log lines, anything else for text.
     #[arg(long, env = "SPOTCHECK_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
+    /// Rate limits and quotas.
+    #[command(flatten)]
+    pub limits: LimitsConfig,
+}
+
+/// Rate limits (per process) and quotas (across replicas, in Redis).
+#[derive(Debug, Clone, clap::Args)]
+pub struct LimitsConfig {
+    /// Claims a minute per volunteer (the whole minute's worth may come at once).
+    #[arg(long, env = "SPOTCHECK_RATE_CLAIM_PER_MIN", default_value_t = 120, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate_claim_per_min: u32,
+    /// Votes a minute per volunteer.
+    #[arg(long, env = "SPOTCHECK_RATE_VOTE_PER_MIN", default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate_vote_per_min: u32,
+    /// Requests a minute per signed-in user on every other route.
+    #[arg(long, env = "SPOTCHECK_RATE_OTHER_PER_MIN", default_value_t = 600, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate_other_per_min: u32,
+    /// Sign-in and refresh requests a minute per client address.
+    #[arg(long, env = "SPOTCHECK_RATE_AUTH_PER_MIN", default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate_auth_per_min: u32,
+    /// Seconds between prunes of the rate limiters' keyed state.
+    #[arg(long, env = "SPOTCHECK_RATE_PRUNE_SECS", default_value_t = 60)]
+    pub rate_prune_secs: u64,
+    /// Proxies (comma-separated addresses or CIDR blocks) whose `X-Forwarded-For` is believed.
+    #[arg(long, env = "SPOTCHECK_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<IpNet>,
+    /// Votes per volunteer per UTC day, across all replicas (0: no quota).
+    #[arg(long, env = "SPOTCHECK_DAILY_VOTE_QUOTA", default_value_t = 2000)]
+    pub daily_vote_quota: u32,
+    /// Sign-in attempts per account in one window, across all replicas.
+    #[arg(long, env = "SPOTCHECK_LOGIN_ATTEMPTS_PER_ACCOUNT", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    pub login_attempts_per_account: u32,
+    /// Length of that window in seconds.
+    #[arg(long, env = "SPOTCHECK_LOGIN_WINDOW_SECS", default_value_t = 900)]
+    pub login_window_secs: u64,
 }
 
 impl Config {
     /// Whether logs are JSON lines.
     pub fn json_logs(&self) -> bool {
         self.log_format.eq_ignore_ascii_case("json")
+    }
+
+    /// The lease TTL of a task of `kind`, in milliseconds.
+    pub fn lease_ttl_ms(&self, kind: &str) -> u64 {
+        let secs = match kind {
+            "gold" => self
+                .gold_lease_ttl_secs
+                .unwrap_or(self.services.lease_ttl_secs),
+            _ => self.services.lease_ttl_secs,
+        };
+        secs.max(1) * 1000
     }
 
     /// Whether this is a development deployment (generated keys allowed).

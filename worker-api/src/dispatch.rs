@@ -9,7 +9,8 @@
 use futures::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
-use spotcheck_platform::amqp::{Publisher, consume, timed};
+use spotcheck_platform::amqp::{ResilientPublisher, consume, timed};
+use spotcheck_platform::watchdog::{self, StallDetector};
 use spotcheck_shared::TaskId;
 use spotcheck_shared::messages::{SlotOffer, decode};
 use std::collections::VecDeque;
@@ -33,13 +34,13 @@ pub struct Offer {
 pub struct OfferBuffer {
     queue: Arc<Mutex<VecDeque<Offer>>>,
     alive: Arc<AtomicBool>,
-    publisher: Publisher,
+    publisher: ResilientPublisher,
     tasks_queue: String,
 }
 
 impl OfferBuffer {
     /// An empty buffer that re-publishes to `tasks_queue` through `publisher`.
-    pub fn new(publisher: Publisher, tasks_queue: String) -> Self {
+    pub fn new(publisher: ResilientPublisher, tasks_queue: String) -> Self {
         Self {
             queue: Arc::default(),
             alive: Arc::default(),
@@ -98,6 +99,7 @@ impl OfferBuffer {
         let result = match how {
             Settle::Ack => timed("ack", offer.delivery.acker.ack(BasicAckOptions::default())).await,
             Settle::DeadLetter => {
+                metrics::counter!("spotcheck_dead_lettered_total", "queue" => self.tasks_queue.clone()).increment(1);
                 let nack = BasicNackOptions {
                     requeue: false,
                     multiple: false,
@@ -137,7 +139,9 @@ pub enum Settle {
     DeadLetter,
 }
 
-/// Fills `buffer` from `queue` until cancelled; an error if the consumer stops.
+/// Fills `buffer` from `queue` until cancelled. A subscription that breaks
+/// (cancelled by the broker, or stalled) is made again on a fresh channel; an
+/// error only when subscribing keeps failing, so the process exits and restarts.
 pub async fn run(
     conn: Arc<lapin::Connection>,
     queue: String,
@@ -145,26 +149,68 @@ pub async fn run(
     buffer: OfferBuffer,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
-    let tag = format!("claims-{}", uuid::Uuid::new_v4().simple());
-    let (_channel, mut consumer) = consume(&conn, &queue, &tag, prefetch).await?;
-    buffer.alive.store(true, Ordering::Relaxed);
+    let mut failures = 0u32;
     let result = loop {
-        let next = tokio::select! {
+        match subscribe_once(&conn, &queue, prefetch, &buffer, &cancel).await {
+            Ok(None) => break Ok(()),
+            Ok(Some(why)) => {
+                failures = 0;
+                tracing::warn!(why, "the offer consumer broke; subscribing again");
+            }
+            Err(e) => {
+                failures += 1;
+                if failures >= 30 {
+                    break Err(e.context("could not consume slot offers"));
+                }
+                tracing::warn!(error = %e, failures, "could not subscribe to offers; retrying");
+            }
+        }
+        buffer.alive.store(false, Ordering::Relaxed);
+        tokio::select! {
             () = cancel.cancelled() => break Ok(()),
-            next = consumer.next() => next,
-        };
-        match next {
-            Some(Ok(delivery)) => buffer.push(delivery),
-            Some(Err(e)) => {
-                tracing::warn!(error = %e, "offer consumer error; waiting for recovery")
-            }
-            None => {
-                break Err(anyhow::anyhow!(
-                    "the offer consumer was cancelled by the broker"
-                ));
-            }
+            () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
         }
     };
     buffer.alive.store(false, Ordering::Relaxed);
     result
+}
+
+/// One subscription: `Ok(None)` when cancelled, `Ok(Some(why))` when it broke.
+async fn subscribe_once(
+    conn: &lapin::Connection,
+    queue: &str,
+    prefetch: u16,
+    buffer: &OfferBuffer,
+    cancel: &CancellationToken,
+) -> anyhow::Result<Option<&'static str>> {
+    let tag = format!("claims-{}", uuid::Uuid::new_v4().simple());
+    let (channel, mut consumer) = consume(conn, queue, &tag, prefetch).await?;
+    buffer.alive.store(true, Ordering::Relaxed);
+    let mut deliveries = 0u64;
+    let mut stall = StallDetector::default();
+    let mut pulse = tokio::time::interval(watchdog::CHECK_EVERY);
+    pulse.tick().await;
+    loop {
+        let next = tokio::select! {
+            () = cancel.cancelled() => return Ok(None),
+            _ = pulse.tick() => {
+                let ready = watchdog::ready_messages(&channel, queue).await;
+                let full = buffer.len() >= usize::from(prefetch);
+                if stall.observe(deliveries, ready, full) {
+                    metrics::counter!("spotcheck_consumer_stalls_total", "queue" => queue.to_owned()).increment(1);
+                    return Ok(Some("stalled: offers wait but none arrive"));
+                }
+                continue;
+            }
+            next = consumer.next() => next,
+        };
+        match next {
+            Some(Ok(delivery)) => {
+                deliveries += 1;
+                buffer.push(delivery);
+            }
+            Some(Err(e)) => tracing::warn!(error = %e, "offer consumer error; waiting for recovery"),
+            None => return Ok(Some("the broker cancelled the consumer")),
+        }
+    }
 }

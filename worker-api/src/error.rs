@@ -2,9 +2,10 @@
 //! stable `code`. 5xx bodies are opaque; their cause is logged once, here.
 
 use axum::Json;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use std::time::Duration;
 
 /// An error a handler returns.
 #[derive(Debug)]
@@ -13,6 +14,7 @@ pub struct ApiError {
     code: &'static str,
     detail: String,
     source: Option<anyhow::Error>,
+    retry_after_secs: Option<u64>,
 }
 
 /// The problem-details body.
@@ -39,6 +41,16 @@ impl ApiError {
             code,
             detail: detail.into(),
             source: None,
+            retry_after_secs: None,
+        }
+    }
+
+    /// 429 with this code and a `Retry-After` of at least one second.
+    pub fn too_many(code: &'static str, detail: impl Into<String>, retry_after: Duration) -> Self {
+        let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+        Self {
+            retry_after_secs: Some(secs.max(1)),
+            ..Self::new(StatusCode::TOO_MANY_REQUESTS, code, detail)
         }
     }
 
@@ -77,6 +89,7 @@ impl ApiError {
             code: "internal",
             detail: "an internal error occurred".into(),
             source: Some(source),
+            retry_after_secs: None,
         }
     }
 
@@ -87,6 +100,7 @@ impl ApiError {
             code: "unavailable",
             detail: "a backing service is unavailable; try again shortly".into(),
             source: Some(source),
+            retry_after_secs: None,
         }
     }
 
@@ -95,6 +109,9 @@ impl ApiError {
         self.code
     }
 }
+
+/// The media type of every error body.
+pub const PROBLEM_JSON: &str = "application/problem+json";
 
 /// The body of an error with this status, code and detail.
 pub fn problem(status: StatusCode, code: &'static str, detail: String) -> Problem {
@@ -110,10 +127,9 @@ pub fn problem(status: StatusCode, code: &'static str, detail: String) -> Proble
 /// Writes a problem response with the right content type.
 pub fn problem_response(status: StatusCode, code: &'static str, detail: String) -> Response {
     let mut response = (status, Json(problem(status, code, detail))).into_response();
-    response.headers_mut().insert(
-        axum::http::header::CONTENT_TYPE,
-        axum::http::HeaderValue::from_static("application/problem+json"),
-    );
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
     response
 }
 
@@ -122,7 +138,13 @@ impl IntoResponse for ApiError {
         if let Some(source) = &self.source {
             tracing::error!(error = ?source, code = self.code, "request failed");
         }
-        problem_response(self.status, self.code, self.detail)
+        let mut response = problem_response(self.status, self.code, self.detail);
+        if let Some(secs) = self.retry_after_secs {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
     }
 }
 

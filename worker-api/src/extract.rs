@@ -2,8 +2,9 @@
 
 use crate::error::ApiError;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
+use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
 /// `Json<T>` whose every rejection is a problem with a stable code.
@@ -24,8 +25,55 @@ where
     }
 }
 
+/// `Query<T>` whose rejection (an unknown parameter, a wrong type) is a problem.
+pub struct ApiQuery<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for ApiQuery<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(value)) => Ok(Self(value)),
+            Err(rejection) => Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_query",
+                scrub(&rejection.body_text()),
+            )),
+        }
+    }
+}
+
+/// A deserializer's message without the names of our Rust types
+/// ("expected struct Login" reads "expected an object").
+fn scrub(message: &str) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    let mut words = message.split(' ');
+    while let Some(word) = words.next() {
+        match word {
+            "struct" | "enum" => {
+                let next = words.next().unwrap_or("");
+                let tail = next.trim_start_matches(|c: char| c.is_alphanumeric() || c == '_');
+                out.push(if word == "struct" {
+                    "an object"
+                } else {
+                    "a known value"
+                });
+                if !tail.is_empty() {
+                    out.push(tail);
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    out.join(" ").replace(" ,", ",")
+}
+
 fn json_error(rejection: JsonRejection) -> ApiError {
-    let detail = rejection.body_text();
+    let detail = scrub(&rejection.body_text());
     match rejection {
         JsonRejection::JsonDataError(_) => {
             ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", detail)
@@ -50,4 +98,22 @@ fn json_error(rejection: JsonRejection) -> ApiError {
 /// Parses an id from a path segment; a malformed id is 404, as an unknown one would be.
 pub fn parse_id<T: std::str::FromStr>(raw: &str, what: &str) -> Result<T, ApiError> {
     raw.parse().map_err(|_| ApiError::not_found(what))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deserializer_messages_lose_our_type_names() {
+        assert_eq!(
+            scrub("invalid type: integer `1`, expected struct Login at line 1 column 1"),
+            "invalid type: integer `1`, expected an object at line 1 column 1"
+        );
+        assert_eq!(
+            scrub("expected enum Verdict, got struct Foo,"),
+            "expected a known value, got an object,"
+        );
+        assert_eq!(scrub("unknown field `x`"), "unknown field `x`");
+    }
 }

@@ -1,12 +1,16 @@
 //! Spotcheck's worker API: sign-in, claims, votes and the staff endpoints, over
 //! PostgreSQL (records), Redis (leases) and RabbitMQ (slot offers).
 
+pub mod access;
 pub mod app;
 pub mod auth;
 pub mod config;
 pub mod dispatch;
 pub mod error;
 pub mod extract;
+pub mod quota;
+pub mod ratelimit;
+pub mod rejection;
 pub mod routes;
 pub mod state;
 pub mod users;

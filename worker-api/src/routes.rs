@@ -1,5 +1,7 @@
-//! The route table: every route, and the role it requires (by its extractor:
-//! `Volunteer`, `Staff`, `Caller` for any signed-in user, none for anonymous).
+//! The route table: every route's method, path, who may call it and which rate
+//! limit applies, declared once in [`ROUTES`]. The router is built from it (each
+//! route behind the access guard of [`crate::access`]), and the authorization
+//! tests iterate it, so a route cannot be added without both.
 
 pub mod auth;
 pub mod escalations;
@@ -11,47 +13,83 @@ pub mod tasks;
 pub mod users;
 pub mod votes;
 
+use crate::access::{self, Access, Guard};
 use crate::error::problem_response;
+use crate::ratelimit::Throttle;
 use crate::state::AppState;
 use axum::Router;
-use axum::http::StatusCode;
+use axum::http::{Method, StatusCode};
+use axum::middleware::from_fn_with_state;
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::{MethodFilter, MethodRouter, on};
 
-/// Every route of the API.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        // anyone
-        .route("/v1/auth/login", post(auth::login))
-        .route("/v1/auth/refresh", post(auth::refresh))
-        .route("/.well-known/jwks.json", get(auth::jwks))
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        // volunteers
-        .route("/v1/tasks/claim", post(tasks::claim))
-        .route("/v1/tasks/{task_id}/extend", post(tasks::extend))
-        .route("/v1/tasks/{task_id}/release", post(tasks::release))
-        .route("/v1/tasks/{task_id}/votes", post(votes::vote))
-        // any signed-in user
-        .route("/v1/me", get(me::me))
-        // staff
-        .route("/v1/staff/escalations", get(escalations::list))
-        .route("/v1/staff/escalations/{id}", get(escalations::one))
-        .route(
-            "/v1/staff/escalations/{id}/decision",
-            post(escalations::decide),
-        )
-        .route(
-            "/v1/staff/sampling-rules",
-            get(sampling::get_rules).put(sampling::put_rules),
-        )
-        .route("/v1/staff/stats", get(stats::stats))
-        .route("/v1/staff/users", post(users::create))
-        .route("/v1/staff/users/{user_id}/suspend", post(users::suspend))
-        .route(
-            "/v1/staff/users/{user_id}/reinstate",
-            post(users::reinstate),
-        )
+/// One route of the API.
+pub struct RouteSpec {
+    /// HTTP method.
+    pub method: Method,
+    /// Path pattern, as axum writes it (`/v1/tasks/{task_id}/votes`).
+    pub path: &'static str,
+    /// Who may call it.
+    pub access: Access,
+    /// Which rate limit applies.
+    pub throttle: Throttle,
+    /// The handler, bound to the method.
+    handler: fn(MethodFilter) -> MethodRouter<AppState>,
+}
+
+/// One [`RouteSpec`]: `route!(METHOD "/path", Access, Throttle => handler)`.
+macro_rules! route {
+    ($method:ident $path:literal, $access:ident, $throttle:ident => $handler:path) => {
+        RouteSpec {
+            method: Method::$method,
+            path: $path,
+            access: Access::$access,
+            throttle: Throttle::$throttle,
+            handler: |filter| on(filter, $handler),
+        }
+    };
+}
+
+/// Every route of the API, and the only place a route's access is declared.
+/// (Object-level checks, such as "your own lease", stay in the handlers.)
+#[rustfmt::skip]
+pub static ROUTES: &[RouteSpec] = &[
+    // anyone
+    route!(POST "/v1/auth/login",                       Anonymous, Address   => auth::login),
+    route!(POST "/v1/auth/refresh",                     Anonymous, Address   => auth::refresh),
+    route!(GET  "/.well-known/jwks.json",               Anonymous, Unlimited => auth::jwks),
+    route!(GET  "/healthz",                             Anonymous, Unlimited => health::healthz),
+    route!(GET  "/readyz",                              Anonymous, Unlimited => health::readyz),
+    // volunteers
+    route!(POST "/v1/tasks/claim",                      Volunteer, Claim     => tasks::claim),
+    route!(POST "/v1/tasks/{task_id}/extend",           Volunteer, Subject   => tasks::extend),
+    route!(POST "/v1/tasks/{task_id}/release",          Volunteer, Subject   => tasks::release),
+    route!(POST "/v1/tasks/{task_id}/votes",            Volunteer, Vote      => votes::vote),
+    // any signed-in user
+    route!(GET  "/v1/me",                               SignedIn,  Subject   => me::me),
+    // staff and admins (which accounts staff may manage is checked per object)
+    route!(GET  "/v1/staff/escalations",                Staff,     Subject   => escalations::list),
+    route!(GET  "/v1/staff/escalations/{id}",           Staff,     Subject   => escalations::one),
+    route!(POST "/v1/staff/escalations/{id}/decision",  Staff,     Subject   => escalations::decide),
+    route!(GET  "/v1/staff/sampling-rules",             Staff,     Subject   => sampling::get_rules),
+    route!(PUT  "/v1/staff/sampling-rules",             Staff,     Subject   => sampling::put_rules),
+    route!(GET  "/v1/staff/stats",                      Staff,     Subject   => stats::stats),
+    route!(POST "/v1/staff/users",                      Staff,     Subject   => users::create),
+    route!(POST "/v1/staff/users/{user_id}/suspend",    Staff,     Subject   => users::suspend),
+    route!(POST "/v1/staff/users/{user_id}/reinstate",  Staff,     Subject   => users::reinstate),
+];
+
+/// Every route of [`ROUTES`], each behind its access guard.
+pub fn router(state: &AppState) -> Router<AppState> {
+    ROUTES
+        .iter()
+        .fold(Router::new(), |router, spec| {
+            let filter = MethodFilter::try_from(spec.method.clone())
+                .expect("the route table uses standard methods");
+            let guard = from_fn_with_state(Guard::new(state.clone(), spec), access::guard);
+            // Routes sharing a path are merged by axum, each method keeping its guard.
+            router.route(spec.path, (spec.handler)(filter).route_layer(guard))
+        })
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
 }
@@ -66,4 +104,35 @@ async fn method_not_allowed() -> Response {
         "method_not_allowed",
         "this route does not take that method".into(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn every_route_is_declared_once_with_a_standard_method() {
+        let mut seen = HashSet::new();
+        for spec in ROUTES {
+            assert!(
+                seen.insert((spec.method.clone(), spec.path)),
+                "{} {} twice",
+                spec.method,
+                spec.path
+            );
+            assert!(MethodFilter::try_from(spec.method.clone()).is_ok());
+            assert!(spec.path.starts_with('/'));
+            let signed_in = spec.access != Access::Anonymous;
+            let per_subject = matches!(
+                spec.throttle,
+                Throttle::Claim | Throttle::Vote | Throttle::Subject
+            );
+            assert_eq!(
+                signed_in, per_subject,
+                "{} {}: signed-in routes are limited per subject, anonymous ones are not",
+                spec.method, spec.path
+            );
+        }
+    }
 }

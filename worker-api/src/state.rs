@@ -3,6 +3,8 @@
 use crate::auth::tokens::TokenIssuer;
 use crate::config::Config;
 use crate::dispatch::OfferBuffer;
+use crate::quota::Quotas;
+use crate::ratelimit::RateLimits;
 use spotcheck_platform::lease::LeaseStore;
 use sqlx::PgPool;
 use std::sync::Arc;
@@ -20,4 +22,8 @@ pub struct AppState {
     pub offers: OfferBuffer,
     /// Configuration.
     pub config: Arc<Config>,
+    /// Per-process rate limits.
+    pub limits: Arc<RateLimits>,
+    /// Quotas shared by every replica, in Redis.
+    pub quotas: Quotas,
 }

@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 const ADMIN_DB: &str = "postgres://postgres@127.0.0.1:5432/postgres";
-const PASSWORD: &str = "correct-horse-battery";
+/// The password of every user the harness creates.
+pub const PASSWORD: &str = "correct-horse-battery";
 
 fn service_url(var: &str, default: &str) -> String {
     std::env::var(var).unwrap_or_else(|_| default.to_owned())
@@ -33,11 +34,16 @@ pub struct TestEnv {
     db_url: String,
     /// The PEM file of the key that signs this environment's access tokens.
     pub key_file: tempfile_path::TempPath,
+    /// Votes each task asks for.
+    pub min_votes: i32,
+    /// A Redis of this test's own, when it must be flushed or restarted.
+    pub redis: Option<PrivateRedis>,
 }
 
 impl TestEnv {
     /// A fresh database with migrations applied; no services started.
     pub async fn db_only() -> Self {
+        spotcheck_platform::telemetry::init(false);
         let id = format!("t{}", uuid::Uuid::new_v4().simple());
         let admin_url = service_url("SPOTCHECK_TEST_ADMIN_DB", ADMIN_DB);
         let admin = PgPool::connect(&admin_url)
@@ -67,6 +73,8 @@ impl TestEnv {
             stops: Vec::new(),
             db_url,
             key_file: signing_key_file(),
+            min_votes: 3,
+            redis: None,
         }
     }
 
@@ -83,6 +91,9 @@ impl TestEnv {
         s.database_url = self.db_url.clone();
         s.amqp_namespace = self.id.clone();
         s.redis_prefix = self.id.clone();
+        if let Some(redis) = &self.redis {
+            s.redis_url = redis.url();
+        }
         s.db_max_connections = 8;
         s
     }
@@ -92,6 +103,8 @@ impl TestEnv {
         let mut c = coordinator::Config::defaults();
         c.services = self.services();
         c.relay_poll_ms = 100;
+        c.metrics_addr = "127.0.0.1:0".parse().expect("an address");
+        c.min_votes = self.min_votes;
         c.reaper_interval_ms = 200;
         c.shutdown_grace_secs = 5;
         c
@@ -120,6 +133,9 @@ impl TestEnv {
         // As in production: a configured key, no generated one.
         config.env = "production".into();
         config.jwt_key_file = Some(self.key_file.as_ref().to_path_buf());
+        // Functional tests claim, poll and sign in far faster than people do;
+        // the rate-limit tests (ratelimit.rs) set the limits they check.
+        config.limits = unthrottled();
         adjust(&mut config);
         let app = worker_api::App::build(config)
             .await
@@ -142,6 +158,30 @@ impl TestEnv {
             }
         })
         .await;
+    }
+
+    /// Creates `n` volunteers at once (one shared password hash) and mints
+    /// their access tokens with this environment's key, skipping `n` logins.
+    pub async fn many_volunteers(&self, prefix: &str, n: usize) -> Vec<String> {
+        let hash = worker_api::auth::password::hash(PASSWORD.to_owned()).await.expect("hash");
+        let ids: Vec<uuid::Uuid> = (0..n).map(|_| uuid::Uuid::now_v7()).collect();
+        let names: Vec<String> = (0..n).map(|i| format!("{prefix}-{i}")).collect();
+        sqlx::query(
+            "INSERT INTO users (id, username, password_hash, role)
+             SELECT id, name, $3, 'volunteer' FROM unnest($1::uuid[], $2::text[]) AS u(id, name)",
+        )
+        .bind(&ids)
+        .bind(&names)
+        .bind(hash)
+        .execute(&self.pool)
+        .await
+        .expect("insert volunteers");
+        let keys = worker_api::auth::keys::KeySet::from_pem_file(self.key_file.as_ref()).expect("key");
+        let issuer = worker_api::auth::tokens::TokenIssuer::new(keys, "spotcheck", "spotcheck-api", 900);
+        let now = chrono::Utc::now().timestamp();
+        ids.into_iter()
+            .map(|id| issuer.issue(spotcheck_shared::UserId(id), Role::Volunteer, now).expect("token"))
+            .collect()
     }
 
     /// Full URL of an API path.
@@ -239,6 +279,20 @@ impl TestEnv {
         Names::new(&self.id)
     }
 
+    /// The test database's URL.
+    pub fn database_url(&self) -> String {
+        self.db_url.clone()
+    }
+
+    /// Rate limits high enough that tests driving volunteers at full speed are not throttled.
+    pub fn rate_limit_overrides(&self) -> Vec<(&'static str, &'static str)> {
+        vec![
+            ("SPOTCHECK_RATE_CLAIM_PER_MIN", "1000000"),
+            ("SPOTCHECK_RATE_VOTE_PER_MIN", "1000000"),
+            ("SPOTCHECK_RATE_OTHER_PER_MIN", "1000000"),
+        ]
+    }
+
     /// The AMQP URL.
     pub fn amqp_url(&self) -> String {
         self.services().amqp_url
@@ -303,6 +357,91 @@ impl Drop for TestEnv {
             eprintln!("test clean-up failed: {e:#}");
         }
     }
+}
+
+/// A redis-server of one test's own on a free loopback port, stopped on drop.
+pub struct PrivateRedis {
+    port: u16,
+    child: std::process::Child,
+}
+
+impl PrivateRedis {
+    /// Starts one and waits until it answers.
+    pub async fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server runs");
+        let redis = Self { port, child };
+        let url = redis.url();
+        wait_until("private redis up", Duration::from_secs(10), || {
+            let url = url.clone();
+            async move {
+                match redis::Client::open(url) {
+                    Ok(c) => c.get_multiplexed_async_connection().await.is_ok(),
+                    Err(_) => false,
+                }
+            }
+        })
+        .await;
+        redis
+    }
+
+    /// Its URL.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// Runs FLUSHALL: every key is gone, as after a restart without persistence.
+    pub async fn flushall(&self) {
+        let client = redis::Client::open(self.url()).expect("url");
+        let mut conn = client.get_multiplexed_async_connection().await.expect("connect");
+        let _: () = redis::cmd("FLUSHALL").query_async(&mut conn).await.expect("flushall");
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Closes every RabbitMQ connection whose name mentions `namespace`; returns how many.
+pub fn close_amqp_connections(namespace: &str) -> usize {
+    let out = std::process::Command::new("rabbitmqctl")
+        .args(["list_connections", "pid", "client_properties", "--no-table-headers", "-q"])
+        .output()
+        .expect("rabbitmqctl runs");
+    let listing = String::from_utf8_lossy(&out.stdout);
+    let pids: Vec<&str> = listing
+        .lines()
+        .filter(|l| l.contains(namespace))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    for pid in &pids {
+        let status = std::process::Command::new("rabbitmqctl")
+            .args(["close_connection", pid, "fault injected by a test", "-q"])
+            .status()
+            .expect("rabbitmqctl runs");
+        assert!(status.success(), "closing {pid}");
+    }
+    pids.len()
+}
+
+/// Limits no functional test reaches (the quotas across replicas stay as configured by default).
+pub fn unthrottled() -> worker_api::config::LimitsConfig {
+    let mut limits = worker_api::Config::defaults().limits;
+    limits.rate_claim_per_min = 1_000_000;
+    limits.rate_vote_per_min = 1_000_000;
+    limits.rate_other_per_min = 1_000_000;
+    limits.rate_auth_per_min = 1_000_000;
+    limits
 }
 
 /// A fresh Ed25519 private key in a PKCS#8 PEM file.
@@ -396,6 +535,20 @@ pub mod tempfile_path {
     impl Drop for TempPath {
         fn drop(&mut self) {
             let _ = std::fs::remove_file(&self.0);
+        }
+    }
+}
+
+/// Claims until a task is granted (offers reach worker-api asynchronously), or panics after `timeout`.
+pub async fn claim_within(env: &TestEnv, token: &str, timeout: Duration) -> Value {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let (status, body) = env.call(reqwest::Method::POST, "/v1/tasks/claim", Some(token), None).await;
+        match status {
+            200 => return body,
+            204 if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(20)).await,
+            204 => panic!("no task became claimable within {timeout:?}"),
+            other => panic!("claim answered {other}: {body}"),
         }
     }
 }

@@ -3,8 +3,18 @@
 //! queue names, so tests run in parallel and leave nothing behind.
 
 mod auth;
+mod auth_tokens;
+mod authz_matrix;
+mod delivery;
 mod e2e;
+mod fault;
 mod harness;
 mod ingest;
+mod input;
+mod key_rotation;
+mod leases;
+mod login_protection;
+mod ratelimit;
 mod sampling;
+mod shutdown;
 mod votes;

@@ -236,7 +236,7 @@ async fn a_released_slot_is_claimable_again_and_the_old_token_stops_working() {
         .await;
     assert_eq!(
         (status, problem["code"].as_str()),
-        (409, Some("lease_not_found")),
+        (410, Some("lease_released")),
         "a released token is spent"
     );
     let fourth = claim(&env, &tokens[3]).await;

@@ -1,11 +1,16 @@
-//! The signed-in caller, extracted from `Authorization: Bearer <token>`.
+//! The signed-in caller, from `Authorization: Bearer <token>`.
 //!
 //! The token proves who the caller is; the role and status come from the
-//! database on every request, so a suspension or demotion takes effect at once.
+//! database on every request, so a suspension or demotion takes effect at once
+//! and a role written into a token by anyone grants nothing. The access guard
+//! (see [`crate::access`]) does this for every route before its handler and
+//! leaves the [`Caller`] in the request; the extractors here take it from
+//! there, or check the token themselves when used without the guard.
 
 use crate::error::ApiError;
 use crate::state::AppState;
 use axum::extract::FromRequestParts;
+use axum::http::HeaderMap;
 use axum::http::request::Parts;
 use spotcheck_shared::{Role, UserId, UserStatus};
 
@@ -18,9 +23,8 @@ pub struct Caller {
     pub role: Role,
 }
 
-fn bearer(parts: &Parts) -> Result<&str, ApiError> {
-    let header = parts
-        .headers
+fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
+    let header = headers
         .get(axum::http::header::AUTHORIZATION)
         .ok_or_else(|| ApiError::unauthorized("missing bearer token"))?;
     let value = header
@@ -32,18 +36,20 @@ fn bearer(parts: &Parts) -> Result<&str, ApiError> {
         .ok_or_else(|| ApiError::unauthorized("expected a Bearer token"))
 }
 
-impl FromRequestParts<AppState> for Caller {
-    type Rejection = ApiError;
+/// The user a request's bearer token names, once its signature, algorithm,
+/// key id, times, issuer and audience check out. Nothing is looked up.
+pub fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<UserId, ApiError> {
+    let token = bearer(headers)?;
+    let (id, _claims) = state.tokens.verify(token).map_err(|e| {
+        tracing::debug!(error = %e, "refused an access token");
+        ApiError::unauthorized("invalid or expired token")
+    })?;
+    Ok(id)
+}
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        let token = bearer(parts)?;
-        let (id, _claims) = state.tokens.verify(token).map_err(|e| {
-            tracing::debug!(error = %e, "refused an access token");
-            ApiError::unauthorized("invalid or expired token")
-        })?;
+impl Caller {
+    /// The user `id` as the database has it now: refused when unknown or suspended.
+    pub async fn load(state: &AppState, id: UserId) -> Result<Self, ApiError> {
         let row: Option<(String, String)> =
             sqlx::query_as("SELECT role, status FROM users WHERE id = $1")
                 .bind(id.0)
@@ -59,6 +65,21 @@ impl FromRequestParts<AppState> for Caller {
             .parse()
             .map_err(|e: String| ApiError::internal(anyhow::anyhow!(e)))?;
         Ok(Caller { id, role })
+    }
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        if let Some(caller) = parts.extensions.get::<Caller>() {
+            return Ok(*caller);
+        }
+        let id = authenticate(state, &parts.headers)?;
+        Caller::load(state, id).await
     }
 }
 

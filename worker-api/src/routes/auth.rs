@@ -65,7 +65,17 @@ fn bad_credentials() -> ApiError {
     )
 }
 
-/// Signs in with a username and password.
+fn invalid_refresh_token() -> ApiError {
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "invalid_refresh_token",
+        "invalid or expired refresh token",
+    )
+}
+
+/// Signs in with a username and password. Attempts are limited per account
+/// (here, across replicas) as well as per address (by the access guard), and a
+/// failure looks and takes the same whether or not the account exists.
 pub async fn login(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<Login>,
@@ -73,6 +83,7 @@ pub async fn login(
     if body.username.len() > 64 || body.password.len() > 256 {
         return Err(bad_credentials());
     }
+    state.quotas.login_attempt(&body.username).await?;
     let row: Option<(Uuid, String, String, String)> =
         sqlx::query_as("SELECT id, password_hash, role, status FROM users WHERE username = $1")
             .bind(&body.username)
@@ -96,6 +107,7 @@ pub async fn login(
         .map_err(|e: String| ApiError::internal(anyhow::anyhow!(e)))?;
     let mut conn = state.pool.acquire().await?;
     let pair = token_pair(&state, &mut conn, UserId(id), role, Uuid::new_v4()).await?;
+    state.quotas.login_succeeded(&body.username).await;
     tracing::info!(user.id = %id, "signed in");
     Ok(Json(pair))
 }
@@ -105,6 +117,9 @@ pub async fn refresh(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<Refresh>,
 ) -> ApiResult<Json<TokenPair>> {
+    if body.refresh_token.len() > 128 {
+        return Err(invalid_refresh_token());
+    }
     let mut tx = state.pool.begin().await?;
     let (user, family) = match refresh::redeem(&mut tx, &body.refresh_token).await? {
         Redeemed::Ok { user, family } => (user, family),
@@ -117,13 +132,7 @@ pub async fn refresh(
                 "this refresh token was already used; sign in again",
             ));
         }
-        Redeemed::Invalid => {
-            return Err(ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "invalid_refresh_token",
-                "invalid or expired refresh token",
-            ));
-        }
+        Redeemed::Invalid => return Err(invalid_refresh_token()),
     };
     let (role, status): (String, String) =
         sqlx::query_as("SELECT role, status FROM users WHERE id = $1")

@@ -3,10 +3,10 @@
 
 use crate::auth::caller::Staff;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{ApiJson, parse_id};
+use crate::extract::{ApiJson, ApiQuery, parse_id};
 use crate::state::AppState;
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -54,7 +54,7 @@ pub struct Page {
 pub async fn list(
     State(state): State<AppState>,
     Staff(_): Staff,
-    Query(q): Query<ListQuery>,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> ApiResult<Json<Page>> {
     let status = match q.status.as_deref() {
         None | Some("") => None,

@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, TimeZone, Utc};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
-use spotcheck_platform::lease::{ClaimRequest, ClaimResult, LeaseError, StoreError};
+use spotcheck_platform::lease::{ClaimRequest, ClaimResult, LeaseEnd, LeaseError, StoreError};
 use spotcheck_platform::outbox;
 use spotcheck_shared::TaskId;
 
@@ -79,6 +79,9 @@ pub fn lease_error(e: StoreError) -> ApiError {
             "lease_expired",
             "your lease on this task has expired",
         ),
+        StoreError::Lease(LeaseError::Released) => {
+            ApiError::new(StatusCode::GONE, "lease_released", "you released this lease")
+        }
         StoreError::Redis(e) => e.into(),
     }
 }
@@ -101,11 +104,12 @@ pub fn check_token_shape(token: &str) -> ApiResult<()> {
     Ok(())
 }
 
-type TaskRow = (String, i32, i32, bool);
+/// State, votes required, votes counted, barred for this volunteer (voted, or linked to the seller), kind.
+type TaskRow = (String, i32, i32, bool, String);
 
 /// `POST /v1/tasks/claim`: lease one vote slot, or `204` when none is available.
 pub async fn claim(State(state): State<AppState>, Volunteer(me): Volunteer) -> ApiResult<Response> {
-    let ttl_ms = state.config.services.lease_ttl_secs * 1000;
+    state.quotas.ensure_votes_left(me.id).await?;
     for _ in 0..state.offers.len() {
         let Some(offer) = state.offers.pop() else {
             break;
@@ -115,9 +119,12 @@ pub async fn claim(State(state): State<AppState>, Volunteer(me): Volunteer) -> A
             continue;
         };
         let row: Option<TaskRow> = match sqlx::query_as(
-            "SELECT state, votes_required, votes_counted,
+            "SELECT t.state, t.votes_required, t.votes_counted,
                     EXISTS (SELECT 1 FROM votes v WHERE v.task_id = t.id AND v.volunteer_id = $2)
-             FROM tasks t WHERE id = $1",
+                    OR EXISTS (SELECT 1 FROM volunteer_seller_links k JOIN listings l ON l.seller_id = k.seller_id
+                               WHERE l.listing_id = t.listing_id AND k.volunteer_id = $2),
+                    t.kind
+             FROM tasks t WHERE t.id = $1",
         )
         .bind(task.0)
         .bind(me.id.0)
@@ -130,7 +137,7 @@ pub async fn claim(State(state): State<AppState>, Volunteer(me): Volunteer) -> A
                 return Err(e.into());
             }
         };
-        let Some((task_state, required, counted, voted)) = row else {
+        let Some((task_state, required, counted, barred, kind)) = row else {
             state.offers.settle(offer, Settle::Ack).await;
             continue;
         };
@@ -138,12 +145,13 @@ pub async fn claim(State(state): State<AppState>, Volunteer(me): Volunteer) -> A
             state.offers.settle(offer, Settle::Ack).await;
             continue;
         }
-        if voted {
+        if barred {
             state.offers.put_back(offer).await;
             continue;
         }
         let token = new_lease_token();
         let cap = state.config.max_leases_per_volunteer;
+        let ttl_ms = state.config.lease_ttl_ms(&kind);
         let request = ClaimRequest {
             task,
             volunteer: me.id,
@@ -204,7 +212,11 @@ pub async fn extend(
 ) -> ApiResult<Json<Extended>> {
     let task: TaskId = parse_id(&task, "task")?;
     check_token_shape(&body.lease_token)?;
-    let ttl_ms = state.config.services.lease_ttl_secs * 1000;
+    let kind: Option<String> = sqlx::query_scalar("SELECT kind FROM tasks WHERE id = $1")
+        .bind(task.0)
+        .fetch_optional(&state.pool)
+        .await?;
+    let ttl_ms = state.config.lease_ttl_ms(kind.as_deref().unwrap_or("review"));
     let (_, expires) = state
         .leases
         .extend(task, me.id, &body.lease_token, ttl_ms)
@@ -234,7 +246,7 @@ pub async fn release(
     outbox::offer_slots(&mut conn, &[task], 1).await?;
     state
         .leases
-        .drop_expired(task, me.id)
+        .drop_expired(task, me.id, LeaseEnd::Released)
         .await
         .map_err(lease_error)?;
     Ok(StatusCode::NO_CONTENT)

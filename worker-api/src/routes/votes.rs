@@ -100,6 +100,7 @@ pub async fn vote(
         .check(task, me.id, &body.lease_token)
         .await
         .map_err(lease_error)?;
+    state.quotas.spend_vote(me.id).await?;
     let vote_id = Uuid::now_v7();
     let mut tx = state.pool.begin().await?;
     let inserted = sqlx::query(

@@ -1,0 +1,92 @@
+//! What operators watch: a small HTTP listener with `/metrics`, `/healthz` and
+//! `/readyz`, and a loop that keeps the gauges current (leases, outbox lag,
+//! over-collected votes, dead-lettered messages, tasks by state).
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use lapin::Connection;
+use spotcheck_platform::amqp::Names;
+use spotcheck_platform::figures;
+use spotcheck_platform::lease::LeaseStore;
+use sqlx::PgPool;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// How often the gauges are refreshed.
+const REFRESH: Duration = Duration::from_secs(5);
+
+/// Handles the operator endpoints and the gauges read.
+#[derive(Clone)]
+pub struct Ops {
+    /// PostgreSQL.
+    pub pool: PgPool,
+    /// Leases in Redis.
+    pub leases: LeaseStore,
+    /// The broker connection.
+    pub amqp: Arc<Connection>,
+    /// Queue names.
+    pub names: Names,
+}
+
+async fn ready(State(ops): State<Ops>) -> (StatusCode, &'static str) {
+    let db = sqlx::query("SELECT 1").execute(&ops.pool).await.is_ok();
+    let redis = ops.leases.tracked().await.is_ok();
+    let broker = ops.amqp.status().connected();
+    if db && redis && broker {
+        (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+    }
+}
+
+/// Serves the operator endpoints until cancelled.
+pub async fn serve(listener: TcpListener, ops: Ops, cancel: CancellationToken) -> anyhow::Result<()> {
+    let app = Router::new()
+        .route("/metrics", get(figures::render))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(ready))
+        .with_state(ops);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { cancel.cancelled().await })
+        .await?;
+    Ok(())
+}
+
+/// Refreshes every gauge once.
+pub async fn refresh(ops: &Ops) -> anyhow::Result<()> {
+    let tracked = ops.leases.tracked().await? as f64;
+    let expired = ops.leases.expired_count().await? as f64;
+    metrics::gauge!("spotcheck_leases_live").set(tracked - expired);
+    metrics::gauge!("spotcheck_leases_expired").set(expired);
+    let db = figures::db_figures(&ops.pool).await?;
+    metrics::gauge!("spotcheck_votes_over_collected").set(db.over_collected as f64);
+    metrics::gauge!("spotcheck_outbox_unsent").set(db.outbox_unsent as f64);
+    metrics::gauge!("spotcheck_outbox_lag_seconds").set(db.outbox_lag_secs);
+    for (queue, depth) in figures::dead_letter_depths(&ops.amqp, &ops.names).await? {
+        metrics::gauge!("spotcheck_dead_letter_messages", "queue" => queue).set(f64::from(depth));
+    }
+    let states: Vec<(String, i64)> = sqlx::query_as("SELECT state, count(*) FROM tasks GROUP BY state")
+        .fetch_all(&ops.pool)
+        .await?;
+    for (state, n) in states {
+        metrics::gauge!("spotcheck_tasks", "state" => state).set(n as f64);
+    }
+    Ok(())
+}
+
+/// Keeps the gauges current until cancelled; failures are logged, not fatal.
+pub async fn run_gauges(ops: Ops, cancel: CancellationToken) -> anyhow::Result<()> {
+    loop {
+        if let Err(e) = refresh(&ops).await {
+            tracing::debug!(error = %e, "could not refresh the gauges");
+        }
+        tokio::select! {
+            () = cancel.cancelled() => return Ok(()),
+            () = tokio::time::sleep(REFRESH) => {}
+        }
+    }
+}

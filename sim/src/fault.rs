@@ -1,0 +1,453 @@
+//! `fault`: a fault run. It builds an isolated world (its own database, AMQP
+//! namespace, redis-server and signing key), starts worker-api and coordinator
+//! replicas from their binaries, feeds the demo marketplace and drives
+//! volunteers at full speed while it kills and restarts processes, empties or
+//! restarts Redis and drops RabbitMQ connections on a schedule; then it drains,
+//! checks invariants I1 to I6, reports, and removes everything it made.
+
+pub mod args;
+pub mod crowd;
+pub mod feeder;
+pub mod fleet;
+pub mod invariants;
+pub mod processes;
+pub mod report;
+pub mod schedule;
+pub mod world;
+
+pub use args::{FaultArgs, FaultKind};
+
+use crate::api::Api;
+use crate::load::write_json;
+use crate::roster::Roster;
+use crate::session::Session;
+use crate::stats::Recorder;
+use crate::truth::Truth;
+use anyhow::Context;
+use crowd::{Crowd, CrowdRun, Ledger};
+use fleet::{Fleet, FleetConfig};
+use invariants::Snapshot;
+use report::{FaultReport, Settings};
+use schedule::{FaultRecord, Schedule};
+use serde_json::json;
+use spotcheck_shared::demo::generate;
+use sqlx::PgPool;
+use std::collections::BTreeMap;
+use std::fmt::Display;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::time::{Instant, MissedTickBehavior, interval, interval_at, sleep, sleep_until};
+use tokio_util::task::AbortOnDropHandle;
+use world::{Database, WorkDir};
+
+/// The admin the run creates with `worker-api create-user`.
+const ADMIN: &str = "fault-admin";
+/// Prefix of the simulated volunteers' usernames.
+const VOLUNTEER_PREFIX: &str = "fault";
+/// Seconds between progress lines.
+const PROGRESS_EVERY: Duration = Duration::from_secs(10);
+/// How often stopped processes are looked for (and started again).
+const SUPERVISE_EVERY: Duration = Duration::from_millis(500);
+/// How often the drain looks at the open tasks.
+const DRAIN_POLL: Duration = Duration::from_secs(1);
+
+/// Stamps output lines with the wall clock (UTC) and the seconds since the run began.
+struct Clock {
+    started: Instant,
+    started_wall: chrono::DateTime<chrono::Utc>,
+}
+
+impl Clock {
+    fn start() -> Self {
+        Self {
+            started: Instant::now(),
+            started_wall: chrono::Utc::now(),
+        }
+    }
+
+    fn secs(&self) -> f64 {
+        self.started.elapsed().as_secs_f64()
+    }
+
+    fn say(&self, what: impl Display) {
+        self.say_at(self.secs(), what);
+    }
+
+    /// Prints `what` stamped with the moment `secs` into the run.
+    fn say_at(&self, secs: f64, what: impl Display) {
+        let offset = chrono::Duration::milliseconds((secs * 1000.0) as i64);
+        let wall = (self.started_wall + offset).format("%H:%M:%S");
+        println!("[{wall} +{secs:>6.1}s] {what}");
+    }
+}
+
+/// What the run shares between its phases.
+struct Run<'a> {
+    args: &'a FaultArgs,
+    clock: Clock,
+    pool: PgPool,
+    crowd: Arc<Crowd>,
+    published: Arc<AtomicUsize>,
+    unplanned: Vec<String>,
+}
+
+/// `spotcheck-sim fault`.
+pub async fn run(args: FaultArgs) -> anyhow::Result<()> {
+    args.validate()?;
+    let bin_dir = fleet::bin_dir(args.bin_dir.as_deref())?;
+    let work = WorkDir::create(args.logs.as_deref(), &args.namespace)?;
+    let db = Database::new(&args.admin_db_url, &args.db_name);
+    println!(
+        "fault run: binaries from {}, database {}, namespace {}, logs in {}",
+        bin_dir.display(),
+        args.db_name,
+        args.namespace,
+        work.path.display()
+    );
+    let mut fleet = None;
+    let outcome = tokio::select! {
+        outcome = run_in(&args, &bin_dir, &work, &db, &mut fleet) => outcome,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted (Ctrl-C)")),
+    };
+    let ok = matches!(&outcome, Ok(report) if report.ok);
+    teardown(&args, &work, &db, fleet.as_mut(), ok).await;
+    let report = outcome?;
+    println!("{report}");
+    if let Some(path) = &args.json_report {
+        write_json(path, &report)?;
+    }
+    anyhow::ensure!(report.ok, "invariants violated");
+    Ok(())
+}
+
+/// Stops what the run started and removes what it made (the database and
+/// logs stay with `--keep`; logs also stay when the run did not pass).
+async fn teardown(
+    args: &FaultArgs,
+    work: &WorkDir,
+    db: &Database,
+    fleet: Option<&mut Fleet>,
+    ok: bool,
+) {
+    if let Some(fleet) = fleet {
+        fleet.kill_all().await;
+    }
+    if !args.keep
+        && let Err(e) = db.drop_it().await
+    {
+        eprintln!("warning: could not drop database {}: {e:#}", args.db_name);
+    }
+    if let Err(e) = world::delete_amqp_topology(&args.amqp_url, &args.namespace).await {
+        eprintln!(
+            "warning: could not delete the queues of {}: {e:#}",
+            args.namespace
+        );
+    }
+    if work.finish(args.keep || !ok) {
+        println!("logs kept in {}", work.path.display());
+    }
+}
+
+async fn run_in(
+    args: &FaultArgs,
+    bin_dir: &Path,
+    work: &WorkDir,
+    db: &Database,
+    slot: &mut Option<Fleet>,
+) -> anyhow::Result<FaultReport> {
+    let clock = Clock::start();
+    db.recreate().await?;
+    // Queues left by an interrupted run would hold offers of tasks that no longer exist.
+    world::delete_amqp_topology(&args.amqp_url, &args.namespace).await?;
+    let key_file = work.file("jwt-key.pem");
+    world::write_signing_key(&key_file)?;
+    let config = FleetConfig {
+        bin_dir: bin_dir.to_path_buf(),
+        database_url: db.url()?,
+        amqp_url: args.amqp_url.clone(),
+        namespace: args.namespace.clone(),
+        key_file,
+        lease_ttl_secs: args.lease_ttl_secs,
+        min_votes: args.min_votes,
+        redis_server: args.redis_server.clone(),
+        work_dir: work.path.clone(),
+    };
+    let fleet = slot.insert(Fleet::plan(config, args.apis, args.coordinators)?);
+    let admin_password = secret();
+    fleet.start_redis_and_admin(ADMIN, &admin_password).await?;
+    fleet.start_apis().await?;
+    let urls = fleet.api_urls();
+    clock.say(format!(
+        "redis on :{}; {} worker-api ready at {}",
+        fleet.redis_port(),
+        urls.len(),
+        urls.join(", ")
+    ));
+
+    let rec = Arc::new(Recorder::default());
+    let apis = urls
+        .iter()
+        .map(|u| Api::new(u, args.volunteers + 4))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let admin = Session::login(&apis[0], &rec, ADMIN, &admin_password)
+        .await
+        .context("signing in as the run's admin")?;
+    apis[0]
+        .put_sampling_rules(admin.access_token(), &json!({ "default_rate": 1.0 }))
+        .await
+        .context("sampling every listing")?;
+    // Started after the rules change, so every coordinator reads the new rules first.
+    fleet.start_coordinators().await?;
+    clock.say(format!(
+        "{} coordinators running; sampling every listing",
+        args.coordinators
+    ));
+    let roster = Roster {
+        prefix: VOLUNTEER_PREFIX.into(),
+        password: secret(),
+        count: args.volunteers,
+    };
+    let sessions = roster.enlist(&apis[0], &rec, &admin).await?;
+
+    let listings = generate(args.seed, args.listings);
+    let listing_ids: Vec<String> = listings
+        .iter()
+        .map(|d| d.listing.listing_id.as_str().to_owned())
+        .collect();
+    let crowd = Arc::new(Crowd {
+        apis,
+        truth: Truth::from_demo(&listings),
+        rec,
+        ledger: Arc::new(Ledger::default()),
+        seed: args.seed,
+        board: Mutex::new(None),
+        abandon_percent: args.abandon_percent,
+        release_percent: args.release_percent,
+    });
+    let pool = spotcheck_platform::db::connect(&db.url()?, 4).await?;
+    let published = Arc::new(AtomicUsize::new(0));
+    let waves = args.waves();
+    let feeding = {
+        let (url, ns, n) = (
+            args.amqp_url.clone(),
+            args.namespace.clone(),
+            Arc::clone(&published),
+        );
+        let over = args.duration();
+        AbortOnDropHandle::new(tokio::spawn(async move {
+            feeder::feed(&url, &ns, &listings, waves, over, &n).await
+        }))
+    };
+    let volunteers = CrowdRun::start(Arc::clone(&crowd), sessions);
+    let load_started = Instant::now();
+    clock.say(format!(
+        "{} volunteers at work; {} listings published in {waves} waves over {} s; a fault every {} s ({})",
+        args.volunteers,
+        args.listings,
+        args.duration_secs,
+        args.fault_every_secs,
+        args.kinds().iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", ")
+    ));
+
+    let mut run = Run {
+        args,
+        clock,
+        pool,
+        crowd,
+        published,
+        unplanned: Vec::new(),
+    };
+    let faults = run.inject_faults(fleet).await?;
+    let published = feeding.await.context("the feed task failed")??;
+    run.clock.say(format!(
+        "faults stopped after {} injected; making sure every process runs",
+        faults.iter().filter(|f| f.injected).count()
+    ));
+    fleet.ensure_all_ready().await?;
+    let drain_started = Instant::now();
+    let drained = run.drain(fleet, published).await?;
+    let drain_secs = drain_started.elapsed().as_secs_f64();
+    volunteers.finish().await;
+    let load = run
+        .crowd
+        .rec
+        .report(args.volunteers, load_started.elapsed());
+    run.clock.say(if drained {
+        format!("drained in {drain_secs:.1} s; checking the invariants")
+    } else {
+        format!("tasks still open after {drain_secs:.1} s; checking the invariants")
+    });
+    let findings = invariants::check(&run.pool, &listing_ids, &run.crowd.ledger).await?;
+    let database = Snapshot::read(&run.pool).await?;
+    let dead_lettered = world::dead_lettered(&args.amqp_url, &args.namespace)
+        .await
+        .unwrap_or_default();
+    run.pool.close().await;
+    Ok(run.report(
+        faults,
+        published,
+        load,
+        drain_secs,
+        drained,
+        database,
+        dead_lettered,
+        findings,
+    ))
+}
+
+/// A random password.
+fn secret() -> String {
+    let mut bytes = [0u8; 16];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Run<'_> {
+    /// Injects a fault every interval until the window ends, starting again any
+    /// process that stopped by itself meanwhile; returns the faults.
+    async fn inject_faults(&mut self, fleet: &mut Fleet) -> anyhow::Result<Vec<FaultRecord>> {
+        let args = self.args;
+        let deadline = Instant::now() + args.duration();
+        let every = args.fault_every();
+        let mut next_fault = interval_at(Instant::now() + every, every);
+        // A slow fault (a restart, rabbitmqctl) delays the next one rather than bunching them.
+        next_fault.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut supervise = interval(SUPERVISE_EVERY);
+        let mut progress = interval_at(Instant::now() + PROGRESS_EVERY, PROGRESS_EVERY);
+        let mut schedule = Schedule::new(args.kinds(), fleet.apis.len(), fleet.coordinators.len());
+        let mut faults = Vec::new();
+        loop {
+            tokio::select! {
+                () = sleep_until(deadline) => return Ok(faults),
+                _ = next_fault.tick() => {
+                    if Instant::now() >= deadline {
+                        return Ok(faults);
+                    }
+                    let Some(fault) = schedule.next_fault() else { continue };
+                    let at_secs = self.clock.secs();
+                    let (target, result) = schedule::inject(fault, fleet, &args.namespace).await;
+                    let (injected, outcome) = match result {
+                        Ok(outcome) => (true, outcome),
+                        Err(e) => (false, format!("FAILED: {e:#}")),
+                    };
+                    let n = faults.len() + 1;
+                    self.clock.say_at(at_secs, format!("fault {n} {} {target}: {outcome}", fault.kind.as_str()));
+                    faults.push(FaultRecord { at_secs, kind: fault.kind.as_str(), target, outcome, injected });
+                }
+                _ = supervise.tick() => self.revive(fleet).await?,
+                _ = progress.tick() => self.progress().await,
+            }
+        }
+    }
+
+    /// Starts again the processes that stopped by themselves, saying so.
+    async fn revive(&mut self, fleet: &mut Fleet) -> anyhow::Result<()> {
+        for line in fleet.revive_exited().await? {
+            self.clock.say(&line);
+            self.unplanned.push(line);
+        }
+        Ok(())
+    }
+
+    /// Lets volunteers work until every listing is a closed task or the bound passes.
+    async fn drain(&mut self, fleet: &mut Fleet, published: usize) -> anyhow::Result<bool> {
+        let deadline = Instant::now() + Duration::from_secs(self.args.drain_secs);
+        let mut last_progress = Instant::now();
+        loop {
+            let snap = Snapshot::read(&self.pool).await?;
+            let all_in = snap.listings >= published as i64 && snap.tasks >= published as i64;
+            if all_in && snap.open == 0 {
+                return Ok(true);
+            }
+            if Instant::now() >= deadline {
+                return Ok(false);
+            }
+            if last_progress.elapsed() >= PROGRESS_EVERY {
+                last_progress = Instant::now();
+                self.progress().await;
+            }
+            self.revive(fleet).await?;
+            sleep(DRAIN_POLL).await;
+        }
+    }
+
+    async fn progress(&self) {
+        let (claims, _, _, votes) = self.crowd.ledger.counts();
+        let (_, empty, _, errors) = self.crowd.rec.counts();
+        let published = self.published.load(Ordering::Relaxed);
+        let db = match Snapshot::read(&self.pool).await {
+            Ok(s) => format!(
+                "listings {} | tasks {} (open {}, decided {}, escalated {}) | votes {}",
+                s.listings, s.tasks, s.open, s.decided, s.escalated, s.votes
+            ),
+            Err(e) => format!("database unreadable: {e}"),
+        };
+        self.clock.say(format!(
+            "published {published} | {db} || sim: claims {claims}, empty {empty}, votes {votes}, errors {errors}"
+        ));
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn report(
+        &self,
+        faults: Vec<FaultRecord>,
+        published: usize,
+        load: crate::stats::Report,
+        drain_secs: f64,
+        drained: bool,
+        database: Snapshot,
+        dead_lettered: BTreeMap<String, u32>,
+        findings: invariants::Findings,
+    ) -> FaultReport {
+        let args = self.args;
+        let mut faults_by_kind = BTreeMap::new();
+        for f in faults.iter().filter(|f| f.injected) {
+            *faults_by_kind.entry(f.kind.to_owned()).or_insert(0) += 1;
+        }
+        let (claims_granted, tasks_claimed, _, votes_acknowledged) = self.crowd.ledger.counts();
+        let (claims_abandoned, claims_released) = self.crowd.ledger.drops();
+        let violations = findings.violations();
+        FaultReport {
+            settings: Settings {
+                duration_secs: args.duration_secs,
+                fault_every_secs: args.fault_every_secs,
+                faults: args.kinds().iter().map(|k| k.as_str()).collect(),
+                apis: args.apis,
+                coordinators: args.coordinators,
+                volunteers: args.volunteers,
+                listings: args.listings,
+                feed_waves: args.waves(),
+                abandon_percent: args.abandon_percent,
+                release_percent: args.release_percent,
+                lease_ttl_secs: args.lease_ttl_secs,
+                min_votes: args.min_votes,
+                seed: args.seed,
+            },
+            faults_injected: faults.iter().filter(|f| f.injected).count(),
+            faults_failed: faults.iter().filter(|f| !f.injected).count(),
+            faults,
+            faults_by_kind,
+            unplanned_restarts: self.unplanned.clone(),
+            listings_published: published,
+            claims_granted,
+            claims_abandoned,
+            claims_released,
+            tasks_claimed,
+            votes_acknowledged,
+            errors: load.errors.clone(),
+            probes: self.crowd.ledger.probes(),
+            load,
+            drain_secs,
+            drained,
+            database,
+            dead_lettered,
+            tasks_lost: findings.tasks_lost(),
+            votes_double_counted: findings.votes_double_counted(),
+            ok: violations.is_empty(),
+            violations,
+            findings,
+        }
+    }
+}

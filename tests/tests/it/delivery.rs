@@ -1,0 +1,129 @@
+//! RabbitMQ faults: dropped connections and poison messages.
+
+use crate::harness::{TestEnv, close_amqp_connections, count, import_lines, wait_until};
+use reqwest::Method;
+use serde_json::json;
+use spotcheck_platform::amqp::{Names, Publisher};
+use spotcheck_shared::Role;
+use spotcheck_shared::demo::generate;
+use std::time::{Duration, Instant};
+
+async fn started(votes: i32) -> TestEnv {
+    let mut env = TestEnv::db_only().await;
+    env.min_votes = votes;
+    env.start_coordinator(|_| {}).await;
+    env.start_api(|_| {}).await;
+    let staff = env.user("staff-delivery", Role::Staff).await;
+    env.set_policy(&staff, json!({"default_rate": 1.0})).await;
+    env
+}
+
+fn lines(seed: u64, n: usize) -> Vec<String> {
+    generate(seed, n).iter().map(|d| serde_json::to_string(&d.listing).unwrap()).collect()
+}
+
+/// Claims and votes with every token once; returns votes accepted.
+async fn one_round(env: &TestEnv, tokens: &[String]) -> usize {
+    let mut votes = 0;
+    for token in tokens {
+        let (status, claim) = env.call(Method::POST, "/v1/tasks/claim", Some(token), None).await;
+        if status != 200 {
+            continue;
+        }
+        let path = format!("/v1/tasks/{}/votes", claim["task_id"].as_str().unwrap());
+        let body = json!({"lease_token": claim["lease_token"], "verdict": "genuine", "reasons": []});
+        let (status, problem) = env.call(Method::POST, &path, Some(token), Some(body)).await;
+        assert_eq!(status, 201, "{problem}");
+        votes += 1;
+    }
+    votes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn closed_rabbitmq_connections_recover_by_themselves_and_nothing_is_lost() {
+    let env = started(2).await;
+    import_lines(&env, &lines(31, 30)).await;
+    let tokens = env.many_volunteers("amqp", 4).await;
+    let mut votes = 0;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut closed = 0;
+    while count(&env.pool, "SELECT count(*) FROM tasks WHERE state = 'open'").await > 0 {
+        assert!(Instant::now() < deadline, "tasks still open; {votes} votes so far");
+        if closed == 0 && votes >= 20 {
+            closed = close_amqp_connections(&env.id);
+            assert!(closed >= 2, "both apps' connections were found and closed");
+            // New listings arrive while the connections are down or recovering.
+            import_lines(&env, &lines(32, 10)).await;
+        }
+        let n = one_round(&env, &tokens).await;
+        votes += n;
+        if n == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    assert!(closed > 0);
+    assert_eq!(votes, 80, "40 tasks x 2 votes, none lost, none extra");
+    assert_eq!(count(&env.pool, "SELECT count(*) FROM decisions").await, 40);
+    assert_eq!(count(&env.pool, "SELECT count(*) FROM outbox").await, 0, "the relay drained the outbox");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_malformed_message_on_each_queue_is_dead_lettered_and_the_consumers_keep_going() {
+    let env = started(1).await;
+    let names = env.names();
+    let conn = spotcheck_platform::amqp::connect(&env.amqp_url(), "test-poison").await.unwrap();
+    let publisher = Publisher::open(&conn).await.unwrap();
+    publisher
+        .publish_all(&names.listings_exchange(), &[("listing.x".into(), b"not a listing".to_vec())])
+        .await
+        .unwrap();
+    publisher.publish_all("", &[(names.tasks_queue(), b"{\"v\": 1}".to_vec())]).await.unwrap();
+    publisher.publish_all("", &[(names.votes_queue(), b"\x00\x01".to_vec())]).await.unwrap();
+    // Well-formed but impossible: retried until the delivery limit dead-letters it.
+    let ghost = json!({"v": 1, "task_id": uuid::Uuid::now_v7(), "vote_id": uuid::Uuid::now_v7(), "volunteer_id": uuid::Uuid::now_v7()});
+    publisher
+        .publish_all("", &[(names.votes_queue(), serde_json::to_vec(&ghost).unwrap())])
+        .await
+        .unwrap();
+    let _ = conn.close(200, "done".into()).await;
+
+    // The consumers keep going: a listing goes all the way through.
+    let volunteer = env.user("vol-poison", Role::Volunteer).await;
+    import_lines(&env, &lines(33, 1)).await;
+    assert_eq!(one_round_until(&env, &volunteer).await, 1);
+    let pool = env.pool.clone();
+    wait_until("the task decided", Duration::from_secs(20), || {
+        let pool = pool.clone();
+        async move { count(&pool, "SELECT count(*) FROM decisions").await == 1 }
+    })
+    .await;
+
+    let expected = [(names.ingest_queue(), 1), (names.tasks_queue(), 1), (names.votes_queue(), 2)];
+    for (queue, n) in expected {
+        let dead = Names::dead_queue(&queue);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let depth = env.queue_depth(&dead).await;
+            if depth == n {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{dead} holds {depth}, expected {n}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let staff = env.login("staff-delivery").await;
+    let (_, stats) = env.call(Method::GET, "/v1/staff/stats", Some(&staff), None).await;
+    assert_eq!(stats["dead_lettered"]["total"], 4, "{stats}");
+}
+
+async fn one_round_until(env: &TestEnv, token: &str) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let n = one_round(env, &[token.to_owned()]).await;
+        if n > 0 {
+            return n;
+        }
+        assert!(Instant::now() < deadline, "no task became claimable");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}

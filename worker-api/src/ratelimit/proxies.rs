@@ -1,0 +1,176 @@
+//! Which address a request comes from: the TCP peer, unless the peer is a
+//! configured proxy (`SPOTCHECK_TRUSTED_PROXIES`), in which case the client
+//! is the rightmost `X-Forwarded-For` hop that is not itself a trusted proxy.
+//!
+//! Anything left of that hop was written by the client and could be anything,
+//! so it is never believed; a request straight from the internet cannot choose
+//! its rate-limit key by sending the header.
+
+use axum::http::HeaderMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::str::FromStr;
+
+/// An address block such as `10.0.0.0/8`, `fd00::/8` or a single address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpNet {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl IpNet {
+    /// Whether `ip` lies in this block (IPv4-mapped IPv6 counts as IPv4).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, ip.to_canonical()) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl FromStr for IpNet {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("{s:?} is not an IP address or CIDR block");
+        let (addr, prefix) = match s.trim().split_once('/') {
+            Some((addr, prefix)) => (addr, Some(prefix)),
+            None => (s.trim(), None),
+        };
+        let addr = IpAddr::from_str(addr).map_err(|_| bad())?.to_canonical();
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => p.parse::<u8>().ok().filter(|p| *p <= max).ok_or_else(bad)?,
+        };
+        Ok(Self { addr, prefix })
+    }
+}
+
+/// The proxies whose `X-Forwarded-For` is believed.
+#[derive(Debug, Clone, Default)]
+pub struct TrustedProxies(Vec<IpNet>);
+
+impl TrustedProxies {
+    /// Trusts exactly these blocks (none: only the TCP peer counts).
+    pub fn new(blocks: Vec<IpNet>) -> Self {
+        Self(blocks)
+    }
+
+    fn trusts(&self, ip: IpAddr) -> bool {
+        self.0.iter().any(|net| net.contains(ip))
+    }
+
+    /// The client's address for `peer` (the TCP peer, when known) and `headers`.
+    pub fn client_ip(&self, peer: Option<IpAddr>, headers: &HeaderMap) -> IpAddr {
+        let mut client = peer
+            .map(|ip| ip.to_canonical())
+            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        if peer.is_none() || !self.trusts(client) {
+            return client;
+        }
+        // Hops in order, across repeated headers; walked from the nearest one.
+        let hops: Vec<&str> = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .collect();
+        for hop in hops.iter().rev() {
+            let Some(ip) = parse_hop(hop) else {
+                // A garbled hop: nothing left of it can be believed.
+                return client;
+            };
+            client = ip;
+            if !self.trusts(ip) {
+                break;
+            }
+        }
+        client
+    }
+}
+
+/// One `X-Forwarded-For` entry: an address, possibly with a port.
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    let hop = hop.trim();
+    IpAddr::from_str(hop)
+        .or_else(|_| SocketAddr::from_str(hop).map(|s| s.ip()))
+        .ok()
+        .map(|ip| ip.to_canonical())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn proxies(blocks: &[&str]) -> TrustedProxies {
+        TrustedProxies::new(blocks.iter().map(|b| b.parse().unwrap()).collect())
+    }
+
+    fn xff(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-forwarded-for", value.parse().unwrap());
+        headers
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn blocks_parse_and_contain_their_addresses_only() {
+        let net: IpNet = "10.1.0.0/16".parse().unwrap();
+        assert!(net.contains(ip("10.1.200.3")));
+        assert!(!net.contains(ip("10.2.0.1")));
+        assert!(net.contains(ip("::ffff:10.1.0.9")), "IPv4-mapped IPv6");
+        let one: IpNet = "::1".parse().unwrap();
+        assert!(one.contains(ip("::1")) && !one.contains(ip("::2")));
+        let all: IpNet = "0.0.0.0/0".parse().unwrap();
+        assert!(all.contains(ip("203.0.113.9")));
+        for bad in ["", "10.0.0.0/33", "example.com", "10.0.0.0/x", "::/129"] {
+            assert!(bad.parse::<IpNet>().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn an_untrusted_peer_is_the_client_whatever_it_forwards() {
+        let p = proxies(&["10.0.0.0/8"]);
+        let got = p.client_ip(Some(ip("203.0.113.7")), &xff("198.51.100.1"));
+        assert_eq!(got, ip("203.0.113.7"));
+        let none = TrustedProxies::default();
+        assert_eq!(
+            none.client_ip(Some(ip("127.0.0.1")), &xff("1.2.3.4")),
+            ip("127.0.0.1")
+        );
+    }
+
+    #[test]
+    fn behind_trusted_proxies_the_rightmost_untrusted_hop_is_the_client() {
+        let p = proxies(&["10.0.0.0/8"]);
+        let peer = Some(ip("10.0.0.2"));
+        // The client forged the first entry; the proxies appended the rest.
+        let got = p.client_ip(peer, &xff("1.1.1.1, 198.51.100.4, 10.0.0.9"));
+        assert_eq!(got, ip("198.51.100.4"));
+        assert_eq!(p.client_ip(peer, &HeaderMap::new()), ip("10.0.0.2"));
+        assert_eq!(
+            p.client_ip(peer, &xff("198.51.100.4:5555")),
+            ip("198.51.100.4")
+        );
+        assert_eq!(
+            p.client_ip(peer, &xff("198.51.100.4, garbage")),
+            ip("10.0.0.2"),
+            "a garbled hop stops the walk at the last trusted one"
+        );
+        assert_eq!(p.client_ip(None, &xff("198.51.100.4")), ip("0.0.0.0"));
+    }
+}
