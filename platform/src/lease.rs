@@ -50,6 +50,8 @@ pub struct ClaimRequest<'a> {
     pub cap: u32,
     /// The new lease's token.
     pub token: &'a str,
+    /// Volunteers whose votes on the task PostgreSQL has counted.
+    pub voters: &'a [UserId],
 }
 
 /// What a claim attempt came to.
@@ -57,7 +59,9 @@ pub struct ClaimRequest<'a> {
 pub enum ClaimResult {
     /// The lease is granted.
     Granted(Lease),
-    /// The task's live leases and counted votes already cover what it needs.
+    /// The task's live leases and counted votes already cover what it needs
+    /// (exactly: a voter's lingering lease is not counted twice), so the offer is
+    /// surplus; should a live lease expire, the reaper offers its slot again.
     Full,
     /// This volunteer already holds (or just held) a lease on the task.
     AlreadyHeld,
@@ -134,11 +138,15 @@ local required, counted_db = tonumber(ARGV[4]), tonumber(ARGV[5])
 local ttl, cap, token = tonumber(ARGV[6]), tonumber(ARGV[7]), ARGV[8]
 local lk = p .. ':leases:' .. task
 if redis.call('HEXISTS', lk, vol) == 1 then return {{-1}} end
+-- Leases of volunteers whose vote PostgreSQL already counted are not counted
+-- again (a vote commits a moment before its lease is ended).
+local voters = {{}}
+for i = 9, #ARGV do voters[ARGV[i]] = true end
 local live = 0
 local entries = redis.call('HGETALL', lk)
-for i = 2, #entries, 2 do
-  local _, _, exp = parse(entries[i])
-  if exp > now then live = live + 1 end
+for i = 1, #entries, 2 do
+  local _, _, exp = parse(entries[i + 1])
+  if exp > now and not voters[entries[i]] then live = live + 1 end
 end
 local counted = math.max(counted_db, tonumber(redis.call('GET', p .. ':voted:' .. task) or '0'))
 if live + counted >= required then return {{0}} end
@@ -214,7 +222,7 @@ return 0
 static EXPIRE_NOW: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         "{NOW}{PARSE}
-local p, task, vol, token = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local p, task, vol, token, hold = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
 local lk = p .. ':leases:' .. task
 local v = redis.call('HGET', lk, vol)
 if not v then return gone(p, task, vol, token) end
@@ -222,7 +230,7 @@ local cur, fence, exp = parse(v)
 if cur ~= token then return -2 end
 if exp <= now then return -3 end
 redis.call('HSET', lk, vol, cur .. '|' .. fence .. '|' .. now)
-redis.call('ZADD', p .. ':expiry', now, task .. '|' .. vol)
+redis.call('ZADD', p .. ':expiry', now + hold, task .. '|' .. vol)
 return 1
 "
     ))
@@ -289,7 +297,8 @@ impl LeaseStore {
 
     /// Tries to lease a slot of the request's task to its volunteer.
     pub async fn claim(&self, req: &ClaimRequest<'_>) -> Result<ClaimResult, StoreError> {
-        let reply: Vec<i64> = CLAIM
+        let mut invocation = CLAIM.prepare_invoke();
+        invocation
             .arg(&self.prefix)
             .arg(req.task.to_string())
             .arg(req.volunteer.to_string())
@@ -297,9 +306,11 @@ impl LeaseStore {
             .arg(req.counted)
             .arg(req.ttl_ms)
             .arg(req.cap)
-            .arg(req.token)
-            .invoke_async(&mut self.redis.clone())
-            .await?;
+            .arg(req.token);
+        for voter in req.voters {
+            invocation.arg(voter.to_string());
+        }
+        let reply: Vec<i64> = invocation.invoke_async(&mut self.redis.clone()).await?;
         Ok(match reply.as_slice() {
             [1, fence, exp] => ClaimResult::Granted(Lease {
                 token: req.token.to_owned(),
@@ -372,18 +383,24 @@ impl LeaseStore {
             .await?)
     }
 
-    /// Marks the volunteer's live lease expired now (a release); `reap` then re-offers it.
+    /// Marks the volunteer's live lease expired now (a release, or a vote on a closed task).
+    ///
+    /// The reaper leaves it alone for `hold_ms`, so a caller that re-offers the
+    /// slot itself (a release) is not raced; should that caller die, the reaper
+    /// re-offers it after the hold.
     pub async fn expire_now(
         &self,
         task: TaskId,
         volunteer: UserId,
         token: &str,
+        hold_ms: u64,
     ) -> Result<(), StoreError> {
         let code: i64 = EXPIRE_NOW
             .arg(&self.prefix)
             .arg(task.to_string())
             .arg(volunteer.to_string())
             .arg(token)
+            .arg(hold_ms)
             .invoke_async(&mut self.redis.clone())
             .await?;
         if code == 1 {

@@ -76,8 +76,9 @@ mod tests {
     #[test]
     fn a_broker_that_cannot_be_asked_counts_against_the_consumer() {
         let mut d = StallDetector::default();
-        d.observe(3, None, false);
-        d.observe(3, None, false);
+        assert!(!d.observe(3, None, false), "deliveries arrived since the last check");
+        assert!(!d.observe(3, None, false));
+        assert!(!d.observe(3, None, false));
         assert!(d.observe(3, None, false));
     }
 }

@@ -10,6 +10,7 @@ pub mod crowd;
 pub mod feeder;
 pub mod fleet;
 pub mod invariants;
+pub mod ledger;
 pub mod processes;
 pub mod report;
 pub mod schedule;
@@ -24,9 +25,10 @@ use crate::session::Session;
 use crate::stats::Recorder;
 use crate::truth::Truth;
 use anyhow::Context;
-use crowd::{Crowd, CrowdRun, Ledger};
+use crowd::{Crowd, CrowdRun, Habits};
 use fleet::{Fleet, FleetConfig};
 use invariants::Snapshot;
+use ledger::Ledger;
 use report::{FaultReport, Settings};
 use schedule::{FaultRecord, Schedule};
 use serde_json::json;
@@ -222,11 +224,15 @@ async fn run_in(
         rec,
         ledger: Arc::new(Ledger::default()),
         seed: args.seed,
+        habits: Habits {
+            abandon_percent: args.abandon_percent,
+            release_percent: args.release_percent,
+            late_percent: args.late_percent,
+            lease_ttl: Duration::from_secs(args.lease_ttl_secs),
+        },
         board: Mutex::new(None),
-        abandon_percent: args.abandon_percent,
-        release_percent: args.release_percent,
     });
-    let pool = spotcheck_platform::db::connect(&db.url()?, 4).await?;
+    let pool = spotcheck_platform::db::connect(&db.url()?, 2).await?;
     let published = Arc::new(AtomicUsize::new(0));
     let waves = args.waves();
     let feeding = {
@@ -279,8 +285,12 @@ async fn run_in(
     } else {
         format!("tasks still open after {drain_secs:.1} s; checking the invariants")
     });
-    let findings = invariants::check(&run.pool, &listing_ids, &run.crowd.ledger).await?;
-    let database = Snapshot::read(&run.pool).await?;
+    let findings = invariants::check(&run.pool, &listing_ids, &run.crowd.ledger)
+        .await
+        .context("checking the invariants")?;
+    let database = Snapshot::read(&run.pool)
+        .await
+        .context("reading the final figures")?;
     let dead_lettered = world::dead_lettered(&args.amqp_url, &args.namespace)
         .await
         .unwrap_or_default();
@@ -356,7 +366,9 @@ impl Run<'_> {
         let deadline = Instant::now() + Duration::from_secs(self.args.drain_secs);
         let mut last_progress = Instant::now();
         loop {
-            let snap = Snapshot::read(&self.pool).await?;
+            let snap = Snapshot::read(&self.pool)
+                .await
+                .context("reading the open tasks")?;
             let all_in = snap.listings >= published as i64 && snap.tasks >= published as i64;
             if all_in && snap.open == 0 {
                 return Ok(true);
@@ -408,6 +420,7 @@ impl Run<'_> {
         }
         let (claims_granted, tasks_claimed, _, votes_acknowledged) = self.crowd.ledger.counts();
         let (claims_abandoned, claims_released) = self.crowd.ledger.drops();
+        let (stolen_token_probes, expired_token_probes) = self.crowd.ledger.probes();
         let violations = findings.violations();
         FaultReport {
             settings: Settings {
@@ -421,6 +434,7 @@ impl Run<'_> {
                 feed_waves: args.waves(),
                 abandon_percent: args.abandon_percent,
                 release_percent: args.release_percent,
+                late_percent: args.late_percent,
                 lease_ttl_secs: args.lease_ttl_secs,
                 min_votes: args.min_votes,
                 seed: args.seed,
@@ -437,7 +451,8 @@ impl Run<'_> {
             tasks_claimed,
             votes_acknowledged,
             errors: load.errors.clone(),
-            probes: self.crowd.ledger.probes(),
+            stolen_token_probes,
+            expired_token_probes,
             load,
             drain_secs,
             drained,

@@ -97,6 +97,7 @@ impl App {
         let channel = amqp::timed("open channel", amqp.create_channel()).await?;
         amqp::declare_topology(&channel, &names).await?;
         let publisher = ResilientPublisher::new(amqp.clone());
+        spotcheck_platform::figures::prometheus();
         let listener = TcpListener::bind(config.http_addr)
             .await
             .with_context(|| format!("binding {}", config.http_addr))?;
@@ -115,6 +116,8 @@ impl App {
             tokens: Arc::new(tokens),
             pool,
             config: Arc::new(config),
+            amqp: amqp.clone(),
+            names: names.clone(),
         };
         Ok(Self {
             listener,

@@ -1,6 +1,6 @@
 //! worker-api's configuration: flags or environment variables, read once.
 
-use crate::ratelimit::proxies::IpNet;
+use crate::ratelimit::proxies::TrustedProxies;
 use clap::{Parser, Subcommand};
 use spotcheck_platform::config::ServiceConfig;
 use std::net::SocketAddr;
@@ -111,8 +111,8 @@ pub struct LimitsConfig {
     #[arg(long, env = "SPOTCHECK_RATE_PRUNE_SECS", default_value_t = 60)]
     pub rate_prune_secs: u64,
     /// Proxies (comma-separated addresses or CIDR blocks) whose `X-Forwarded-For` is believed.
-    #[arg(long, env = "SPOTCHECK_TRUSTED_PROXIES", value_delimiter = ',')]
-    pub trusted_proxies: Vec<IpNet>,
+    #[arg(long, env = "SPOTCHECK_TRUSTED_PROXIES", default_value = "")]
+    pub trusted_proxies: TrustedProxies,
     /// Votes per volunteer per UTC day, across all replicas (0: no quota).
     #[arg(long, env = "SPOTCHECK_DAILY_VOTE_QUOTA", default_value_t = 2000)]
     pub daily_vote_quota: u32,

@@ -27,6 +27,11 @@ static COUNT: LazyLock<Script> = LazyLock::new(|| {
     )
 });
 
+/// `{prefix}:quota:<user>:<yyyymmdd>`: one counter per volunteer and UTC day.
+fn vote_key(prefix: &str, user: UserId, now: DateTime<Utc>) -> String {
+    format!("{{{prefix}}}:quota:{user}:{}", now.format("%Y%m%d"))
+}
+
 /// Redis-backed quotas of one deployment.
 #[derive(Clone)]
 pub struct Quotas {
@@ -50,7 +55,7 @@ impl Quotas {
     }
 
     fn vote_key(&self, user: UserId, now: DateTime<Utc>) -> String {
-        format!("{{{}}}:quota:{user}:{}", self.prefix, now.format("%Y%m%d"))
+        vote_key(&self.prefix, user, now)
     }
 
     fn login_key(&self, username: &str) -> String {
@@ -145,5 +150,23 @@ impl Quotas {
         if let Err(e) = result {
             tracing::warn!(error = %e, "could not reset sign-in attempts");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn a_volunteers_vote_counter_is_per_utc_day_under_the_deployments_hash_tag() {
+        let user = UserId(uuid::Uuid::nil());
+        let late = Utc.with_ymd_and_hms(2026, 11, 28, 23, 59, 59).unwrap();
+        let next = late + Days::seconds(1);
+        assert_eq!(
+            vote_key("spotcheck", user, late),
+            "{spotcheck}:quota:00000000-0000-0000-0000-000000000000:20261128"
+        );
+        assert!(vote_key("spotcheck", user, next).ends_with(":20261129"));
     }
 }

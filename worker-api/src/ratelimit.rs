@@ -62,7 +62,7 @@ impl RateLimits {
             vote: KeyedLimiter::per_minute(n(config.rate_vote_per_min), every).named("vote"),
             subject: KeyedLimiter::per_minute(n(config.rate_other_per_min), every).named("subject"),
             address: KeyedLimiter::per_minute(n(config.rate_auth_per_min), every).named("address"),
-            proxies: TrustedProxies::new(config.trusted_proxies.clone()),
+            proxies: config.trusted_proxies.clone(),
         }
     }
 

@@ -55,28 +55,30 @@ macro_rules! route {
 #[rustfmt::skip]
 pub static ROUTES: &[RouteSpec] = &[
     // anyone
-    route!(POST "/v1/auth/login",                       Anonymous, Address   => auth::login),
-    route!(POST "/v1/auth/refresh",                     Anonymous, Address   => auth::refresh),
-    route!(GET  "/.well-known/jwks.json",               Anonymous, Unlimited => auth::jwks),
-    route!(GET  "/healthz",                             Anonymous, Unlimited => health::healthz),
-    route!(GET  "/readyz",                              Anonymous, Unlimited => health::readyz),
+    route!(POST "/v1/auth/login",                         Anonymous, Address   => auth::login),
+    route!(POST "/v1/auth/refresh",                       Anonymous, Address   => auth::refresh),
+    route!(GET  "/.well-known/jwks.json",                 Anonymous, Unlimited => auth::jwks),
+    route!(GET  "/healthz",                               Anonymous, Unlimited => health::healthz),
+    route!(GET  "/readyz",                                Anonymous, Unlimited => health::readyz),
+    route!(GET  "/metrics",                               Anonymous, Unlimited => health::metrics),
     // volunteers
-    route!(POST "/v1/tasks/claim",                      Volunteer, Claim     => tasks::claim),
-    route!(POST "/v1/tasks/{task_id}/extend",           Volunteer, Subject   => tasks::extend),
-    route!(POST "/v1/tasks/{task_id}/release",          Volunteer, Subject   => tasks::release),
-    route!(POST "/v1/tasks/{task_id}/votes",            Volunteer, Vote      => votes::vote),
+    route!(POST "/v1/tasks/claim",                        Volunteer, Claim     => tasks::claim),
+    route!(POST "/v1/tasks/{task_id}/extend",             Volunteer, Subject   => tasks::extend),
+    route!(POST "/v1/tasks/{task_id}/release",            Volunteer, Subject   => tasks::release),
+    route!(POST "/v1/tasks/{task_id}/votes",              Volunteer, Vote      => votes::vote),
     // any signed-in user
-    route!(GET  "/v1/me",                               SignedIn,  Subject   => me::me),
+    route!(GET  "/v1/me",                                 SignedIn,  Subject   => me::me),
     // staff and admins (which accounts staff may manage is checked per object)
-    route!(GET  "/v1/staff/escalations",                Staff,     Subject   => escalations::list),
-    route!(GET  "/v1/staff/escalations/{id}",           Staff,     Subject   => escalations::one),
-    route!(POST "/v1/staff/escalations/{id}/decision",  Staff,     Subject   => escalations::decide),
-    route!(GET  "/v1/staff/sampling-rules",             Staff,     Subject   => sampling::get_rules),
-    route!(PUT  "/v1/staff/sampling-rules",             Staff,     Subject   => sampling::put_rules),
-    route!(GET  "/v1/staff/stats",                      Staff,     Subject   => stats::stats),
-    route!(POST "/v1/staff/users",                      Staff,     Subject   => users::create),
-    route!(POST "/v1/staff/users/{user_id}/suspend",    Staff,     Subject   => users::suspend),
-    route!(POST "/v1/staff/users/{user_id}/reinstate",  Staff,     Subject   => users::reinstate),
+    route!(GET  "/v1/staff/escalations",                  Staff,     Subject   => escalations::list),
+    route!(GET  "/v1/staff/escalations/{id}",             Staff,     Subject   => escalations::one),
+    route!(POST "/v1/staff/escalations/{id}/decision",    Staff,     Subject   => escalations::decide),
+    route!(GET  "/v1/staff/sampling-rules",               Staff,     Subject   => sampling::get_rules),
+    route!(PUT  "/v1/staff/sampling-rules",               Staff,     Subject   => sampling::put_rules),
+    route!(GET  "/v1/staff/stats",                        Staff,     Subject   => stats::stats),
+    route!(POST "/v1/staff/users",                        Staff,     Subject   => users::create),
+    route!(POST "/v1/staff/users/{user_id}/suspend",      Staff,     Subject   => users::suspend),
+    route!(POST "/v1/staff/users/{user_id}/reinstate",    Staff,     Subject   => users::reinstate),
+    route!(POST "/v1/staff/users/{user_id}/seller-links", Staff,     Subject   => users::link_seller),
 ];
 
 /// Every route of [`ROUTES`], each behind its access guard.

@@ -26,4 +26,8 @@ pub struct AppState {
     pub limits: Arc<RateLimits>,
     /// Quotas shared by every replica, in Redis.
     pub quotas: Quotas,
+    /// The broker connection (for queue figures).
+    pub amqp: Arc<lapin::Connection>,
+    /// Exchange and queue names.
+    pub names: spotcheck_platform::amqp::Names,
 }

@@ -70,6 +70,9 @@ pub struct FaultArgs {
     /// Percent of granted claims a volunteer skips (releases).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(0..=50))]
     pub release_percent: u32,
+    /// Percent of granted claims voted on only after the lease expired (must be refused).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(0..=50))]
+    pub late_percent: u32,
     /// Demo listings published to the feed (every one is sampled).
     #[arg(long, default_value_t = 600)]
     pub listings: usize,

@@ -1,22 +1,22 @@
 //! The fault run's volunteers: claim and vote without pause across every
 //! worker-api, moving to the next one when a process does not answer, and
-//! write down every granted claim and every acknowledged vote for the checker.
+//! write every granted claim and acknowledged vote into the ledger.
 //!
-//! Now and then a volunteer also probes fencing (I4): it votes on another
-//! volunteer's freshly granted claim with that volunteer's lease token, which
-//! must be refused.
+//! Like real volunteers, a few walk away from a claim (its lease must expire)
+//! or skip it (release). A few also probe fencing (I4): they vote on another
+//! volunteer's fresh claim with that volunteer's token, or vote on their own
+//! claim only after its lease expired; both must be refused.
 
 use crate::api::{Api, ApiError, Claim};
+use crate::fault::ledger::{AckedVote, Ledger, Probe};
 use crate::session::Session;
 use crate::stats::{CallKind, Recorder};
 use crate::truth::Truth;
 use crate::volunteer::{pause, reasons, verdict_on};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use serde::Serialize;
 use spotcheck_shared::Verdict;
 use spotcheck_shared::demo::Profile;
-use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::task::JoinSet;
@@ -28,153 +28,20 @@ const VOTE_ATTEMPTS: u32 = 6;
 const MAX_BACKOFF: Duration = Duration::from_millis(300);
 /// One claim in this many is posted for others to probe, and one in this many probes.
 const PROBE_ONE_IN: u32 = 10;
+/// How long past the lease's lifetime a late vote is sent.
+const LATE_BY: Duration = Duration::from_secs(1);
 
-/// A vote the API acknowledged with `201`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
-pub struct AckedVote {
-    /// The task voted on.
-    pub task_id: String,
-    /// The id the API answered.
-    pub vote_id: String,
-    /// The volunteer's username.
-    pub volunteer: String,
-}
-
-#[derive(Debug, Default)]
-struct Entries {
-    claims: u64,
-    claimed_tasks: HashSet<String>,
-    votes: HashSet<AckedVote>,
-    acks: u64,
-    /// (task, volunteer) pairs with an acknowledged vote, or one whose outcome stayed unknown.
-    voted_or_unknown: HashSet<(String, String)>,
-    probes: u64,
-    probe_refusals: BTreeMap<String, u64>,
-    breaches: Vec<AckedVote>,
-    abandoned: u64,
-    released: u64,
-}
-
-/// What the fencing probes came to.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct Probes {
-    /// Votes sent with another volunteer's lease token.
-    pub sent: u64,
-    /// Their refusals by `<status> <code>` (`transport` when no answer came).
-    pub refused: BTreeMap<String, u64>,
-    /// Those accepted: each a vote counted without the caller's own lease.
-    pub accepted: Vec<AckedVote>,
-}
-
-/// Every claim granted and vote acknowledged during the run.
-#[derive(Debug, Default)]
-pub struct Ledger {
-    entries: Mutex<Entries>,
-}
-
-impl Ledger {
-    fn with<T>(&self, f: impl FnOnce(&mut Entries) -> T) -> T {
-        f(&mut self.entries.lock().unwrap_or_else(|e| e.into_inner()))
-    }
-
-    /// Records a granted claim on `task_id`.
-    pub fn claimed(&self, task_id: &str) {
-        self.with(|e| {
-            e.claims += 1;
-            e.claimed_tasks.insert(task_id.to_owned());
-        });
-    }
-
-    /// Records a `201` vote (a repeated acknowledgement of the same vote is kept once).
-    pub fn voted(&self, vote: AckedVote) {
-        self.with(|e| {
-            e.acks += 1;
-            e.voted_or_unknown
-                .insert((vote.task_id.clone(), vote.volunteer.clone()));
-            e.votes.insert(vote);
-        });
-    }
-
-    /// Records a vote whose outcome stayed unknown (every attempt went unanswered).
-    pub fn vote_unknown(&self, task_id: &str, volunteer: &str) {
-        self.with(|e| {
-            e.voted_or_unknown
-                .insert((task_id.to_owned(), volunteer.to_owned()));
-        });
-    }
-
-    /// Whether `volunteer` may probe `task_id`: it has no vote there, so any
-    /// `201` it gets can only come from the stolen token.
-    pub fn may_probe(&self, task_id: &str, volunteer: &str) -> bool {
-        self.with(|e| {
-            !e.voted_or_unknown
-                .contains(&(task_id.to_owned(), volunteer.to_owned()))
-        })
-    }
-
-    /// Records a probe's answer: `Ok` is a vote accepted without the caller's lease.
-    pub fn probed(&self, answer: Result<AckedVote, String>) {
-        self.with(|e| {
-            e.probes += 1;
-            match answer {
-                Ok(breach) => e.breaches.push(breach),
-                Err(key) => *e.probe_refusals.entry(key).or_default() += 1,
-            }
-        });
-    }
-
-    /// The probes so far.
-    pub fn probes(&self) -> Probes {
-        self.with(|e| Probes {
-            sent: e.probes,
-            refused: e.probe_refusals.clone(),
-            accepted: e.breaches.clone(),
-        })
-    }
-
-    /// Records a claim walked away from (`true`) or released (`false`).
-    pub fn dropped(&self, abandoned: bool) {
-        self.with(|e| {
-            if abandoned {
-                e.abandoned += 1;
-            } else {
-                e.released += 1;
-            }
-        });
-    }
-
-    /// Claims abandoned, claims released.
-    pub fn drops(&self) -> (u64, u64) {
-        self.with(|e| (e.abandoned, e.released))
-    }
-
-    /// Claims granted, distinct tasks claimed, `201` answers, distinct votes acknowledged.
-    pub fn counts(&self) -> (u64, usize, u64, usize) {
-        self.with(|e| (e.claims, e.claimed_tasks.len(), e.acks, e.votes.len()))
-    }
-
-    /// The distinct tasks claimed.
-    pub fn claimed_tasks(&self) -> Vec<String> {
-        self.with(|e| e.claimed_tasks.iter().cloned().collect())
-    }
-
-    /// The distinct votes acknowledged.
-    pub fn votes(&self) -> Vec<AckedVote> {
-        self.with(|e| e.votes.iter().cloned().collect())
-    }
-
-    /// (task, volunteer) pairs acknowledged with more than one vote id: a vote counted twice as the client saw it.
-    pub fn pairs_with_two_votes(&self) -> usize {
-        self.with(|e| {
-            let mut ids: HashMap<(&str, &str), HashSet<&str>> = HashMap::new();
-            for v in &e.votes {
-                ids.entry((&v.task_id, &v.volunteer))
-                    .or_default()
-                    .insert(&v.vote_id);
-            }
-            ids.values().filter(|s| s.len() > 1).count()
-        })
-    }
+/// How often volunteers leave the happy path, in percent of granted claims.
+#[derive(Debug, Clone, Copy)]
+pub struct Habits {
+    /// Walk away: no vote, no release.
+    pub abandon_percent: u32,
+    /// Skip: release the lease.
+    pub release_percent: u32,
+    /// Vote only after the lease expired.
+    pub late_percent: u32,
+    /// The lease lifetime the late votes wait out.
+    pub lease_ttl: Duration,
 }
 
 /// What every volunteer of the run shares.
@@ -186,16 +53,14 @@ pub struct Crowd {
     pub truth: Truth,
     /// Latencies and errors by code.
     pub rec: Arc<Recorder>,
-    /// Claims and acknowledged votes.
+    /// Claims, acknowledged votes and probes.
     pub ledger: Arc<Ledger>,
     /// Seed of the answers.
     pub seed: u64,
+    /// How often volunteers leave the happy path.
+    pub habits: Habits,
     /// The latest claim posted for probing, and who holds it.
     pub board: Mutex<Option<(Claim, String)>>,
-    /// Percent of claims walked away from.
-    pub abandon_percent: u32,
-    /// Percent of claims released.
-    pub release_percent: u32,
 }
 
 /// The volunteers at work.
@@ -237,6 +102,27 @@ fn retryable(e: &ApiError) -> bool {
     )
 }
 
+/// What a volunteer does with a granted claim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Choice {
+    Vote,
+    Abandon,
+    Release,
+    VoteLate,
+}
+
+fn choose(habits: &Habits, roll: u32) -> Choice {
+    let abandon = habits.abandon_percent;
+    let release = abandon + habits.release_percent;
+    let late = release + habits.late_percent;
+    match roll {
+        r if r < abandon => Choice::Abandon,
+        r if r < release => Choice::Release,
+        r if r < late => Choice::VoteLate,
+        _ => Choice::Vote,
+    }
+}
+
 /// One volunteer: claim, vote, repeat, on whichever worker-api answers.
 async fn work(index: usize, mut session: Session, crowd: Arc<Crowd>, stop: CancellationToken) {
     let mut rng = ChaCha8Rng::seed_from_u64(crowd.seed);
@@ -251,54 +137,87 @@ async fn work(index: usize, mut session: Session, crowd: Arc<Crowd>, stop: Cance
                 api.claim(&t).await
             })
             .await;
-        match claimed {
-            Ok(Some(claim)) => {
-                crowd.rec.granted();
-                crowd.ledger.claimed(&claim.task_id);
-                if rng.random_ratio(1, PROBE_ONE_IN) {
-                    probe(&crowd, &session, &crowd.apis[at]).await;
-                }
-                if rng.random_ratio(1, PROBE_ONE_IN) {
-                    let posted = (claim.clone(), session.username().to_owned());
-                    *crowd.board.lock().unwrap_or_else(|e| e.into_inner()) = Some(posted);
-                }
-                let roll = rng.random_range(0..100);
-                if roll < crowd.abandon_percent {
-                    crowd.ledger.dropped(true);
-                    continue;
-                }
-                if roll < crowd.abandon_percent + crowd.release_percent {
-                    crowd.ledger.dropped(false);
-                    let api = &crowd.apis[at];
-                    let _ = session
-                        .call(api, &crowd.rec, CallKind::Release, |t| {
-                            let claim = &claim;
-                            async move { api.release(&t, claim).await }
-                        })
-                        .await;
-                    continue;
-                }
-                let verdict =
-                    verdict_on(profile, &crowd.truth, &claim.listing.listing_id, &mut rng);
-                vote(&crowd, &mut session, &claim, verdict, &mut at, &stop).await;
-            }
+        let claim = match claimed {
+            Ok(Some(claim)) => claim,
             Ok(None) => {
                 crowd.rec.empty_claim();
                 let wait = Duration::from_millis(rng.random_range(100..=200));
                 pause(&stop, wait).await;
+                continue;
             }
             Err(e) => {
                 if matches!(e, ApiError::Transport(_)) {
                     at = (at + 1) % n;
                 }
                 pause(&stop, backoff(&e)).await;
+                continue;
+            }
+        };
+        crowd.rec.granted();
+        crowd.ledger.claimed(&claim.task_id);
+        if rng.random_ratio(1, PROBE_ONE_IN) {
+            steal(&crowd, &session, &crowd.apis[at]).await;
+        }
+        if rng.random_ratio(1, PROBE_ONE_IN) {
+            let posted = (claim.clone(), session.username().to_owned());
+            *crowd.board.lock().unwrap_or_else(|e| e.into_inner()) = Some(posted);
+        }
+        match choose(&crowd.habits, rng.random_range(0..100)) {
+            Choice::Abandon => crowd.ledger.dropped(true),
+            Choice::Release => {
+                crowd.ledger.dropped(false);
+                let api = &crowd.apis[at];
+                let claim = &claim;
+                let _ = session
+                    .call(api, &crowd.rec, CallKind::Release, |t| async move {
+                        api.release(&t, claim).await
+                    })
+                    .await;
+            }
+            Choice::VoteLate => {
+                if !pause(&stop, crowd.habits.lease_ttl + LATE_BY).await {
+                    vote_late(&crowd, &session, &crowd.apis[at], &claim).await;
+                }
+            }
+            Choice::Vote => {
+                let verdict =
+                    verdict_on(profile, &crowd.truth, &claim.listing.listing_id, &mut rng);
+                vote(&crowd, &mut session, &claim, verdict, &mut at, &stop).await;
             }
         }
     }
 }
 
+/// Sends one probe vote on `claim` and records its answer.
+async fn probe_vote(crowd: &Crowd, session: &Session, api: &Api, claim: &Claim, probe: Probe) {
+    let me = session.username();
+    let verdict = Verdict::Unsure;
+    let answer = api
+        .cast_vote(
+            session.access_token(),
+            claim,
+            verdict.as_str(),
+            reasons(verdict),
+        )
+        .await;
+    let answer = match answer {
+        Ok(voted) => Ok(AckedVote {
+            task_id: claim.task_id.clone(),
+            vote_id: voted.vote_id,
+            volunteer: me.to_owned(),
+        }),
+        Err(e) => {
+            if matches!(e, ApiError::Transport(_)) {
+                crowd.ledger.vote_unknown(&claim.task_id, me);
+            }
+            Err(e.key())
+        }
+    };
+    crowd.ledger.probed(probe, answer);
+}
+
 /// Votes on another volunteer's posted claim with that volunteer's lease token.
-async fn probe(crowd: &Crowd, session: &Session, api: &Api) {
+async fn steal(crowd: &Crowd, session: &Session, api: &Api) {
     let posted = crowd
         .board
         .lock()
@@ -308,26 +227,16 @@ async fn probe(crowd: &Crowd, session: &Session, api: &Api) {
         return;
     };
     let me = session.username();
-    if holder == me || !crowd.ledger.may_probe(&claim.task_id, me) {
-        return;
+    if holder != me && crowd.ledger.may_probe(&claim.task_id, me) {
+        probe_vote(crowd, session, api, &claim, Probe::StolenToken).await;
     }
-    let verdict = Verdict::Unsure;
-    let answer = api
-        .cast_vote(
-            session.access_token(),
-            &claim,
-            verdict.as_str(),
-            reasons(verdict),
-        )
-        .await;
-    crowd.ledger.probed(match answer {
-        Ok(voted) => Ok(AckedVote {
-            task_id: claim.task_id.clone(),
-            vote_id: voted.vote_id,
-            volunteer: me.to_owned(),
-        }),
-        Err(e) => Err(e.key()),
-    });
+}
+
+/// Votes on the caller's own claim after its lease has expired.
+async fn vote_late(crowd: &Crowd, session: &Session, api: &Api, claim: &Claim) {
+    if crowd.ledger.may_probe(&claim.task_id, session.username()) {
+        probe_vote(crowd, session, api, claim, Probe::ExpiredToken).await;
+    }
 }
 
 /// Votes on `claim`, sending the same vote again (to another worker-api if
@@ -379,44 +288,6 @@ async fn vote(
 mod tests {
     use super::*;
 
-    fn acked(task: &str, vote: &str, who: &str) -> AckedVote {
-        AckedVote {
-            task_id: task.into(),
-            vote_id: vote.into(),
-            volunteer: who.into(),
-        }
-    }
-
-    #[test]
-    fn the_ledger_keeps_repeated_acknowledgements_once_and_spots_two_votes_for_one_pair() {
-        let ledger = Ledger::default();
-        ledger.claimed("t1");
-        ledger.claimed("t1");
-        ledger.claimed("t2");
-        ledger.voted(acked("t1", "v1", "a"));
-        ledger.voted(acked("t1", "v1", "a"));
-        ledger.voted(acked("t2", "v2", "a"));
-        assert_eq!(ledger.counts(), (3, 2, 3, 2));
-        assert_eq!(ledger.pairs_with_two_votes(), 0);
-        ledger.voted(acked("t1", "v9", "a"));
-        assert_eq!(ledger.pairs_with_two_votes(), 1);
-    }
-
-    #[test]
-    fn a_volunteer_probes_only_tasks_it_has_no_vote_on() {
-        let ledger = Ledger::default();
-        ledger.voted(acked("t1", "v1", "a"));
-        ledger.vote_unknown("t2", "a");
-        assert!(!ledger.may_probe("t1", "a"));
-        assert!(!ledger.may_probe("t2", "a"));
-        assert!(ledger.may_probe("t1", "b"));
-        ledger.probed(Err("409 lease_not_found".into()));
-        ledger.probed(Ok(acked("t3", "v3", "b")));
-        let probes = ledger.probes();
-        assert_eq!((probes.sent, probes.accepted.len()), (2, 1));
-        assert_eq!(probes.refused["409 lease_not_found"], 1);
-    }
-
     #[test]
     fn lost_answers_and_server_failures_are_retried_refusals_are_not() {
         assert!(retryable(&ApiError::Transport("refused".into())));
@@ -428,5 +299,26 @@ mod tests {
         assert!(retryable(&status(503, "unavailable")));
         assert!(!retryable(&status(410, "lease_expired")));
         assert!(!retryable(&status(409, "task_closed")));
+    }
+
+    #[test]
+    fn the_habits_split_the_claims_by_percent() {
+        let habits = Habits {
+            abandon_percent: 5,
+            release_percent: 5,
+            late_percent: 2,
+            lease_ttl: Duration::from_secs(3),
+        };
+        let choices: Vec<Choice> = (0..100).map(|r| choose(&habits, r)).collect();
+        let count = |c: Choice| choices.iter().filter(|x| **x == c).count();
+        assert_eq!(
+            (
+                count(Choice::Abandon),
+                count(Choice::Release),
+                count(Choice::VoteLate),
+                count(Choice::Vote)
+            ),
+            (5, 5, 2, 88)
+        );
     }
 }

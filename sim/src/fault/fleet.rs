@@ -10,6 +10,9 @@ use std::time::Duration;
 
 /// Rate limits and quotas are not under test here: lift them far above full speed.
 const UNLIMITED: &str = "1000000";
+/// PostgreSQL connections per process: four processes and the tests running
+/// beside a CI run must stay within the server's 100.
+const DB_CONNECTIONS: &str = "5";
 /// Attempts at starting a process before the run gives up.
 const START_ATTEMPTS: u32 = 3;
 
@@ -143,7 +146,7 @@ impl Fleet {
             ("SPOTCHECK_AMQP_NAMESPACE", c.namespace.clone()),
             ("SPOTCHECK_REDIS_PREFIX", c.namespace.clone()),
             ("SPOTCHECK_LEASE_TTL_SECS", c.lease_ttl_secs.to_string()),
-            ("SPOTCHECK_DB_MAX_CONNECTIONS", "8".into()),
+            ("SPOTCHECK_DB_MAX_CONNECTIONS", DB_CONNECTIONS.into()),
             ("SPOTCHECK_SHUTDOWN_GRACE_SECS", "5".into()),
             ("SPOTCHECK_LOG_FORMAT", "text".into()),
             (

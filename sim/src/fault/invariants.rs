@@ -2,7 +2,7 @@
 //! simulator's record of what it was granted and acknowledged, one figure per
 //! way an invariant of the design (I1 to I6) can break.
 
-use crate::fault::crowd::{AckedVote, Ledger};
+use crate::fault::ledger::{AckedVote, Ledger};
 use serde::Serialize;
 use sqlx::PgPool;
 
@@ -71,7 +71,7 @@ pub struct Findings {
     pub over_collected_votes: i64,
     /// I3: (task, volunteer) pairs with more than one vote row.
     pub duplicate_pairs: i64,
-    /// I4: votes accepted from a volunteer presenting another volunteer's lease token.
+    /// I4: probe votes accepted: with another volunteer's lease token, or an expired one.
     pub fence_breaches: i64,
     /// I5: escalations beyond one per task.
     pub duplicate_escalations: i64,
@@ -193,7 +193,10 @@ pub async fn check(pool: &PgPool, published: &[String], ledger: &Ledger) -> sqlx
                ON v.task_id = t.id",
         )
         .await?,
-        fence_breaches: ledger.probes().accepted.len() as i64,
+        fence_breaches: {
+            let (stolen, expired) = ledger.probes();
+            (stolen.accepted.len() + expired.accepted.len()) as i64
+        },
         duplicate_pairs: count(
             pool,
             "SELECT count(*) FROM (SELECT 1 FROM votes GROUP BY task_id, volunteer_id

@@ -1,8 +1,8 @@
 //! What a fault run prints at the end and writes with `--json-report`: the
 //! faults injected, what the simulator did and saw, and the invariants.
 
-use crate::fault::crowd::Probes;
 use crate::fault::invariants::{Findings, Snapshot};
+use crate::fault::ledger::Probes;
 use crate::fault::schedule::FaultRecord;
 use crate::stats::Report;
 use serde::Serialize;
@@ -32,6 +32,8 @@ pub struct Settings {
     pub abandon_percent: u32,
     /// Percent of claims released.
     pub release_percent: u32,
+    /// Percent of claims voted on after their lease expired.
+    pub late_percent: u32,
     /// Lease lifetime in seconds.
     pub lease_ttl_secs: u64,
     /// Votes per task.
@@ -69,8 +71,10 @@ pub struct FaultReport {
     pub votes_acknowledged: usize,
     /// Failed calls by `<call> <status> <code>` (`transport` when no answer came).
     pub errors: BTreeMap<String, u64>,
-    /// The fencing probes (I4).
-    pub probes: Probes,
+    /// I4 probes: votes with another volunteer's live lease token.
+    pub stolen_token_probes: Probes,
+    /// I4 probes: votes with the caller's own token after its lease expired.
+    pub expired_token_probes: Probes,
     /// Load figures of the volunteers.
     pub load: Report,
     /// Seconds the drain took.
@@ -179,12 +183,16 @@ impl fmt::Display for FaultReport {
             "I3 distinct:        duplicate (task, volunteer) votes {}",
             x.duplicate_pairs
         )?;
+        let (stolen, late) = (&self.stolen_token_probes, &self.expired_token_probes);
         writeln!(
             f,
-            "I4 fenced:          votes with another volunteer's lease token {}: accepted {}, refused {}",
-            self.probes.sent,
-            x.fence_breaches,
-            join_counts(&self.probes.refused)
+            "I4 fenced:          votes with another volunteer's token {} (accepted {}, refused: {}); after expiry {} (accepted {}, refused: {})",
+            stolen.sent,
+            stolen.accepted.len(),
+            join_counts(&stolen.refused),
+            late.sent,
+            late.accepted.len(),
+            join_counts(&late.refused)
         )?;
         writeln!(
             f,

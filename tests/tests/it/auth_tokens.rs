@@ -18,16 +18,17 @@ use worker_api::auth::keys::KeySet;
 
 /// Rows whose number any handler reached by these calls would change.
 pub async fn fingerprint(env: &TestEnv) -> Vec<i64> {
-    let row: (i64, i64, i64, i64, i64, i64) = sqlx::query_as(
+    let row: (i64, i64, i64, i64, i64, i64, i64) = sqlx::query_as(
         "SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM users WHERE status <> 'active'),
                 (SELECT count(*) FROM audit_log), (SELECT count(*) FROM votes),
                 (SELECT count(*) FROM sampling_policies),
-                (SELECT count(*) FROM escalations WHERE status <> 'open')",
+                (SELECT count(*) FROM escalations WHERE status <> 'open'),
+                (SELECT count(*) FROM volunteer_seller_links)",
     )
     .fetch_one(&env.pool)
     .await
     .expect("fingerprint");
-    vec![row.0, row.1, row.2, row.3, row.4, row.5]
+    vec![row.0, row.1, row.2, row.3, row.4, row.5, row.6]
 }
 
 /// An admin and a volunteer, with their user ids.

@@ -204,6 +204,12 @@ impl World {
                     if !own && staff_only { 403 } else { 201 },
                 )
             }
+            ("POST", "/v1/staff/users/{user_id}/seller-links") => case(
+                format!("/v1/staff/users/{user}/seller-links"),
+                Some(json!({"seller_id": "matrix-seller"})),
+                // Links are recorded for volunteers only; the caller's own account is staff.
+                if own { 422 } else { 201 },
+            ),
             (
                 "POST",
                 "/v1/staff/users/{user_id}/suspend" | "/v1/staff/users/{user_id}/reinstate",

@@ -114,6 +114,30 @@ async fn a_malformed_message_on_each_queue_is_dead_lettered_and_the_consumers_ke
     let staff = env.login("staff-delivery").await;
     let (_, stats) = env.call(Method::GET, "/v1/staff/stats", Some(&staff), None).await;
     assert_eq!(stats["dead_lettered"]["total"], 4, "{stats}");
+    assert_eq!(stats["votes_over_collected"], 0);
+
+    // Operators see the same on the coordinator's /metrics.
+    let metrics = format!("http://{}/metrics", env.coordinator_ops[0]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = env.http.get(&metrics).send().await.unwrap().text().await.unwrap();
+        let dead: f64 = text
+            .lines()
+            .filter(|l| l.starts_with("spotcheck_dead_letter_messages{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        if dead == 4.0 {
+            for name in ["spotcheck_leases_live", "spotcheck_leases_expired", "spotcheck_votes_over_collected 0",
+                         "spotcheck_outbox_lag_seconds", "spotcheck_dead_lettered_total", "spotcheck_decisions_total"] {
+                assert!(text.contains(name), "{name} missing from /metrics");
+            }
+            break;
+        }
+        assert!(Instant::now() < deadline, "dead-letter gauge shows {dead}, expected 4");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let (status, _) = env.call(Method::GET, "/metrics", None, None).await;
+    assert_eq!(status, 200, "worker-api serves /metrics too");
 }
 
 async fn one_round_until(env: &TestEnv, token: &str) -> usize {

@@ -38,12 +38,16 @@ pub struct TestEnv {
     pub min_votes: i32,
     /// A Redis of this test's own, when it must be flushed or restarted.
     pub redis: Option<PrivateRedis>,
+    /// Operator endpoints of the coordinators started.
+    pub coordinator_ops: Vec<std::net::SocketAddr>,
 }
 
 impl TestEnv {
     /// A fresh database with migrations applied; no services started.
     pub async fn db_only() -> Self {
-        spotcheck_platform::telemetry::init(false);
+        if std::env::var_os("RUST_LOG").is_some() {
+            spotcheck_platform::telemetry::init(false);
+        }
         let id = format!("t{}", uuid::Uuid::new_v4().simple());
         let admin_url = service_url("SPOTCHECK_TEST_ADMIN_DB", ADMIN_DB);
         let admin = PgPool::connect(&admin_url)
@@ -75,6 +79,7 @@ impl TestEnv {
             key_file: signing_key_file(),
             min_votes: 3,
             redis: None,
+            coordinator_ops: Vec::new(),
         }
     }
 
@@ -117,6 +122,7 @@ impl TestEnv {
         let app = coordinator::App::build(config)
             .await
             .expect("build the coordinator");
+        self.coordinator_ops.push(app.metrics_addr());
         let (tx, rx) = oneshot::channel::<()>();
         tokio::spawn(app.run_until_stopped(async move {
             let _ = rx.await;

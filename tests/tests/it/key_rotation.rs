@@ -1,6 +1,7 @@
 //! Rotating the signing key: while the old key is still published as a
 //! verification key, tokens signed by either key work and the JWKS lists both;
 //! once it is removed, the old key's tokens fail and the new key's still work.
+//! Outside development, no configured key means no start.
 
 use crate::harness::{TestEnv, signing_key_file};
 use reqwest::Method;
@@ -83,4 +84,28 @@ async fn during_a_rotation_both_keys_verify_and_after_it_the_old_keys_tokens_fai
         (401, Some("unauthorized"))
     );
     assert_eq!(me_status(&env, &new_token).await, 200);
+}
+
+#[test]
+fn outside_development_the_service_refuses_to_start_without_a_configured_key() {
+    let mut config = worker_api::Config::defaults();
+    config.env = "production".into();
+    config.jwt_key_file = None;
+    let refusal = worker_api::app::load_keys(&config)
+        .err()
+        .expect("no key, no start");
+    assert!(
+        refusal.to_string().contains("SPOTCHECK_JWT_KEY_FILE"),
+        "{refusal}"
+    );
+    config.env = "development".into();
+    assert!(
+        worker_api::app::load_keys(&config).is_ok(),
+        "development generates a key"
+    );
+    let key = signing_key_file();
+    config.env = "production".into();
+    config.jwt_key_file = Some(key.as_ref().to_path_buf());
+    let keys = worker_api::app::load_keys(&config).expect("the configured key");
+    assert_eq!(keys.signing_kid, kid_of(key.as_ref()));
 }

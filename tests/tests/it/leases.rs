@@ -115,7 +115,7 @@ async fn two_hundred_concurrent_claims_on_a_task_needing_three_votes_grant_exact
     });
     let statuses: Vec<u16> = futures::future::join_all(claims).await.into_iter().map(Result::unwrap).collect();
     assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 3, "{statuses:?}");
-    assert!(statuses.iter().all(|s| *s == 200 || *s == 204));
+    assert!(statuses.iter().all(|s| *s == 200 || *s == 204), "{statuses:?}");
 }
 
 /// Reviews until every task is decided, tolerating leases lost with Redis.
@@ -132,11 +132,13 @@ async fn review_until_done(env: &TestEnv, tokens: &[String], flush_after_votes: 
                 held.push((token, claim));
             }
         }
-        if let Some(after) = flush_after_votes {
-            if !flushed && votes >= after && !held.is_empty() {
-                env.redis.as_ref().unwrap().flushall().await;
-                flushed = true;
-            }
+        if let Some(after) = flush_after_votes
+            && !flushed
+            && votes >= after
+            && !held.is_empty()
+        {
+            env.redis.as_ref().unwrap().flushall().await;
+            flushed = true;
         }
         for (token, claim) in held {
             let body = json!({"lease_token": claim["lease_token"], "verdict": "counterfeit", "reasons": []});
@@ -165,4 +167,32 @@ async fn after_a_redis_flushall_mid_run_every_task_completes_and_nothing_is_doub
     assert_eq!(count(&env.pool, "SELECT count(*) FROM tasks WHERE votes_counted = 3 AND state <> 'open'").await, 20);
     assert_eq!(count(&env.pool, "SELECT count(*) FROM decisions").await, 20);
     assert_eq!(count(&env.pool, "SELECT count(*) FROM escalations").await, 20, "one escalation per task");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_volunteer_linked_to_the_seller_is_never_offered_the_listing() {
+    let env = env_with(1, 1, 60, None).await;
+    let staff = env.login("staff-leases").await;
+    let linked = env.user("vol-linked", Role::Volunteer).await;
+    let other = env.user("vol-other", Role::Volunteer).await;
+    let (_, me) = env.call(Method::GET, "/v1/me", Some(&linked), None).await;
+    let seller: String = sqlx::query_scalar("SELECT seller_id FROM listings").fetch_one(&env.pool).await.unwrap();
+    let path = format!("/v1/staff/users/{}/seller-links", me["user_id"].as_str().unwrap());
+    let (status, _) = env.call(Method::POST, &path, Some(&staff), Some(json!({"seller_id": seller}))).await;
+    assert_eq!(status, 201);
+    // Once the offer waits in worker-api, the linked volunteer is still refused it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, stats) = env.call(Method::GET, "/v1/staff/stats", Some(&staff), None).await;
+        if stats["offers_buffered_here"] == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the offer never reached worker-api: {stats}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    for _ in 0..5 {
+        let (status, _) = env.call(Method::POST, "/v1/tasks/claim", Some(&linked), None).await;
+        assert_eq!(status, 204, "a linked volunteer is never offered the seller's listing");
+    }
+    claim_within(&env, &other, Duration::from_secs(10)).await;
 }

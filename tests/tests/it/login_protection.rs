@@ -13,7 +13,7 @@ async fn sign_in_attempts_are_limited_per_account_from_any_address_alike_for_unk
     let mut env = TestEnv::db_only().await;
     env.start_api(|c| {
         c.limits.login_attempts_per_account = 3;
-        c.limits.trusted_proxies = vec!["127.0.0.0/8".parse().expect("a block")];
+        c.limits.trusted_proxies = "127.0.0.0/8".parse().expect("a block");
     })
     .await;
     env.user("victim", Role::Volunteer).await;

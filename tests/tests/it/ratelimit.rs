@@ -127,7 +127,7 @@ async fn x_forwarded_for_changes_the_key_only_when_the_peer_is_a_trusted_proxy()
 
     env.start_api(|c| {
         c.limits.rate_auth_per_min = 3;
-        c.limits.trusted_proxies = vec!["127.0.0.1/32".parse().expect("a block")];
+        c.limits.trusted_proxies = "127.0.0.1/32".parse().expect("a block");
     })
     .await;
     let proxied = env.api.clone();
@@ -168,6 +168,27 @@ async fn x_forwarded_for_changes_the_key_only_when_the_peer_is_a_trusted_proxy()
         Some("9.9.9.9, 203.0.113.50"),
     )
     .await;
+    assert_limited(&r, "rate_limited", 20);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn requests_with_invalid_tokens_count_against_their_address() {
+    let mut env = TestEnv::db_only().await;
+    env.start_api(|c| c.limits.rate_auth_per_min = 3).await;
+    let me = (Method::GET, "/v1/me");
+    for i in 0..3 {
+        let r = send(
+            &env,
+            &env.api,
+            me.clone(),
+            Some(&format!("forged.{i}.token")),
+            None,
+            None,
+        )
+        .await;
+        assert_eq!(r.0, 401, "guess {i}");
+    }
+    let r = send(&env, &env.api, me, Some("forged.3.token"), None, None).await;
     assert_limited(&r, "rate_limited", 20);
 }
 

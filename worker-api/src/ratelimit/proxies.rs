@@ -61,6 +61,20 @@ impl FromStr for IpNet {
 #[derive(Debug, Clone, Default)]
 pub struct TrustedProxies(Vec<IpNet>);
 
+impl FromStr for TrustedProxies {
+    type Err = String;
+
+    /// Comma-separated blocks; empty entries (and an empty setting) are ignored.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let blocks = s
+            .split(',')
+            .filter(|b| !b.trim().is_empty())
+            .map(IpNet::from_str)
+            .collect::<Result<_, _>>()?;
+        Ok(Self(blocks))
+    }
+}
+
 impl TrustedProxies {
     /// Trusts exactly these blocks (none: only the TCP peer counts).
     pub fn new(blocks: Vec<IpNet>) -> Self {
@@ -114,7 +128,7 @@ mod tests {
     use super::*;
 
     fn proxies(blocks: &[&str]) -> TrustedProxies {
-        TrustedProxies::new(blocks.iter().map(|b| b.parse().unwrap()).collect())
+        blocks.join(",").parse().unwrap()
     }
 
     fn xff(value: &str) -> HeaderMap {
@@ -140,6 +154,10 @@ mod tests {
         for bad in ["", "10.0.0.0/33", "example.com", "10.0.0.0/x", "::/129"] {
             assert!(bad.parse::<IpNet>().is_err(), "{bad:?}");
         }
+        let list: TrustedProxies = " 10.0.0.0/8, ,fd00::/8,".parse().unwrap();
+        assert_eq!(list.0.len(), 2);
+        assert!("".parse::<TrustedProxies>().unwrap().0.is_empty());
+        assert!("10.0.0.0/8,nonsense".parse::<TrustedProxies>().is_err());
     }
 
     #[test]

@@ -13,6 +13,11 @@ pub async fn healthz() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
 
+/// `GET /metrics`: Prometheus text (claims, votes, dead-lettered offers, stalls).
+pub async fn metrics() -> impl IntoResponse {
+    spotcheck_platform::figures::render().await
+}
+
 /// `GET /readyz`: PostgreSQL and Redis answer and the offer consumer runs.
 pub async fn readyz(State(state): State<AppState>) -> Response {
     let db = sqlx::query("SELECT 1").execute(&state.pool).await.is_ok();

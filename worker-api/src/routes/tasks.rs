@@ -12,9 +12,10 @@ use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, TimeZone, Utc};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
 use spotcheck_platform::lease::{ClaimRequest, ClaimResult, LeaseEnd, LeaseError, StoreError};
 use spotcheck_platform::outbox;
-use spotcheck_shared::TaskId;
+use spotcheck_shared::{TaskId, UserId};
 
 /// The listing as a volunteer sees it.
 #[derive(Debug, Serialize, sqlx::FromRow)]
@@ -53,6 +54,9 @@ pub struct LeaseBody {
 pub struct Extended {
     lease_expires_at: DateTime<Utc>,
 }
+
+/// How long the reaper leaves a lease being released alone (the release re-offers it).
+const RELEASE_HOLD_MS: u64 = 30_000;
 
 /// Unix milliseconds as a timestamp.
 pub fn at_ms(ms: i64) -> DateTime<Utc> {
@@ -104,12 +108,16 @@ pub fn check_token_shape(token: &str) -> ApiResult<()> {
     Ok(())
 }
 
-/// State, votes required, votes counted, barred for this volunteer (voted, or linked to the seller), kind.
-type TaskRow = (String, i32, i32, bool, String);
+/// State, votes required, votes counted, barred for this volunteer (voted, or
+/// linked to the seller), kind, and who voted.
+type TaskRow = (String, i32, i32, bool, String, Vec<uuid::Uuid>);
 
 /// `POST /v1/tasks/claim`: lease one vote slot, or `204` when none is available.
 pub async fn claim(State(state): State<AppState>, Volunteer(me): Volunteer) -> ApiResult<Response> {
     state.quotas.ensure_votes_left(me.id).await?;
+    // Tasks this attempt already found unavailable to the caller: their other
+    // offers (duplicates) are passed over without asking PostgreSQL and Redis again.
+    let mut passed_over: HashSet<TaskId> = HashSet::new();
     for _ in 0..state.offers.len() {
         let Some(offer) = state.offers.pop() else {
             break;
@@ -118,12 +126,17 @@ pub async fn claim(State(state): State<AppState>, Volunteer(me): Volunteer) -> A
             state.offers.settle(offer, Settle::DeadLetter).await;
             continue;
         };
+        if passed_over.contains(&task) {
+            state.offers.put_back(offer).await;
+            continue;
+        }
         let row: Option<TaskRow> = match sqlx::query_as(
             "SELECT t.state, t.votes_required, t.votes_counted,
                     EXISTS (SELECT 1 FROM votes v WHERE v.task_id = t.id AND v.volunteer_id = $2)
                     OR EXISTS (SELECT 1 FROM volunteer_seller_links k JOIN listings l ON l.seller_id = k.seller_id
                                WHERE l.listing_id = t.listing_id AND k.volunteer_id = $2),
-                    t.kind
+                    t.kind,
+                    ARRAY(SELECT v.volunteer_id FROM votes v WHERE v.task_id = t.id)
              FROM tasks t WHERE t.id = $1",
         )
         .bind(task.0)
@@ -137,7 +150,7 @@ pub async fn claim(State(state): State<AppState>, Volunteer(me): Volunteer) -> A
                 return Err(e.into());
             }
         };
-        let Some((task_state, required, counted, barred, kind)) = row else {
+        let Some((task_state, required, counted, barred, kind, voters)) = row else {
             state.offers.settle(offer, Settle::Ack).await;
             continue;
         };
@@ -146,12 +159,14 @@ pub async fn claim(State(state): State<AppState>, Volunteer(me): Volunteer) -> A
             continue;
         }
         if barred {
+            passed_over.insert(task);
             state.offers.put_back(offer).await;
             continue;
         }
         let token = new_lease_token();
         let cap = state.config.max_leases_per_volunteer;
         let ttl_ms = state.config.lease_ttl_ms(&kind);
+        let voters: Vec<UserId> = voters.into_iter().map(UserId).collect();
         let request = ClaimRequest {
             task,
             volunteer: me.id,
@@ -160,6 +175,7 @@ pub async fn claim(State(state): State<AppState>, Volunteer(me): Volunteer) -> A
             ttl_ms,
             cap,
             token: &token,
+            voters: &voters,
         };
         match state.leases.claim(&request).await {
             Err(e) => {
@@ -183,15 +199,19 @@ pub async fn claim(State(state): State<AppState>, Volunteer(me): Volunteer) -> A
                     lease_expires_at: at_ms(lease.expires_at_ms),
                     listing,
                 };
+                metrics::counter!("spotcheck_claims_total", "outcome" => "granted").increment(1);
                 return Ok((StatusCode::OK, Json(body)).into_response());
             }
-            // Full may be momentary (a vote committed whose lease is not yet
-            // ended counts twice for an instant), so the offer is kept, not
-            // dropped; it is acked once the task closes.
-            Ok(ClaimResult::Full) => state.offers.put_back(offer).await,
-            Ok(ClaimResult::AlreadyHeld) => state.offers.put_back(offer).await,
+            // Surplus (a duplicate, or an offer for a slot a live lease holds):
+            // dropped; a lease that lapses gets its slot offered again.
+            Ok(ClaimResult::Full) => state.offers.settle(offer, Settle::Ack).await,
+            Ok(ClaimResult::AlreadyHeld) => {
+                passed_over.insert(task);
+                state.offers.put_back(offer).await;
+            }
             Ok(ClaimResult::CapReached) => {
                 state.offers.put_back(offer).await;
+                metrics::counter!("spotcheck_claims_total", "outcome" => "too_many_leases").increment(1);
                 return Err(ApiError::new(
                     StatusCode::CONFLICT,
                     "too_many_leases",
@@ -200,6 +220,7 @@ pub async fn claim(State(state): State<AppState>, Volunteer(me): Volunteer) -> A
             }
         }
     }
+    metrics::counter!("spotcheck_claims_total", "outcome" => "empty").increment(1);
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -238,7 +259,7 @@ pub async fn release(
     check_token_shape(&body.lease_token)?;
     state
         .leases
-        .expire_now(task, me.id, &body.lease_token)
+        .expire_now(task, me.id, &body.lease_token, RELEASE_HOLD_MS)
         .await
         .map_err(lease_error)?;
     // Re-offer first, then drop the lease: a crash in between only duplicates the offer.

@@ -110,3 +110,54 @@ pub async fn reinstate(
 ) -> ApiResult<Json<Value>> {
     set_status(&state, me, &id, UserStatus::Active).await
 }
+
+/// `POST /v1/staff/users/{user_id}/seller-links` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SellerLink {
+    seller_id: String,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// Records that a volunteer is linked to a seller (conflict of interest): the
+/// volunteer is never offered that seller's listings. Idempotent.
+pub async fn link_seller(
+    State(state): State<AppState>,
+    Staff(me): Staff,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<SellerLink>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let id: UserId = parse_id(&id, "user")?;
+    if body.seller_id.is_empty() || body.seller_id.len() > 128 {
+        return Err(ApiError::invalid("seller_id must be 1 to 128 characters"));
+    }
+    let reason = body.reason.unwrap_or_else(|| "declared".to_owned());
+    if reason.chars().count() > 500 {
+        return Err(ApiError::invalid("reason is at most 500 characters"));
+    }
+    let role: Option<String> = sqlx::query_scalar("SELECT role FROM users WHERE id = $1")
+        .bind(id.0)
+        .fetch_optional(&state.pool)
+        .await?;
+    if role.ok_or_else(|| ApiError::not_found("user"))? != Role::Volunteer.as_str() {
+        return Err(ApiError::invalid("seller links are recorded for volunteers"));
+    }
+    sqlx::query(
+        "INSERT INTO volunteer_seller_links (volunteer_id, seller_id, reason, created_by) VALUES ($1, $2, $3, $4)
+         ON CONFLICT ON CONSTRAINT volunteer_seller_links_pkey DO NOTHING",
+    )
+    .bind(id.0)
+    .bind(&body.seller_id)
+    .bind(&reason)
+    .bind(me.id.0)
+    .execute(&state.pool)
+    .await?;
+    sqlx::query("INSERT INTO audit_log (actor_id, action, subject, new) VALUES ($1, 'user.seller_link', $2, $3)")
+        .bind(me.id.0)
+        .bind(format!("user:{id}"))
+        .bind(json!({"seller_id": body.seller_id, "reason": reason}))
+        .execute(&state.pool)
+        .await?;
+    Ok((StatusCode::CREATED, Json(json!({"user_id": id, "seller_id": body.seller_id}))))
+}

@@ -136,7 +136,7 @@ pub async fn vote(
         drop(tx);
         let _ = state
             .leases
-            .expire_now(task, me.id, &body.lease_token)
+            .expire_now(task, me.id, &body.lease_token, 0)
             .await;
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -156,6 +156,7 @@ pub async fn vote(
         // The vote is committed; the lease will expire and its surplus offer be refused.
         tracing::warn!(task.id = %task, error = %e, "could not end a lease after its vote");
     }
+    metrics::counter!("spotcheck_votes_total", "outcome" => "counted").increment(1);
     tracing::debug!(task.id = %task, volunteer.id = %me.id, "vote recorded");
     Ok((StatusCode::CREATED, Json(VoteCreated { vote_id })))
 }
