@@ -13,6 +13,7 @@ use spotcheck_platform::lease::LeaseStore;
 use sqlx::PgPool;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -131,21 +132,25 @@ impl App {
             self.config.prefetch,
         );
         let queue = names.ingest_queue();
+        let feed_alive = Arc::new(AtomicBool::new(false));
+        let alive = feed_alive.clone();
         loops.spawn(async move {
             let handler = |d| feed::handle(&pool, &sampler, &policies, d);
             (
                 "listing feed consumer",
-                consumer::run(&conn, &queue, prefetch, c, handler).await,
+                consumer::run(&conn, &queue, prefetch, c, &alive, handler).await,
             )
         });
 
         let (pool, conn, c) = (self.pool.clone(), self.amqp.clone(), cancel.clone());
         let queue = names.votes_queue();
+        let votes_alive = Arc::new(AtomicBool::new(false));
+        let alive = votes_alive.clone();
         loops.spawn(async move {
             let handler = |d| aggregator::handle(&pool, d);
             (
                 "vote aggregator",
-                consumer::run(&conn, &queue, prefetch, c, handler).await,
+                consumer::run(&conn, &queue, prefetch, c, &alive, handler).await,
             )
         });
 
@@ -154,6 +159,7 @@ impl App {
             leases: self.leases.clone(),
             amqp: self.amqp.clone(),
             names: names.clone(),
+            consumers: vec![feed_alive, votes_alive],
         };
         let (o, c) = (ops.clone(), cancel.clone());
         loops.spawn(async move { ("gauges", crate::ops::run_gauges(o, c).await) });

@@ -4,12 +4,12 @@
 //! message can never be processed), or retry later (the broker's delivery limit
 //! bounds how often).
 
-use futures::StreamExt;
 use lapin::Connection;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
-use spotcheck_platform::amqp::{consume, timed};
-use spotcheck_platform::watchdog::{self, StallDetector};
+use spotcheck_platform::amqp::timed;
+use spotcheck_platform::subscription::Subscription;
+use std::sync::atomic::AtomicBool;
 use std::future::Future;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -38,111 +38,67 @@ pub fn message_ref(delivery: &Delivery) -> String {
         .unwrap_or_else(|| format!("delivery-tag {}", delivery.delivery_tag))
 }
 
-/// Times in a row a consumer may fail to subscribe before the process gives up.
-const MAX_RESUBSCRIBES: u32 = 30;
-
-/// Consumes `queue` until cancelled. A consumer that breaks (cancelled by the
-/// broker, or stalled) subscribes again on a fresh channel; only when that keeps
-/// failing does it return an error, so the process exits for its supervisor.
+/// Consumes `queue` until cancelled, settling each delivery by the handler's
+/// answer after the handler's work has committed.
 pub async fn run<F, Fut>(
     conn: &Connection,
     queue: &str,
     prefetch: u16,
     cancel: CancellationToken,
+    alive: &AtomicBool,
     handler: F,
 ) -> anyhow::Result<()>
 where
     F: Fn(Delivery) -> Fut,
     Fut: Future<Output = (Delivery, Handled)>,
 {
-    let mut failures = 0u32;
-    loop {
-        match consume_until_broken(conn, queue, prefetch, &cancel, &handler).await {
-            Ok(None) => return Ok(()),
-            Ok(Some(why)) => {
-                failures = 0;
-                tracing::warn!(queue, why, "consumer broke; subscribing again");
-            }
-            Err(e) => {
-                failures += 1;
-                if failures >= MAX_RESUBSCRIBES {
-                    return Err(e.context(format!("could not consume {queue}")));
+    let subscription = Subscription {
+        conn,
+        queue,
+        prefetch,
+        cancel: &cancel,
+        alive,
+    };
+    // Deliveries are handled one at a time, so the consumer is never "full".
+    subscription
+        .run(
+            || false,
+            |delivery| {
+                let handler = &handler;
+                async move {
+                    let (delivery, handled) = handler(delivery).await;
+                    settle(queue, delivery, handled).await;
                 }
-                tracing::warn!(queue, error = %e, failures, "could not subscribe; retrying");
-            }
-        }
-        tokio::select! {
-            () = cancel.cancelled() => return Ok(()),
-            () = tokio::time::sleep(Duration::from_secs(1)) => {}
-        }
-    }
+            },
+        )
+        .await
 }
 
-/// One subscription: `Ok(None)` when cancelled, `Ok(Some(why))` when it broke.
-async fn consume_until_broken<F, Fut>(
-    conn: &Connection,
-    queue: &str,
-    prefetch: u16,
-    cancel: &CancellationToken,
-    handler: &F,
-) -> anyhow::Result<Option<&'static str>>
-where
-    F: Fn(Delivery) -> Fut,
-    Fut: Future<Output = (Delivery, Handled)>,
-{
-    let tag = format!("{queue}-{}", uuid::Uuid::new_v4().simple());
-    let (channel, mut consumer) = consume(conn, queue, &tag, prefetch).await?;
-    let mut deliveries = 0u64;
-    let mut stall = StallDetector::default();
-    let mut pulse = tokio::time::interval(watchdog::CHECK_EVERY);
-    pulse.tick().await;
-    loop {
-        let next = tokio::select! {
-            () = cancel.cancelled() => return Ok(None),
-            _ = pulse.tick() => {
-                let ready = watchdog::ready_messages(&channel, queue).await;
-                if stall.observe(deliveries, ready, false) {
-                    metrics::counter!("spotcheck_consumer_stalls_total", "queue" => queue.to_owned()).increment(1);
-                    return Ok(Some("stalled: messages wait but none arrive"));
-                }
-                continue;
-            }
-            next = consumer.next() => next,
-        };
-        deliveries += 1;
-        let delivery = match next {
-            Some(Ok(delivery)) => delivery,
-            Some(Err(e)) => {
-                tracing::warn!(queue, error = %e, "consumer error; waiting for recovery");
-                continue;
-            }
-            None => return Ok(Some("the broker cancelled the consumer")),
-        };
-        let (delivery, handled) = handler(delivery).await;
-        let outcome = match handled {
-            Handled::Ack => timed("ack", delivery.acker.ack(BasicAckOptions::default())).await,
-            Handled::DeadLetter(reason) => {
-                metrics::counter!("spotcheck_dead_lettered_total", "queue" => queue.to_owned()).increment(1);
-                tracing::warn!(queue, message = %message_ref(&delivery), reason, "dead-lettering a message");
-                let nack = BasicNackOptions {
-                    requeue: false,
-                    multiple: false,
-                };
-                timed("nack", delivery.acker.nack(nack)).await
-            }
-            Handled::Retry(e) => {
-                tracing::warn!(queue, message = %message_ref(&delivery), error = %e, "handing a message back for retry");
-                tokio::time::sleep(RETRY_PAUSE).await;
-                let nack = BasicNackOptions {
-                    requeue: true,
-                    multiple: false,
-                };
-                timed("nack", delivery.acker.nack(nack)).await
-            }
-        };
-        if let Err(e) = outcome {
-            // The channel predates a reconnect: the broker redelivers; handlers are idempotent.
-            tracing::warn!(queue, error = %e, "could not settle a delivery; it will be redelivered");
+/// Acks, dead-letters or hands back a handled delivery.
+async fn settle(queue: &str, delivery: Delivery, handled: Handled) {
+    let outcome = match handled {
+        Handled::Ack => timed("ack", delivery.acker.ack(BasicAckOptions::default())).await,
+        Handled::DeadLetter(reason) => {
+            metrics::counter!("spotcheck_dead_lettered_total", "queue" => queue.to_owned()).increment(1);
+            tracing::warn!(queue, message = %message_ref(&delivery), reason, "dead-lettering a message");
+            let nack = BasicNackOptions {
+                requeue: false,
+                multiple: false,
+            };
+            timed("nack", delivery.acker.nack(nack)).await
         }
+        Handled::Retry(e) => {
+            tracing::warn!(queue, message = %message_ref(&delivery), error = %e, "handing a message back for retry");
+            tokio::time::sleep(RETRY_PAUSE).await;
+            let nack = BasicNackOptions {
+                requeue: true,
+                multiple: false,
+            };
+            timed("nack", delivery.acker.nack(nack)).await
+        }
+    };
+    if let Err(e) = outcome {
+        // The channel predates a reconnect: the broker redelivers; handlers are idempotent.
+        tracing::warn!(queue, error = %e, "could not settle a delivery; it will be redelivered");
     }
 }

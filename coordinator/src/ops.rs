@@ -1,5 +1,5 @@
 //! What operators watch: a small HTTP listener with `/metrics`, `/healthz` and
-//! `/readyz`, and a loop that keeps the gauges current (leases, outbox lag,
+//! `/readyz` (PostgreSQL, Redis, the broker and every consumer), and a loop that keeps the gauges current (leases, outbox lag,
 //! over-collected votes, dead-lettered messages, tasks by state).
 
 use axum::Router;
@@ -12,6 +12,7 @@ use spotcheck_platform::figures;
 use spotcheck_platform::lease::LeaseStore;
 use sqlx::PgPool;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -30,13 +31,16 @@ pub struct Ops {
     pub amqp: Arc<Connection>,
     /// Queue names.
     pub names: Names,
+    /// One flag per consumer, true while it is subscribed.
+    pub consumers: Vec<Arc<AtomicBool>>,
 }
 
 async fn ready(State(ops): State<Ops>) -> (StatusCode, &'static str) {
     let db = sqlx::query("SELECT 1").execute(&ops.pool).await.is_ok();
     let redis = ops.leases.tracked().await.is_ok();
     let broker = ops.amqp.status().connected();
-    if db && redis && broker {
+    let consuming = ops.consumers.iter().all(|c| c.load(Ordering::Relaxed));
+    if db && redis && broker && consuming {
         (StatusCode::OK, "ready")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready")

@@ -9,5 +9,6 @@ pub mod figures;
 pub mod lease;
 pub mod outbox;
 pub mod shutdown;
+pub mod subscription;
 pub mod telemetry;
 pub mod watchdog;

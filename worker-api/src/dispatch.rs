@@ -6,11 +6,10 @@
 //! that task already) is re-published to the back of the queue, so a buffer full
 //! of such offers never starves the others.
 
-use futures::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
-use spotcheck_platform::amqp::{ResilientPublisher, consume, timed};
-use spotcheck_platform::watchdog::{self, StallDetector};
+use spotcheck_platform::amqp::{ResilientPublisher, timed};
+use spotcheck_platform::subscription::Subscription;
 use spotcheck_shared::TaskId;
 use spotcheck_shared::messages::{SlotOffer, decode};
 use std::collections::VecDeque;
@@ -139,9 +138,8 @@ pub enum Settle {
     DeadLetter,
 }
 
-/// Fills `buffer` from `queue` until cancelled. A subscription that breaks
-/// (cancelled by the broker, or stalled) is made again on a fresh channel; an
-/// error only when subscribing keeps failing, so the process exits and restarts.
+/// Fills `buffer` from `queue` until cancelled (see [`Subscription`] for how a
+/// broken or stalled consumer is replaced).
 pub async fn run(
     conn: Arc<lapin::Connection>,
     queue: String,
@@ -149,68 +147,18 @@ pub async fn run(
     buffer: OfferBuffer,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
-    let mut failures = 0u32;
-    let result = loop {
-        match subscribe_once(&conn, &queue, prefetch, &buffer, &cancel).await {
-            Ok(None) => break Ok(()),
-            Ok(Some(why)) => {
-                failures = 0;
-                tracing::warn!(why, "the offer consumer broke; subscribing again");
-            }
-            Err(e) => {
-                failures += 1;
-                if failures >= 30 {
-                    break Err(e.context("could not consume slot offers"));
-                }
-                tracing::warn!(error = %e, failures, "could not subscribe to offers; retrying");
-            }
-        }
-        buffer.alive.store(false, Ordering::Relaxed);
-        tokio::select! {
-            () = cancel.cancelled() => break Ok(()),
-            () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
-        }
+    let subscription = Subscription {
+        conn: &conn,
+        queue: &queue,
+        prefetch,
+        cancel: &cancel,
+        alive: &buffer.alive,
     };
-    buffer.alive.store(false, Ordering::Relaxed);
-    result
-}
-
-/// One subscription: `Ok(None)` when cancelled, `Ok(Some(why))` when it broke.
-async fn subscribe_once(
-    conn: &lapin::Connection,
-    queue: &str,
-    prefetch: u16,
-    buffer: &OfferBuffer,
-    cancel: &CancellationToken,
-) -> anyhow::Result<Option<&'static str>> {
-    let tag = format!("claims-{}", uuid::Uuid::new_v4().simple());
-    let (channel, mut consumer) = consume(conn, queue, &tag, prefetch).await?;
-    buffer.alive.store(true, Ordering::Relaxed);
-    let mut deliveries = 0u64;
-    let mut stall = StallDetector::default();
-    let mut pulse = tokio::time::interval(watchdog::CHECK_EVERY);
-    pulse.tick().await;
-    loop {
-        let next = tokio::select! {
-            () = cancel.cancelled() => return Ok(None),
-            _ = pulse.tick() => {
-                let ready = watchdog::ready_messages(&channel, queue).await;
-                let full = buffer.len() >= usize::from(prefetch);
-                if stall.observe(deliveries, ready, full) {
-                    metrics::counter!("spotcheck_consumer_stalls_total", "queue" => queue.to_owned()).increment(1);
-                    return Ok(Some("stalled: offers wait but none arrive"));
-                }
-                continue;
-            }
-            next = consumer.next() => next,
-        };
-        match next {
-            Some(Ok(delivery)) => {
-                deliveries += 1;
-                buffer.push(delivery);
-            }
-            Some(Err(e)) => tracing::warn!(error = %e, "offer consumer error; waiting for recovery"),
-            None => return Ok(Some("the broker cancelled the consumer")),
-        }
-    }
+    let full = || buffer.len() >= usize::from(prefetch);
+    subscription
+        .run(full, |delivery| {
+            buffer.push(delivery);
+            std::future::ready(())
+        })
+        .await
 }

@@ -95,6 +95,16 @@ pub async fn login(
         return Err(bad_credentials());
     }
     let (id, _, role, status) = row.ok_or_else(bad_credentials)?;
+    let role = active_role(&role, &status)?;
+    let mut conn = state.pool.acquire().await?;
+    let pair = token_pair(&state, &mut conn, UserId(id), role, Uuid::new_v4()).await?;
+    state.quotas.login_succeeded(&body.username).await;
+    tracing::info!(user.id = %id, "signed in");
+    Ok(Json(pair))
+}
+
+/// The stored role of an account that may sign in; a suspended one is refused.
+fn active_role(role: &str, status: &str) -> ApiResult<Role> {
     if status != "active" {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -102,14 +112,8 @@ pub async fn login(
             "this account is suspended",
         ));
     }
-    let role: Role = role
-        .parse()
-        .map_err(|e: String| ApiError::internal(anyhow::anyhow!(e)))?;
-    let mut conn = state.pool.acquire().await?;
-    let pair = token_pair(&state, &mut conn, UserId(id), role, Uuid::new_v4()).await?;
-    state.quotas.login_succeeded(&body.username).await;
-    tracing::info!(user.id = %id, "signed in");
-    Ok(Json(pair))
+    role.parse()
+        .map_err(|e: String| ApiError::internal(anyhow::anyhow!(e)))
 }
 
 /// Spends a refresh token for a new pair; a reused token revokes its family.
@@ -139,16 +143,7 @@ pub async fn refresh(
             .bind(user.0)
             .fetch_one(&mut *tx)
             .await?;
-    if status != "active" {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "account_suspended",
-            "this account is suspended",
-        ));
-    }
-    let role: Role = role
-        .parse()
-        .map_err(|e: String| ApiError::internal(anyhow::anyhow!(e)))?;
+    let role = active_role(&role, &status)?;
     let pair = token_pair(&state, &mut tx, user, role, family).await?;
     tx.commit().await?;
     Ok(Json(pair))
