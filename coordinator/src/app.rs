@@ -88,7 +88,9 @@ impl App {
 
     /// The address of the operator endpoints actually bound.
     pub fn metrics_addr(&self) -> std::net::SocketAddr {
-        self.ops_listener.local_addr().expect("a bound listener has an address")
+        self.ops_listener
+            .local_addr()
+            .expect("a bound listener has an address")
     }
 
     /// The database pool (tests inspect state through it).
@@ -164,7 +166,12 @@ impl App {
         let (o, c) = (ops.clone(), cancel.clone());
         loops.spawn(async move { ("gauges", crate::ops::run_gauges(o, c).await) });
         let c = cancel.clone();
-        loops.spawn(async move { ("operator endpoints", crate::ops::serve(self.ops_listener, ops, c).await) });
+        loops.spawn(async move {
+            (
+                "operator endpoints",
+                crate::ops::serve(self.ops_listener, ops, c).await,
+            )
+        });
 
         tracing::info!("coordinator running");
         let died = tokio::select! {

@@ -9,8 +9,8 @@ use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
 use spotcheck_platform::amqp::timed;
 use spotcheck_platform::subscription::Subscription;
-use std::sync::atomic::AtomicBool;
 use std::future::Future;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -79,7 +79,8 @@ async fn settle(queue: &str, delivery: Delivery, handled: Handled) {
     let outcome = match handled {
         Handled::Ack => timed("ack", delivery.acker.ack(BasicAckOptions::default())).await,
         Handled::DeadLetter(reason) => {
-            metrics::counter!("spotcheck_dead_lettered_total", "queue" => queue.to_owned()).increment(1);
+            metrics::counter!("spotcheck_dead_lettered_total", "queue" => queue.to_owned())
+                .increment(1);
             tracing::warn!(queue, message = %message_ref(&delivery), reason, "dead-lettering a message");
             let nack = BasicNackOptions {
                 requeue: false,

@@ -48,7 +48,11 @@ async fn ready(State(ops): State<Ops>) -> (StatusCode, &'static str) {
 }
 
 /// Serves the operator endpoints until cancelled.
-pub async fn serve(listener: TcpListener, ops: Ops, cancel: CancellationToken) -> anyhow::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    ops: Ops,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
     let app = Router::new()
         .route("/metrics", get(figures::render))
         .route("/healthz", get(|| async { "ok" }))
@@ -73,9 +77,10 @@ pub async fn refresh(ops: &Ops) -> anyhow::Result<()> {
     for (queue, depth) in figures::dead_letter_depths(&ops.amqp, &ops.names).await? {
         metrics::gauge!("spotcheck_dead_letter_messages", "queue" => queue).set(f64::from(depth));
     }
-    let states: Vec<(String, i64)> = sqlx::query_as("SELECT state, count(*) FROM tasks GROUP BY state")
-        .fetch_all(&ops.pool)
-        .await?;
+    let states: Vec<(String, i64)> =
+        sqlx::query_as("SELECT state, count(*) FROM tasks GROUP BY state")
+            .fetch_all(&ops.pool)
+            .await?;
     for (state, n) in states {
         metrics::gauge!("spotcheck_tasks", "state" => state).set(n as f64);
     }

@@ -26,7 +26,9 @@ pub async fn sweep(pool: &PgPool, leases: &LeaseStore) -> anyhow::Result<usize> 
     let mut conn = pool.acquire().await?;
     outbox::offer_slots(&mut conn, &tasks, 1).await?;
     for (task, volunteer) in &expired {
-        leases.drop_expired(*task, *volunteer, LeaseEnd::Expired).await?;
+        leases
+            .drop_expired(*task, *volunteer, LeaseEnd::Expired)
+            .await?;
     }
     metrics::counter!("spotcheck_leases_reaped_total").increment(expired.len() as u64);
     tracing::info!(

@@ -38,10 +38,15 @@ pub async fn check(pool: &PgPool, leases: &LeaseStore) -> anyhow::Result<u64> {
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
-    leases.mark_reconciled(chrono::Utc::now().timestamp()).await?;
+    leases
+        .mark_reconciled(chrono::Utc::now().timestamp())
+        .await?;
     metrics::counter!("spotcheck_reconciliations_total").increment(1);
     if offered > 0 {
-        tracing::warn!(slots = offered, "Redis had lost its lease state; re-offered every open slot");
+        tracing::warn!(
+            slots = offered,
+            "Redis had lost its lease state; re-offered every open slot"
+        );
     }
     Ok(offered)
 }

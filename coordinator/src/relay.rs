@@ -7,7 +7,10 @@ use spotcheck_platform::outbox::NOTIFY_CHANNEL;
 use spotcheck_shared::messages::Topic;
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// How long the relay may fail without a break before the process gives up.
+const GIVE_UP: Duration = Duration::from_secs(120);
 use tokio_util::sync::CancellationToken;
 
 /// Publishes up to `limit` outbox rows; returns how many went out.
@@ -61,22 +64,33 @@ pub async fn run(
         Ok(mut l) => l.listen(NOTIFY_CHANNEL).await.map(|()| l).ok(),
         Err(_) => None,
     };
-    let mut failures = 0u32;
+    // Failures back off (ignoring NOTIFY, which keeps coming under load) and the
+    // relay only gives up after failing for `GIVE_UP` on end, well beyond a
+    // broker reconnect.
+    let mut failing_since: Option<Instant> = None;
+    let mut backoff = Duration::from_millis(100);
     loop {
         match relay_once(&pool, &publisher, &names, batch).await {
             Ok(n) if n as i64 >= batch => {
-                failures = 0;
+                failing_since = None;
                 continue;
             }
-            Ok(_) => failures = 0,
+            Ok(_) => failing_since = None,
             Err(e) => {
-                failures += 1;
-                tracing::warn!(error = %e, failures, "outbox relay failed; will retry");
-                if failures >= 30 {
-                    return Err(e.context("outbox relay failed 30 times in a row"));
+                let since = *failing_since.get_or_insert_with(Instant::now);
+                tracing::warn!(error = %e, failing_for = ?since.elapsed(), "outbox relay failed; will retry");
+                if since.elapsed() >= GIVE_UP {
+                    return Err(e.context(format!("outbox relay failed for {GIVE_UP:?}")));
                 }
+                tokio::select! {
+                    () = cancel.cancelled() => return Ok(()),
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
             }
         }
+        backoff = Duration::from_millis(100);
         let wake = async {
             match listener.as_mut() {
                 Some(l) => {

@@ -256,7 +256,11 @@ impl ResilientPublisher {
     }
 
     /// As [`Publisher::publish_all`], re-opening the channel when needed.
-    pub async fn publish_all(&self, exchange: &str, messages: &[(String, Vec<u8>)]) -> anyhow::Result<()> {
+    pub async fn publish_all(
+        &self,
+        exchange: &str,
+        messages: &[(String, Vec<u8>)],
+    ) -> anyhow::Result<()> {
         let mut current = self.current.lock().await;
         let publisher = match current.as_ref() {
             Some(p) => p.clone(),

@@ -28,13 +28,19 @@ pub fn prometheus() -> PrometheusHandle {
 /// `GET /metrics` in the Prometheus text format.
 pub async fn render() -> impl axum::response::IntoResponse {
     (
-        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
         prometheus().render(),
     )
 }
 
 /// Messages waiting in each dead-letter queue, by work queue.
-pub async fn dead_letter_depths(conn: &Connection, names: &Names) -> anyhow::Result<Vec<(String, u32)>> {
+pub async fn dead_letter_depths(
+    conn: &Connection,
+    names: &Names,
+) -> anyhow::Result<Vec<(String, u32)>> {
     let channel = timed("open channel", conn.create_channel()).await?;
     let mut depths = Vec::new();
     for queue in names.work_queues() {

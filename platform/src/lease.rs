@@ -432,7 +432,12 @@ impl LeaseStore {
     }
 
     /// Removes an expired lease whose slot is already re-offered.
-    pub async fn drop_expired(&self, task: TaskId, volunteer: UserId, end: LeaseEnd) -> Result<bool, StoreError> {
+    pub async fn drop_expired(
+        &self,
+        task: TaskId,
+        volunteer: UserId,
+        end: LeaseEnd,
+    ) -> Result<bool, StoreError> {
         let done: i64 = DROP_EXPIRED
             .arg(&self.prefix)
             .arg(task.to_string())

@@ -33,7 +33,11 @@ pub struct Subscription<'a> {
 impl Subscription<'_> {
     /// Hands every delivery to `on_delivery` until cancelled. `busy` says whether
     /// the receiver is full (then silence is not a stall).
-    pub async fn run<F, Fut>(&self, busy: impl Fn() -> bool, mut on_delivery: F) -> anyhow::Result<()>
+    pub async fn run<F, Fut>(
+        &self,
+        busy: impl Fn() -> bool,
+        mut on_delivery: F,
+    ) -> anyhow::Result<()>
     where
         F: FnMut(Delivery) -> Fut,
         Fut: Future<Output = ()>,
@@ -65,7 +69,11 @@ impl Subscription<'_> {
     }
 
     /// One subscription: `Ok(None)` when cancelled, `Ok(Some(why))` when it broke.
-    async fn once<F, Fut>(&self, busy: &impl Fn() -> bool, on_delivery: &mut F) -> anyhow::Result<Option<&'static str>>
+    async fn once<F, Fut>(
+        &self,
+        busy: &impl Fn() -> bool,
+        on_delivery: &mut F,
+    ) -> anyhow::Result<Option<&'static str>>
     where
         F: FnMut(Delivery) -> Fut,
         Fut: Future<Output = ()>,
@@ -96,7 +104,9 @@ impl Subscription<'_> {
                     deliveries += 1;
                     on_delivery(delivery).await;
                 }
-                Some(Err(e)) => tracing::warn!(queue = self.queue, error = %e, "consumer error; waiting for recovery"),
+                Some(Err(e)) => {
+                    tracing::warn!(queue = self.queue, error = %e, "consumer error; waiting for recovery")
+                }
                 None => return Ok(Some("the broker cancelled the consumer")),
             }
         }

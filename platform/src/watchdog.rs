@@ -41,10 +41,13 @@ pub async fn ready_messages(channel: &Channel, queue: &str) -> Option<u32> {
         passive: true,
         ..Default::default()
     };
-    timed("inspect queue", channel.queue_declare(queue.into(), passive, FieldTable::default()))
-        .await
-        .ok()
-        .map(|q| q.message_count())
+    timed(
+        "inspect queue",
+        channel.queue_declare(queue.into(), passive, FieldTable::default()),
+    )
+    .await
+    .ok()
+    .map(|q| q.message_count())
 }
 
 #[cfg(test)]
@@ -76,7 +79,10 @@ mod tests {
     #[test]
     fn a_broker_that_cannot_be_asked_counts_against_the_consumer() {
         let mut d = StallDetector::default();
-        assert!(!d.observe(3, None, false), "deliveries arrived since the last check");
+        assert!(
+            !d.observe(3, None, false),
+            "deliveries arrived since the last check"
+        );
         assert!(!d.observe(3, None, false));
         assert!(!d.observe(3, None, false));
         assert!(d.observe(3, None, false));

@@ -138,7 +138,9 @@ impl Api {
         verdict: &str,
         reasons: &[&str],
     ) -> Result<(), ApiError> {
-        self.cast_vote(token, claim, verdict, reasons).await.map(|_| ())
+        self.cast_vote(token, claim, verdict, reasons)
+            .await
+            .map(|_| ())
     }
 
     /// `POST /v1/tasks/{task_id}/votes`, keeping the id of the recorded vote.

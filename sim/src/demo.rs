@@ -109,7 +109,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
 }
 
 /// Waits until the coordinator has ingested `count` listings.
-async fn wait_for_ingest(api: &Api, rec: &Recorder, staff: &mut crate::session::Session, count: usize) {
+async fn wait_for_ingest(
+    api: &Api,
+    rec: &Recorder,
+    staff: &mut crate::session::Session,
+    count: usize,
+) {
     let started = Instant::now();
     loop {
         let ingested = staff::stats(api, rec, staff)
@@ -117,7 +122,10 @@ async fn wait_for_ingest(api: &Api, rec: &Recorder, staff: &mut crate::session::
             .and_then(|s| s["listings"].as_u64())
             .unwrap_or(0);
         if ingested >= count as u64 {
-            println!("all {count} listings ingested in {:.1} s", started.elapsed().as_secs_f64());
+            println!(
+                "all {count} listings ingested in {:.1} s",
+                started.elapsed().as_secs_f64()
+            );
             return;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;

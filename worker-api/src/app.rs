@@ -149,6 +149,11 @@ impl App {
             self.state.offers.clone(),
             cancel.clone(),
         ));
+        tokio::spawn(dispatch::recycle_loop(
+            self.state.offers.clone(),
+            Duration::from_secs(self.state.config.offer_max_idle_secs.max(1)),
+            cancel.clone(),
+        ));
         let stop = cancel.clone();
         let server = axum::serve(
             self.listener,

@@ -75,6 +75,10 @@ pub struct Config {
     /// Slot offers buffered by this process (the consumer's prefetch).
     #[arg(long, env = "SPOTCHECK_CLAIM_PREFETCH", default_value_t = 256)]
     pub claim_prefetch: u16,
+    /// Seconds an offer may wait in this process before it goes back to the queue
+    /// (so a replica with few claims does not sit on slots others could fill).
+    #[arg(long, env = "SPOTCHECK_OFFER_MAX_IDLE_SECS", default_value_t = 30)]
+    pub offer_max_idle_secs: u64,
     /// Largest accepted request body in bytes.
     #[arg(long, env = "SPOTCHECK_MAX_BODY_BYTES", default_value_t = 64 * 1024)]
     pub max_body_bytes: usize,

@@ -26,6 +26,7 @@ pub struct Offer {
     /// The task offered, or `None` if the message is malformed.
     pub task: Option<TaskId>,
     skips: u32,
+    since: std::time::Instant,
 }
 
 /// The shared buffer of offers.
@@ -75,6 +76,12 @@ impl OfferBuffer {
             self.queue.lock().expect("offer lock").push_back(offer);
             return;
         }
+        self.republish(offer).await;
+    }
+
+    /// Sends an offer back to the queue (to any replica) and acks this copy;
+    /// on failure it stays here.
+    async fn republish(&self, offer: Offer) {
         let Some(task_id) = offer.task else {
             return self.settle(offer, Settle::DeadLetter).await;
         };
@@ -87,10 +94,28 @@ impl OfferBuffer {
         match republished {
             Ok(()) => self.settle(offer, Settle::Ack).await,
             Err(e) => {
-                tracing::warn!(error = %e, "could not re-publish a skipped offer; keeping it");
+                tracing::warn!(error = %e, "could not re-publish an offer; keeping it");
                 self.queue.lock().expect("offer lock").push_back(offer);
             }
         }
+    }
+
+    /// Returns offers buffered longer than `max_idle` to the queue, so a replica
+    /// with few claims never sits on slots that others could fill.
+    pub async fn recycle_stale(&self, max_idle: std::time::Duration) -> usize {
+        let stale: Vec<Offer> = {
+            let mut queue = self.queue.lock().expect("offer lock");
+            let (old, fresh): (VecDeque<Offer>, VecDeque<Offer>) =
+                queue.drain(..).partition(|o| o.since.elapsed() >= max_idle);
+            *queue = fresh;
+            old.into()
+        };
+        let n = stale.len();
+        for mut offer in stale {
+            offer.since = std::time::Instant::now();
+            self.republish(offer).await;
+        }
+        n
     }
 
     /// Acknowledges or dead-letters an offer.
@@ -125,6 +150,7 @@ impl OfferBuffer {
             delivery,
             task,
             skips: 0,
+            since: std::time::Instant::now(),
         });
     }
 }
@@ -161,4 +187,23 @@ pub async fn run(
             std::future::ready(())
         })
         .await
+}
+
+/// Every half of `max_idle`, returns offers idle longer than `max_idle` to the queue.
+pub async fn recycle_loop(
+    buffer: OfferBuffer,
+    max_idle: std::time::Duration,
+    cancel: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(max_idle / 2) => {}
+        }
+        let n = buffer.recycle_stale(max_idle).await;
+        if n > 0 {
+            metrics::counter!("spotcheck_offers_recycled_total").increment(n as u64);
+            tracing::debug!(offers = n, "returned idle offers to the queue");
+        }
+    }
 }

@@ -1,6 +1,6 @@
-//! The fault run's volunteers: claim and vote without pause across every
-//! worker-api, moving to the next one when a process does not answer, and
-//! write every granted claim and acknowledged vote into the ledger.
+//! The fault run's volunteers: claim and vote without pause, each claim on the
+//! next worker-api and a vote retried on another one when a process does not
+//! answer, and write every granted claim and acknowledged vote into the ledger.
 //!
 //! Like real volunteers, a few walk away from a claim (its lease must expire)
 //! or skip it (release). A few also probe fencing (I4): they vote on another
@@ -131,6 +131,9 @@ async fn work(index: usize, mut session: Session, crowd: Arc<Crowd>, stop: Cance
     let n = crowd.apis.len();
     let mut at = index % n;
     while !stop.is_cancelled() {
+        // Each claim goes to the next worker-api, as a load balancer would spread
+        // them: offers buffered in a replica nobody calls would wait there.
+        at = (at + 1) % n;
         let api = &crowd.apis[at];
         let claimed = session
             .call(api, &crowd.rec, CallKind::Claim, |t| async move {
@@ -146,10 +149,12 @@ async fn work(index: usize, mut session: Session, crowd: Arc<Crowd>, stop: Cance
                 continue;
             }
             Err(e) => {
-                if matches!(e, ApiError::Transport(_)) {
-                    at = (at + 1) % n;
-                }
-                pause(&stop, backoff(&e)).await;
+                // The next claim goes to the next worker-api anyway.
+                let wait = match e {
+                    ApiError::Transport(_) => Duration::from_millis(20),
+                    _ => backoff(&e),
+                };
+                pause(&stop, wait).await;
                 continue;
             }
         };
@@ -207,7 +212,8 @@ async fn probe_vote(crowd: &Crowd, session: &Session, api: &Api, claim: &Claim, 
             volunteer: me.to_owned(),
         }),
         Err(e) => {
-            if matches!(e, ApiError::Transport(_)) {
+            // Unanswered or failed: the vote may have been recorded all the same.
+            if retryable(&e) {
                 crowd.ledger.vote_unknown(&claim.task_id, me);
             }
             Err(e.key())

@@ -19,19 +19,25 @@ async fn started(votes: i32) -> TestEnv {
 }
 
 fn lines(seed: u64, n: usize) -> Vec<String> {
-    generate(seed, n).iter().map(|d| serde_json::to_string(&d.listing).unwrap()).collect()
+    generate(seed, n)
+        .iter()
+        .map(|d| serde_json::to_string(&d.listing).unwrap())
+        .collect()
 }
 
 /// Claims and votes with every token once; returns votes accepted.
 async fn one_round(env: &TestEnv, tokens: &[String]) -> usize {
     let mut votes = 0;
     for token in tokens {
-        let (status, claim) = env.call(Method::POST, "/v1/tasks/claim", Some(token), None).await;
+        let (status, claim) = env
+            .call(Method::POST, "/v1/tasks/claim", Some(token), None)
+            .await;
         if status != 200 {
             continue;
         }
         let path = format!("/v1/tasks/{}/votes", claim["task_id"].as_str().unwrap());
-        let body = json!({"lease_token": claim["lease_token"], "verdict": "genuine", "reasons": []});
+        let body =
+            json!({"lease_token": claim["lease_token"], "verdict": "genuine", "reasons": []});
         let (status, problem) = env.call(Method::POST, &path, Some(token), Some(body)).await;
         assert_eq!(status, 201, "{problem}");
         votes += 1;
@@ -48,7 +54,10 @@ async fn closed_rabbitmq_connections_recover_by_themselves_and_nothing_is_lost()
     let deadline = Instant::now() + Duration::from_secs(90);
     let mut closed = 0;
     while count(&env.pool, "SELECT count(*) FROM tasks WHERE state = 'open'").await > 0 {
-        assert!(Instant::now() < deadline, "tasks still open; {votes} votes so far");
+        assert!(
+            Instant::now() < deadline,
+            "tasks still open; {votes} votes so far"
+        );
         if closed == 0 && votes >= 20 {
             closed = close_amqp_connections(&env.id);
             assert!(closed >= 2, "both apps' connections were found and closed");
@@ -64,25 +73,43 @@ async fn closed_rabbitmq_connections_recover_by_themselves_and_nothing_is_lost()
     assert!(closed > 0);
     assert_eq!(votes, 80, "40 tasks x 2 votes, none lost, none extra");
     assert_eq!(count(&env.pool, "SELECT count(*) FROM decisions").await, 40);
-    assert_eq!(count(&env.pool, "SELECT count(*) FROM outbox").await, 0, "the relay drained the outbox");
+    assert_eq!(
+        count(&env.pool, "SELECT count(*) FROM outbox").await,
+        0,
+        "the relay drained the outbox"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_malformed_message_on_each_queue_is_dead_lettered_and_the_consumers_keep_going() {
     let env = started(1).await;
     let names = env.names();
-    let conn = spotcheck_platform::amqp::connect(&env.amqp_url(), "test-poison").await.unwrap();
-    let publisher = Publisher::open(&conn).await.unwrap();
-    publisher
-        .publish_all(&names.listings_exchange(), &[("listing.x".into(), b"not a listing".to_vec())])
+    let conn = spotcheck_platform::amqp::connect(&env.amqp_url(), "test-poison")
         .await
         .unwrap();
-    publisher.publish_all("", &[(names.tasks_queue(), b"{\"v\": 1}".to_vec())]).await.unwrap();
-    publisher.publish_all("", &[(names.votes_queue(), b"\x00\x01".to_vec())]).await.unwrap();
+    let publisher = Publisher::open(&conn).await.unwrap();
+    publisher
+        .publish_all(
+            &names.listings_exchange(),
+            &[("listing.x".into(), b"not a listing".to_vec())],
+        )
+        .await
+        .unwrap();
+    publisher
+        .publish_all("", &[(names.tasks_queue(), b"{\"v\": 1}".to_vec())])
+        .await
+        .unwrap();
+    publisher
+        .publish_all("", &[(names.votes_queue(), b"\x00\x01".to_vec())])
+        .await
+        .unwrap();
     // Well-formed but impossible: retried until the delivery limit dead-letters it.
     let ghost = json!({"v": 1, "task_id": uuid::Uuid::now_v7(), "vote_id": uuid::Uuid::now_v7(), "volunteer_id": uuid::Uuid::now_v7()});
     publisher
-        .publish_all("", &[(names.votes_queue(), serde_json::to_vec(&ghost).unwrap())])
+        .publish_all(
+            "",
+            &[(names.votes_queue(), serde_json::to_vec(&ghost).unwrap())],
+        )
         .await
         .unwrap();
     let _ = conn.close(200, "done".into()).await;
@@ -98,7 +125,11 @@ async fn a_malformed_message_on_each_queue_is_dead_lettered_and_the_consumers_ke
     })
     .await;
 
-    let expected = [(names.ingest_queue(), 1), (names.tasks_queue(), 1), (names.votes_queue(), 2)];
+    let expected = [
+        (names.ingest_queue(), 1),
+        (names.tasks_queue(), 1),
+        (names.votes_queue(), 2),
+    ];
     for (queue, n) in expected {
         let dead = Names::dead_queue(&queue);
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -107,12 +138,17 @@ async fn a_malformed_message_on_each_queue_is_dead_lettered_and_the_consumers_ke
             if depth == n {
                 break;
             }
-            assert!(Instant::now() < deadline, "{dead} holds {depth}, expected {n}");
+            assert!(
+                Instant::now() < deadline,
+                "{dead} holds {depth}, expected {n}"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
     let staff = env.login("staff-delivery").await;
-    let (_, stats) = env.call(Method::GET, "/v1/staff/stats", Some(&staff), None).await;
+    let (_, stats) = env
+        .call(Method::GET, "/v1/staff/stats", Some(&staff), None)
+        .await;
     assert_eq!(stats["dead_lettered"]["total"], 4, "{stats}");
     assert_eq!(stats["votes_over_collected"], 0);
 
@@ -120,20 +156,37 @@ async fn a_malformed_message_on_each_queue_is_dead_lettered_and_the_consumers_ke
     let metrics = format!("http://{}/metrics", env.coordinator_ops[0]);
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let text = env.http.get(&metrics).send().await.unwrap().text().await.unwrap();
+        let text = env
+            .http
+            .get(&metrics)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
         let dead: f64 = text
             .lines()
             .filter(|l| l.starts_with("spotcheck_dead_letter_messages{"))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum();
         if dead == 4.0 {
-            for name in ["spotcheck_leases_live", "spotcheck_leases_expired", "spotcheck_votes_over_collected 0",
-                         "spotcheck_outbox_lag_seconds", "spotcheck_dead_lettered_total", "spotcheck_decisions_total"] {
+            for name in [
+                "spotcheck_leases_live",
+                "spotcheck_leases_expired",
+                "spotcheck_votes_over_collected 0",
+                "spotcheck_outbox_lag_seconds",
+                "spotcheck_dead_lettered_total",
+                "spotcheck_decisions_total",
+            ] {
                 assert!(text.contains(name), "{name} missing from /metrics");
             }
             break;
         }
-        assert!(Instant::now() < deadline, "dead-letter gauge shows {dead}, expected 4");
+        assert!(
+            Instant::now() < deadline,
+            "dead-letter gauge shows {dead}, expected 4"
+        );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let (status, _) = env.call(Method::GET, "/metrics", None, None).await;

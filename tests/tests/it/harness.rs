@@ -169,7 +169,9 @@ impl TestEnv {
     /// Creates `n` volunteers at once (one shared password hash) and mints
     /// their access tokens with this environment's key, skipping `n` logins.
     pub async fn many_volunteers(&self, prefix: &str, n: usize) -> Vec<String> {
-        let hash = worker_api::auth::password::hash(PASSWORD.to_owned()).await.expect("hash");
+        let hash = worker_api::auth::password::hash(PASSWORD.to_owned())
+            .await
+            .expect("hash");
         let ids: Vec<uuid::Uuid> = (0..n).map(|_| uuid::Uuid::now_v7()).collect();
         let names: Vec<String> = (0..n).map(|i| format!("{prefix}-{i}")).collect();
         sqlx::query(
@@ -182,11 +184,17 @@ impl TestEnv {
         .execute(&self.pool)
         .await
         .expect("insert volunteers");
-        let keys = worker_api::auth::keys::KeySet::from_pem_file(self.key_file.as_ref()).expect("key");
-        let issuer = worker_api::auth::tokens::TokenIssuer::new(keys, "spotcheck", "spotcheck-api", 900);
+        let keys =
+            worker_api::auth::keys::KeySet::from_pem_file(self.key_file.as_ref()).expect("key");
+        let issuer =
+            worker_api::auth::tokens::TokenIssuer::new(keys, "spotcheck", "spotcheck-api", 900);
         let now = chrono::Utc::now().timestamp();
         ids.into_iter()
-            .map(|id| issuer.issue(spotcheck_shared::UserId(id), Role::Volunteer, now).expect("token"))
+            .map(|id| {
+                issuer
+                    .issue(spotcheck_shared::UserId(id), Role::Volunteer, now)
+                    .expect("token")
+            })
             .collect()
     }
 
@@ -379,7 +387,16 @@ impl PrivateRedis {
             .expect("a free port")
             .port();
         let child = std::process::Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .stdout(std::process::Stdio::null())
             .spawn()
             .expect("redis-server runs");
@@ -406,8 +423,14 @@ impl PrivateRedis {
     /// Runs FLUSHALL: every key is gone, as after a restart without persistence.
     pub async fn flushall(&self) {
         let client = redis::Client::open(self.url()).expect("url");
-        let mut conn = client.get_multiplexed_async_connection().await.expect("connect");
-        let _: () = redis::cmd("FLUSHALL").query_async(&mut conn).await.expect("flushall");
+        let mut conn = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect");
+        let _: () = redis::cmd("FLUSHALL")
+            .query_async(&mut conn)
+            .await
+            .expect("flushall");
     }
 }
 
@@ -421,7 +444,13 @@ impl Drop for PrivateRedis {
 /// Closes every RabbitMQ connection whose name mentions `namespace`; returns how many.
 pub fn close_amqp_connections(namespace: &str) -> usize {
     let out = std::process::Command::new("rabbitmqctl")
-        .args(["list_connections", "pid", "client_properties", "--no-table-headers", "-q"])
+        .args([
+            "list_connections",
+            "pid",
+            "client_properties",
+            "--no-table-headers",
+            "-q",
+        ])
         .output()
         .expect("rabbitmqctl runs");
     let listing = String::from_utf8_lossy(&out.stdout);
@@ -549,7 +578,9 @@ pub mod tempfile_path {
 pub async fn claim_within(env: &TestEnv, token: &str, timeout: Duration) -> Value {
     let deadline = Instant::now() + timeout;
     loop {
-        let (status, body) = env.call(reqwest::Method::POST, "/v1/tasks/claim", Some(token), None).await;
+        let (status, body) = env
+            .call(reqwest::Method::POST, "/v1/tasks/claim", Some(token), None)
+            .await;
         match status {
             200 => return body,
             204 if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(20)).await,

@@ -15,12 +15,19 @@ fn binary(name: &str) -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
     let path = target.join("debug").join(name);
-    assert!(path.exists(), "{} is missing: run `cargo build --bins` first (scripts/test.sh does)", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --bins` first (scripts/test.sh does)",
+        path.display()
+    );
     path
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
 }
 
 fn spawn(env: &TestEnv, name: &str, port: u16) -> Child {
@@ -51,7 +58,10 @@ fn spawn(env: &TestEnv, name: &str, port: u16) -> Child {
 /// Sends SIGTERM and returns how long the process took to exit, and whether it exited cleanly.
 fn terminate(child: &mut Child) -> (Duration, bool) {
     let started = Instant::now();
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill runs");
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
     assert!(status.success());
     loop {
         if let Some(status) = child.try_wait().expect("wait") {
@@ -67,7 +77,12 @@ fn terminate(child: &mut Child) -> (Duration, bool) {
 
 /// One volunteer step against `api`: claim, and vote unless told to abandon.
 async fn step(http: &reqwest::Client, api: &str, token: &str, abandon: bool) -> Option<bool> {
-    let claim = http.post(format!("{api}/v1/tasks/claim")).bearer_auth(token).send().await.ok()?;
+    let claim = http
+        .post(format!("{api}/v1/tasks/claim"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .ok()?;
     if claim.status() != 200 {
         return Some(false);
     }
@@ -77,7 +92,13 @@ async fn step(http: &reqwest::Client, api: &str, token: &str, abandon: bool) -> 
     }
     let body = json!({"lease_token": claim["lease_token"], "verdict": "genuine", "reasons": []});
     let url = format!("{api}/v1/tasks/{}/votes", claim["task_id"].as_str()?);
-    let vote = http.post(url).bearer_auth(token).json(&body).send().await.ok()?;
+    let vote = http
+        .post(url)
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .ok()?;
     Some(vote.status() == 201)
 }
 
@@ -89,8 +110,10 @@ async fn sigterm_under_load_drains_within_the_grace_period_and_loses_no_claimed_
         .execute(&env.pool)
         .await
         .unwrap();
-    let listings: Vec<String> =
-        generate(41, 20).iter().map(|d| serde_json::to_string(&d.listing).unwrap()).collect();
+    let listings: Vec<String> = generate(41, 20)
+        .iter()
+        .map(|d| serde_json::to_string(&d.listing).unwrap())
+        .collect();
     assert_eq!(import_lines(&env, &listings).await.ingest.tasks, 20);
     let mut coordinator = spawn(&env, "coordinator", 0);
     let port = free_port();
@@ -103,7 +126,10 @@ async fn sigterm_under_load_drains_within_the_grace_period_and_loses_no_claimed_
     let mut phase = 0;
     let deadline = Instant::now() + Duration::from_secs(120);
     while count(&env.pool, "SELECT count(*) FROM tasks WHERE state = 'open'").await > 0 {
-        assert!(Instant::now() < deadline, "tasks still open after {votes} votes");
+        assert!(
+            Instant::now() < deadline,
+            "tasks still open after {votes} votes"
+        );
         for (i, token) in tokens.iter().enumerate() {
             // Volunteer 0 abandons everything it claims before the restarts.
             if step(&http, &api, token, i == 0 && phase < 2).await == Some(true) {
@@ -113,10 +139,16 @@ async fn sigterm_under_load_drains_within_the_grace_period_and_loses_no_claimed_
         if phase == 0 && votes >= 8 {
             let (took, clean) = terminate(&mut worker);
             assert!(clean, "worker-api exits cleanly on SIGTERM");
-            assert!(took <= Duration::from_secs(GRACE_SECS), "worker-api took {took:?}");
+            assert!(
+                took <= Duration::from_secs(GRACE_SECS),
+                "worker-api took {took:?}"
+            );
             let (took, clean) = terminate(&mut coordinator);
             assert!(clean, "the coordinator exits cleanly on SIGTERM");
-            assert!(took <= Duration::from_secs(GRACE_SECS), "the coordinator took {took:?}");
+            assert!(
+                took <= Duration::from_secs(GRACE_SECS),
+                "the coordinator took {took:?}"
+            );
             coordinator = spawn(&env, "coordinator", 0);
             worker = spawn(&env, "worker-api", port);
             phase = 1;

@@ -48,18 +48,19 @@ pub async fn stats(State(state): State<AppState>, Staff(_): Staff) -> ApiResult<
     let figures = spotcheck_platform::figures::db_figures(&state.pool).await?;
     doc["votes_over_collected"] = json!(figures.over_collected);
     doc["outbox_lag_secs"] = json!(figures.outbox_lag_secs);
-    doc["dead_lettered"] = match spotcheck_platform::figures::dead_letter_depths(&state.amqp, &state.names).await {
-        Ok(depths) => {
-            let total: u64 = depths.iter().map(|(_, n)| u64::from(*n)).sum();
-            let by_queue: serde_json::Map<String, serde_json::Value> =
-                depths.into_iter().map(|(q, n)| (q, json!(n))).collect();
-            json!({"total": total, "by_queue": by_queue})
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "could not read the dead-letter queues");
-            json!(null)
-        }
-    };
+    doc["dead_lettered"] =
+        match spotcheck_platform::figures::dead_letter_depths(&state.amqp, &state.names).await {
+            Ok(depths) => {
+                let total: u64 = depths.iter().map(|(_, n)| u64::from(*n)).sum();
+                let by_queue: serde_json::Map<String, serde_json::Value> =
+                    depths.into_iter().map(|(q, n)| (q, json!(n))).collect();
+                json!({"total": total, "by_queue": by_queue})
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the dead-letter queues");
+                json!(null)
+            }
+        };
     doc["offers_buffered_here"] = json!(state.offers.len());
     Ok(Json(doc))
 }

@@ -12,10 +12,10 @@ use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, TimeZone, Utc};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
-use std::collections::HashSet;
 use spotcheck_platform::lease::{ClaimRequest, ClaimResult, LeaseEnd, LeaseError, StoreError};
 use spotcheck_platform::outbox;
 use spotcheck_shared::{TaskId, UserId};
+use std::collections::HashSet;
 
 /// The listing as a volunteer sees it.
 #[derive(Debug, Serialize, sqlx::FromRow)]
@@ -83,9 +83,11 @@ pub fn lease_error(e: StoreError) -> ApiError {
             "lease_expired",
             "your lease on this task has expired",
         ),
-        StoreError::Lease(LeaseError::Released) => {
-            ApiError::new(StatusCode::GONE, "lease_released", "you released this lease")
-        }
+        StoreError::Lease(LeaseError::Released) => ApiError::new(
+            StatusCode::GONE,
+            "lease_released",
+            "you released this lease",
+        ),
         StoreError::Redis(e) => e.into(),
     }
 }
@@ -211,7 +213,8 @@ pub async fn claim(State(state): State<AppState>, Volunteer(me): Volunteer) -> A
             }
             Ok(ClaimResult::CapReached) => {
                 state.offers.put_back(offer).await;
-                metrics::counter!("spotcheck_claims_total", "outcome" => "too_many_leases").increment(1);
+                metrics::counter!("spotcheck_claims_total", "outcome" => "too_many_leases")
+                    .increment(1);
                 return Err(ApiError::new(
                     StatusCode::CONFLICT,
                     "too_many_leases",
@@ -237,7 +240,9 @@ pub async fn extend(
         .bind(task.0)
         .fetch_optional(&state.pool)
         .await?;
-    let ttl_ms = state.config.lease_ttl_ms(kind.as_deref().unwrap_or("review"));
+    let ttl_ms = state
+        .config
+        .lease_ttl_ms(kind.as_deref().unwrap_or("review"));
     let (_, expires) = state
         .leases
         .extend(task, me.id, &body.lease_token, ttl_ms)

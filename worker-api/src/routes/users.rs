@@ -141,7 +141,9 @@ pub async fn link_seller(
         .fetch_optional(&state.pool)
         .await?;
     if role.ok_or_else(|| ApiError::not_found("user"))? != Role::Volunteer.as_str() {
-        return Err(ApiError::invalid("seller links are recorded for volunteers"));
+        return Err(ApiError::invalid(
+            "seller links are recorded for volunteers",
+        ));
     }
     sqlx::query(
         "INSERT INTO volunteer_seller_links (volunteer_id, seller_id, reason, created_by) VALUES ($1, $2, $3, $4)
@@ -159,5 +161,8 @@ pub async fn link_seller(
         .bind(json!({"seller_id": body.seller_id, "reason": reason}))
         .execute(&state.pool)
         .await?;
-    Ok((StatusCode::CREATED, Json(json!({"user_id": id, "seller_id": body.seller_id}))))
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"user_id": id, "seller_id": body.seller_id})),
+    ))
 }
