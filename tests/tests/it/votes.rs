@@ -1,11 +1,12 @@
 //! Claims and votes: one task per listing and round, one counted vote per
 //! volunteer, and no vote without the caller's own live lease.
 
-use crate::harness::{TestEnv, count, import_lines};
+use crate::harness::{TestEnv, claim_within, count, import_lines};
 use reqwest::Method;
 use serde_json::{Value, json};
 use spotcheck_shared::Role;
 use spotcheck_shared::demo::generate;
+use std::time::Duration;
 
 async fn one_task_env() -> (TestEnv, String) {
     let env = TestEnv::start().await;
@@ -19,17 +20,7 @@ async fn one_task_env() -> (TestEnv, String) {
 
 /// Claims until the offer has reached worker-api (the relay publishes asynchronously).
 async fn claim(env: &TestEnv, token: &str) -> Value {
-    for _ in 0..200 {
-        let (status, body) = env
-            .call(Method::POST, "/v1/tasks/claim", Some(token), None)
-            .await;
-        match status {
-            200 => return body,
-            204 => tokio::time::sleep(std::time::Duration::from_millis(25)).await,
-            other => panic!("claim answered {other}: {body}"),
-        }
-    }
-    panic!("no task became claimable");
+    claim_within(env, token, Duration::from_secs(5)).await
 }
 
 fn vote_path(claim: &Value) -> String {
@@ -204,22 +195,14 @@ async fn votes_without_the_callers_own_live_lease_are_refused() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_released_slot_is_claimable_again_and_the_old_token_stops_working() {
     let (env, _) = one_task_env().await;
-    let volunteers: Vec<String> = futures::future::join_all((0..4).map(|i| async move { i }))
-        .await
-        .into_iter()
-        .map(|i| format!("vol-rel-{i}"))
-        .collect();
     let mut tokens = Vec::new();
-    for name in &volunteers {
-        tokens.push(env.user(name, Role::Volunteer).await);
+    for i in 0..4 {
+        tokens.push(env.user(&format!("vol-rel-{i}"), Role::Volunteer).await);
     }
-    let held: Vec<Value> = {
-        let mut v = Vec::new();
-        for t in &tokens[..3] {
-            v.push(claim(&env, t).await);
-        }
-        v
-    };
+    let mut held: Vec<Value> = Vec::new();
+    for t in &tokens[..3] {
+        held.push(claim(&env, t).await);
+    }
     let (status, _) = env
         .call(Method::POST, "/v1/tasks/claim", Some(&tokens[3]), None)
         .await;

@@ -1,6 +1,7 @@
 //! Staff review of escalations: a cursor-paged list, one with its evidence, and
 //! the confirm-or-dismiss decision that opens the seller's refutation window.
 
+use crate::audit;
 use crate::auth::caller::Staff;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiQuery, parse_id};
@@ -204,13 +205,15 @@ pub async fn decide(
             .bind(window)
             .execute(&mut *tx)
             .await?;
-            sqlx::query("INSERT INTO audit_log (actor_id, action, subject, old, new) VALUES ($1, 'escalation.decide', $2, $3, $4)")
-                .bind(me.id.0)
-                .bind(format!("escalation:{id}"))
-                .bind(json!({"status": current.as_str()}))
-                .bind(json!({"status": next.as_str(), "note": body.note}))
-                .execute(&mut *tx)
-                .await?;
+            audit::record(
+                &mut *tx,
+                me.id,
+                "escalation.decide",
+                &format!("escalation:{id}"),
+                Some(json!({"status": current.as_str()})),
+                json!({"status": next.as_str(), "note": body.note}),
+            )
+            .await?;
             tracing::info!(escalation.id = %id, staff.id = %me.id, status = next.as_str(), "escalation decided");
         }
     }

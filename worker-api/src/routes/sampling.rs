@@ -1,5 +1,6 @@
 //! The sampling rules in force: read, and replace (validated and audited).
 
+use crate::audit;
 use crate::auth::caller::Staff;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::ApiJson;
@@ -52,12 +53,15 @@ pub async fn put_rules(
         .bind(me.id.0)
         .execute(&mut *tx)
         .await?;
-    sqlx::query("INSERT INTO audit_log (actor_id, action, subject, old, new) VALUES ($1, 'sampling_rules.replace', 'sampling_rules', $2, $3)")
-        .bind(me.id.0)
-        .bind(old)
-        .bind(&new)
-        .execute(&mut *tx)
-        .await?;
+    audit::record(
+        &mut *tx,
+        me.id,
+        "sampling_rules.replace",
+        "sampling_rules",
+        Some(old),
+        new,
+    )
+    .await?;
     tx.commit().await?;
     tracing::info!(staff.id = %me.id, "sampling rules replaced");
     Ok(Json(current(&state).await?))

@@ -1,6 +1,7 @@
 //! Account management by staff: create (admins any role, staff volunteers only),
 //! suspend and reinstate.
 
+use crate::audit;
 use crate::auth::caller::Staff;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, parse_id};
@@ -44,13 +45,15 @@ pub async fn create(
             }
             CreateUserError::Internal(e) => ApiError::internal(e),
         })?;
-    sqlx::query(
-        "INSERT INTO audit_log (actor_id, action, subject, new) VALUES ($1, 'user.create', $2, $3)",
+    let new = json!({"username": body.username, "role": body.role});
+    audit::record(
+        &state.pool,
+        me.id,
+        "user.create",
+        &format!("user:{id}"),
+        None,
+        new,
     )
-    .bind(me.id.0)
-    .bind(format!("user:{id}"))
-    .bind(json!({"username": body.username, "role": body.role}))
-    .execute(&state.pool)
     .await?;
     Ok((StatusCode::CREATED, Json(json!({"user_id": id}))))
 }
@@ -82,13 +85,15 @@ async fn set_status(
         .bind(status.as_str())
         .execute(&mut *tx)
         .await?;
-    sqlx::query("INSERT INTO audit_log (actor_id, action, subject, old, new) VALUES ($1, 'user.status', $2, $3, $4)")
-        .bind(me.id.0)
-        .bind(format!("user:{id}"))
-        .bind(json!({"status": old}))
-        .bind(json!({"status": status.as_str()}))
-        .execute(&mut *tx)
-        .await?;
+    audit::record(
+        &mut *tx,
+        me.id,
+        "user.status",
+        &format!("user:{id}"),
+        Some(json!({"status": old})),
+        json!({"status": status.as_str()}),
+    )
+    .await?;
     tx.commit().await?;
     Ok(Json(json!({"user_id": id, "status": status.as_str()})))
 }
@@ -155,12 +160,16 @@ pub async fn link_seller(
     .bind(me.id.0)
     .execute(&state.pool)
     .await?;
-    sqlx::query("INSERT INTO audit_log (actor_id, action, subject, new) VALUES ($1, 'user.seller_link', $2, $3)")
-        .bind(me.id.0)
-        .bind(format!("user:{id}"))
-        .bind(json!({"seller_id": body.seller_id, "reason": reason}))
-        .execute(&state.pool)
-        .await?;
+    let new = json!({"seller_id": body.seller_id, "reason": reason});
+    audit::record(
+        &state.pool,
+        me.id,
+        "user.seller_link",
+        &format!("user:{id}"),
+        None,
+        new,
+    )
+    .await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({"user_id": id, "seller_id": body.seller_id})),
