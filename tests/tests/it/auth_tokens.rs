@@ -128,9 +128,14 @@ async fn tokens_minted_by_pyjwt_are_refused_unless_correctly_signed_and_a_raised
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/py/mint_tokens.py");
     let out = Command::new(&python)
         .arg(script)
-        .arg("--key")
-        .arg(key)
-        .args(["--kid", &kid, "--sub", &admin, "--volunteer", &volunteer])
+        // `--opt=value`: a base64url kid or id may begin with `-`, which argparse
+        // would otherwise take for an option.
+        .arg(format!("--key={}", key.display()))
+        .args([
+            format!("--kid={kid}"),
+            format!("--sub={admin}"),
+            format!("--volunteer={volunteer}"),
+        ])
         .output()
         .expect("run the minting script");
     assert!(
