@@ -4,16 +4,17 @@
 use crate::config::Config;
 use crate::ingest::Sampler;
 use crate::policy::PolicyCache;
-use crate::{aggregator, consumer, feed, reaper, relay};
+use crate::{aggregator, capacity, consumer, feed, reaper, relay, rounds};
 use anyhow::Context;
 use lapin::Connection;
 use spotcheck_platform::amqp::{self, Names, ResilientPublisher};
 use spotcheck_platform::db;
 use spotcheck_platform::lease::LeaseStore;
+use spotcheck_shared::capacity::Throttle;
 use sqlx::PgPool;
 use std::future::Future;
-use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -42,6 +43,7 @@ pub fn sampler(config: &Config) -> Sampler {
         key: config.sampling_key.as_bytes().to_vec(),
         round_secs: config.round_secs,
         votes_required: config.min_votes,
+        throttle: Arc::new(RwLock::new(Throttle::none())),
     }
 }
 
@@ -120,6 +122,39 @@ impl App {
             (
                 "outbox relay",
                 relay::run(pool, publisher, n, batch, poll, c).await,
+            )
+        });
+
+        let (pool, p, c) = (self.pool.clone(), policies.clone(), cancel.clone());
+        loops.spawn(async move { ("policy refresher", crate::policy::run(p, c).await) });
+
+        let (pool2, s, p, c) = (
+            pool.clone(),
+            sampler.clone(),
+            policies.clone(),
+            cancel.clone(),
+        );
+        let (interval, batch) = (
+            Duration::from_millis(self.config.round_sweep_ms),
+            self.config.round_sweep_batch,
+        );
+        loops.spawn(async move {
+            (
+                "round sweep",
+                rounds::run(pool2, s, p, interval, batch, c).await,
+            )
+        });
+
+        let (throttle, c) = (sampler.throttle.clone(), cancel.clone());
+        let (policy, window, interval) = (
+            self.config.capacity_policy(),
+            self.config.capacity_window_secs,
+            Duration::from_millis(self.config.capacity_interval_ms),
+        );
+        loops.spawn(async move {
+            (
+                "capacity monitor",
+                capacity::run(pool, policy, window, throttle, interval, c).await,
             )
         });
 

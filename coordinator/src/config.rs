@@ -54,6 +54,36 @@ pub struct Config {
     /// How often the sampling policy is re-read, in milliseconds.
     #[arg(long, env = "SPOTCHECK_POLICY_REFRESH_MS", default_value_t = 2_000)]
     pub policy_refresh_ms: u64,
+    /// Pause between round sweeps once nothing is due, in milliseconds.
+    #[arg(long, env = "SPOTCHECK_ROUND_SWEEP_MS", default_value_t = 10_000)]
+    pub round_sweep_ms: u64,
+    /// Listings per round-sweep transaction.
+    #[arg(long, env = "SPOTCHECK_ROUND_SWEEP_BATCH", default_value_t = 500)]
+    pub round_sweep_batch: i64,
+    /// Backlog, in hours of volunteer work at the recent pace, above which new
+    /// tasks from the lowest-risk strata are throttled.
+    #[arg(long, env = "SPOTCHECK_MAX_BACKLOG_HOURS", default_value_t = 48.0)]
+    pub max_backlog_hours: f64,
+    /// Seller risk tiers throttled first to last, comma-separated.
+    #[arg(
+        long,
+        env = "SPOTCHECK_THROTTLE_TIERS",
+        default_value = "low,standard",
+        value_delimiter = ','
+    )]
+    pub throttle_tiers: Vec<String>,
+    /// The smallest factor throttling multiplies a probability by.
+    #[arg(long, env = "SPOTCHECK_THROTTLE_MIN_FACTOR", default_value_t = 0.1)]
+    pub throttle_min_factor: f64,
+    /// Window over which the volunteers' pace is measured, in seconds.
+    #[arg(long, env = "SPOTCHECK_CAPACITY_WINDOW_SECS", default_value_t = 3_600)]
+    pub capacity_window_secs: u64,
+    /// Votes the window must hold before the pace counts as measured.
+    #[arg(long, env = "SPOTCHECK_CAPACITY_MIN_VOTES", default_value_t = 20)]
+    pub capacity_min_votes: u64,
+    /// Pause between capacity measurements, in milliseconds.
+    #[arg(long, env = "SPOTCHECK_CAPACITY_INTERVAL_MS", default_value_t = 5_000)]
+    pub capacity_interval_ms: u64,
     /// Outbox rows the relay publishes per batch.
     #[arg(long, env = "SPOTCHECK_RELAY_BATCH", default_value_t = 500)]
     pub relay_batch: i64,
@@ -89,6 +119,21 @@ impl Config {
     /// The configuration from defaults alone (tests adjust fields).
     pub fn defaults() -> Self {
         Cli::parse_from(["coordinator"]).config
+    }
+
+    /// The capacity limits.
+    pub fn capacity_policy(&self) -> spotcheck_shared::capacity::CapacityPolicy {
+        spotcheck_shared::capacity::CapacityPolicy {
+            max_backlog_hours: self.max_backlog_hours,
+            throttle_tiers: self
+                .throttle_tiers
+                .iter()
+                .map(|t| t.trim().to_owned())
+                .filter(|t| !t.is_empty())
+                .collect(),
+            min_factor: self.throttle_min_factor.clamp(0.0, 1.0),
+            min_window_votes: self.capacity_min_votes,
+        }
     }
 
     /// The relay's longest pause.

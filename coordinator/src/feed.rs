@@ -1,7 +1,7 @@
 //! The listing feed: listings the marketplace publishes to `<ns>.listings`.
 
 use crate::consumer::{Handled, message_ref};
-use crate::ingest::{Sampler, ingest_one};
+use crate::ingest::{FrameTally, Sampler, ingest_one};
 use crate::policy::PolicyCache;
 use lapin::message::Delivery;
 use spotcheck_shared::Listing;
@@ -24,14 +24,18 @@ pub async fn handle(
     let result = async {
         let policy = policies.get().await?;
         let mut tx = pool.begin().await?;
+        let mut frames = FrameTally::default();
         let report = ingest_one(
             &mut tx,
             sampler,
+            &sampler.throttle(),
             &policy,
             &listing,
             chrono::Utc::now().timestamp(),
+            &mut frames,
         )
         .await?;
+        frames.flush(&mut tx).await?;
         tx.commit().await?;
         anyhow::Ok(report)
     }

@@ -5,11 +5,12 @@
 //! so nothing is ever half-written.
 
 use crate::config::Config;
-use crate::ingest::{IngestReport, Sampler, ingest_one};
+use crate::ingest::{FrameTally, IngestReport, Sampler, ingest_one};
 use crate::policy;
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use spotcheck_shared::Listing;
+use spotcheck_shared::capacity::Throttle;
 use sqlx::PgPool;
 use std::path::Path;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -48,6 +49,7 @@ pub async fn import_file(
         .await
         .with_context(|| format!("opening {}", path.display()))?;
     let policy = policy::load(pool).await?;
+    let throttle = sampler.throttle();
     let mut lines = BufReader::new(file).lines();
     let mut summary = ImportSummary::default();
     let mut batch = Vec::with_capacity(batch_size);
@@ -71,12 +73,13 @@ pub async fn import_file(
             }
         }
         if batch.len() >= batch_size {
-            summary.ingest += write_batch(pool, sampler, &policy, &batch, now_secs).await?;
+            summary.ingest +=
+                write_batch(pool, sampler, &throttle, &policy, &batch, now_secs).await?;
             batch.clear();
         }
     }
     if !batch.is_empty() {
-        summary.ingest += write_batch(pool, sampler, &policy, &batch, now_secs).await?;
+        summary.ingest += write_batch(pool, sampler, &throttle, &policy, &batch, now_secs).await?;
     }
     Ok(summary)
 }
@@ -84,15 +87,27 @@ pub async fn import_file(
 async fn write_batch(
     pool: &PgPool,
     sampler: &Sampler,
+    throttle: &Throttle,
     policy: &policy::CurrentPolicy,
     batch: &[Listing],
     now: i64,
 ) -> anyhow::Result<IngestReport> {
     let mut tx = pool.begin().await?;
     let mut report = IngestReport::default();
+    let mut frames = FrameTally::default();
     for listing in batch {
-        report += ingest_one(&mut tx, sampler, policy, listing, now).await?;
+        report += ingest_one(
+            &mut tx,
+            sampler,
+            throttle,
+            policy,
+            listing,
+            now,
+            &mut frames,
+        )
+        .await?;
     }
+    frames.flush(&mut tx).await?;
     tx.commit().await.context("committing an import batch")?;
     Ok(report)
 }
@@ -108,9 +123,17 @@ pub async fn run(config: &Config, path: &Path) -> anyhow::Result<()> {
         ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {elapsed} eta {eta}")
             .expect("valid progress template"),
     );
+    let sampler = crate::app::sampler(config);
+    crate::capacity::refresh(
+        &pool,
+        &config.capacity_policy(),
+        config.capacity_window_secs,
+        &sampler.throttle,
+    )
+    .await?;
     let summary = import_file(
         &pool,
-        &crate::app::sampler(config),
+        &sampler,
         path,
         config.import_batch,
         chrono::Utc::now().timestamp(),

@@ -4,6 +4,7 @@
 
 pub mod aggregator;
 pub mod app;
+pub mod capacity;
 pub mod config;
 pub mod consumer;
 pub mod feed;
@@ -14,6 +15,7 @@ pub mod policy;
 pub mod reaper;
 pub mod reconcile;
 pub mod relay;
+pub mod rounds;
 
 pub use app::App;
 pub use config::Config;

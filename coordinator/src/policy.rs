@@ -6,6 +6,7 @@ use spotcheck_shared::SamplingPolicy;
 use sqlx::PgPool;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
 
 /// The policy currently in force and its row id.
 #[derive(Debug, Clone)]
@@ -64,6 +65,27 @@ impl PolicyCache {
         if previous.is_some_and(|(_, p)| p.id != fresh.id) {
             tracing::info!(policy.id = fresh.id, "sampling policy changed");
         }
+        metrics::gauge!("spotcheck_sampling_policy_version").set(fresh.id as f64);
         Ok(fresh)
     }
+
+    /// How often the policy is re-read.
+    pub fn max_age(&self) -> Duration {
+        self.max_age
+    }
+}
+
+/// Re-reads the policy every `max_age` even when nothing is ingested, so a staff
+/// change is in force (and visible in the version gauge) within that time.
+pub async fn run(cache: PolicyCache, cancel: CancellationToken) -> anyhow::Result<()> {
+    while !cancel.is_cancelled() {
+        if let Err(e) = cache.get().await {
+            tracing::warn!(error = %e, "could not read the sampling policy");
+        }
+        tokio::select! {
+            () = cancel.cancelled() => break,
+            () = tokio::time::sleep(cache.max_age()) => {}
+        }
+    }
+    Ok(())
 }

@@ -171,6 +171,7 @@ pub fn generate(seed: u64, count: usize) -> Vec<DemoListing> {
                     .collect(),
                 signals,
                 seller_risk_tier: Some(seller.tier.to_string()),
+                active: true,
             };
             DemoListing {
                 listing,

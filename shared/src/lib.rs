@@ -4,11 +4,13 @@
 //! (callers pass the time in), so every rule can be unit- and property-tested.
 
 pub mod aggregate;
+pub mod capacity;
 pub mod demo;
 pub mod escalation;
 pub mod ids;
 pub mod listing;
 pub mod messages;
+pub mod prevalence;
 pub mod sampling;
 
 pub use aggregate::{Outcome, Verdict};

@@ -43,6 +43,18 @@ pub struct Listing {
     /// The seller's risk tier, when the feed knows it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seller_risk_tier: Option<String>,
+    /// `false` once the listing is taken down: it is kept but no longer sampled
+    /// in later surveillance rounds. Absent means active.
+    #[serde(default = "active_by_default", skip_serializing_if = "is_active")]
+    pub active: bool,
+}
+
+fn active_by_default() -> bool {
+    true
+}
+
+fn is_active(active: &bool) -> bool {
+    *active
 }
 
 /// Why a listing was refused.

@@ -115,6 +115,32 @@ pub struct Inclusion {
     pub base_rate: f64,
     /// The boosts applied, by signal name.
     pub boosts: BTreeMap<String, f64>,
+    /// The rule that set the base rate, as it read when the listing was sampled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<Rule>,
+    /// The factor capacity throttling multiplied the probability by, if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub throttle: Option<f64>,
+}
+
+impl Inclusion {
+    /// Whether any risk-signal boost raised this listing's probability.
+    pub fn boosted(&self) -> bool {
+        self.boosts.values().any(|f| *f > 1.0)
+    }
+
+    /// Multiplies the probability by `factor` (capacity throttling), never below
+    /// `floor`; the recorded probability stays the one actually used.
+    pub fn throttled(mut self, factor: f64, floor: f64) -> Self {
+        let p = (self.probability * factor)
+            .max(floor.min(1.0))
+            .min(self.probability);
+        if p < self.probability {
+            self.probability = p;
+            self.throttle = Some(factor);
+        }
+        self
+    }
 }
 
 fn check_rate(field: String, rate: f64) -> Result<(), PolicyError> {
@@ -228,7 +254,79 @@ impl SamplingPolicy {
             rule_index,
             base_rate,
             boosts,
+            rule: best.map(|(_, r)| r.clone()),
+            throttle: None,
         }
+    }
+}
+
+/// The sampling decision for one listing in one round: its inclusion (after any
+/// capacity throttling) and whether the keyed draw selected it.
+pub fn decide<'a>(
+    policy: &SamplingPolicy,
+    throttle: &crate::capacity::Throttle,
+    key: &[u8],
+    listing_id: &str,
+    stratum: &Stratum,
+    signals: impl IntoIterator<Item = &'a str>,
+    round: i64,
+) -> (Inclusion, bool) {
+    let inclusion = policy.inclusion(stratum, signals);
+    let factor = throttle.factor_for(&stratum.seller_risk_tier, inclusion.boosted());
+    let inclusion = inclusion.throttled(factor, policy.floor_rate);
+    let sampled =
+        inclusion.probability > 0.0 && is_sampled(key, listing_id, round, inclusion.probability);
+    (inclusion, sampled)
+}
+
+/// Active listings sharing a stratum and a set of present signals, and how many.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListingGroup {
+    /// Their stratum.
+    pub stratum: Stratum,
+    /// The signals present on each of them.
+    pub signals: Vec<String>,
+    /// How many listings.
+    pub listings: u64,
+}
+
+/// What a policy would sample from one stratum in one round.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct StratumPlan {
+    /// Active listings in the stratum.
+    pub listings: u64,
+    /// Expected tasks per round: the sum of the listings' inclusion probabilities.
+    pub expected_tasks: f64,
+}
+
+/// What a policy would sample per round: by stratum key, and in total.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Plan {
+    /// Per stratum key (`category/region/tier`).
+    pub strata: BTreeMap<String, StratumPlan>,
+    /// Active listings in all strata.
+    pub listings: u64,
+    /// Expected tasks per round in all strata.
+    pub expected_tasks: f64,
+}
+
+impl SamplingPolicy {
+    /// The expected tasks per round this policy gives over `groups` (a dry run,
+    /// before any capacity throttling).
+    pub fn plan(&self, groups: &[ListingGroup]) -> Plan {
+        let mut plan = Plan::default();
+        for group in groups {
+            let p = self
+                .inclusion(&group.stratum, group.signals.iter().map(String::as_str))
+                .probability;
+            let expected = p * group.listings as f64;
+            let entry = plan.strata.entry(group.stratum.key()).or_default();
+            entry.listings += group.listings;
+            entry.expected_tasks += expected;
+            plan.listings += group.listings;
+            plan.expected_tasks += expected;
+        }
+        plan
     }
 }
 
@@ -359,6 +457,47 @@ mod tests {
             .count();
         let share = hits as f64 / n as f64;
         assert!((share - 0.2).abs() < 0.015, "share {share}");
+    }
+
+    #[test]
+    fn a_dry_run_sums_probabilities_per_stratum() {
+        let policy = SamplingPolicy {
+            default_rate: 0.1,
+            floor_rate: 0.0,
+            rules: vec![rule(Some("bags"), None, None, 0.5)],
+            boosts: [("complaint".to_string(), 2.0)].into(),
+        };
+        let group = |c: &str, signals: &[&str], listings| ListingGroup {
+            stratum: stratum(c, "r", "t"),
+            signals: signals.iter().map(|s| s.to_string()).collect(),
+            listings,
+        };
+        let plan = policy.plan(&[
+            group("bags", &[], 100),
+            group("bags", &["complaint"], 10),
+            group("toys", &["complaint"], 50),
+            group("toys", &[], 1000),
+        ]);
+        assert_eq!(plan.listings, 1160);
+        assert!((plan.strata["bags/r/t"].expected_tasks - 60.0).abs() < 1e-9);
+        assert!((plan.strata["toys/r/t"].expected_tasks - 110.0).abs() < 1e-9);
+        assert!((plan.expected_tasks - 170.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn throttling_lowers_the_recorded_probability_but_never_below_the_floor() {
+        let policy = SamplingPolicy {
+            default_rate: 0.4,
+            floor_rate: 0.1,
+            ..SamplingPolicy::default()
+        };
+        let inc = policy.inclusion(&stratum("a", "b", "c"), []);
+        let halved = inc.clone().throttled(0.5, policy.floor_rate);
+        assert_eq!((halved.probability, halved.throttle), (0.2, Some(0.5)));
+        let floored = inc.clone().throttled(0.01, policy.floor_rate);
+        assert_eq!(floored.probability, 0.1);
+        let unchanged = inc.throttled(1.0, policy.floor_rate);
+        assert_eq!((unchanged.probability, unchanged.throttle), (0.4, None));
     }
 
     proptest! {

@@ -79,6 +79,13 @@ pub struct Config {
     /// (so a replica with few claims does not sit on slots others could fill).
     #[arg(long, env = "SPOTCHECK_OFFER_MAX_IDLE_SECS", default_value_t = 30)]
     pub offer_max_idle_secs: u64,
+    /// Votes a task asks for (used to size dry runs of the sampling rules).
+    #[arg(long, env = "SPOTCHECK_MIN_VOTES", default_value_t = 3)]
+    pub min_votes: u32,
+    /// Average volunteer time one vote takes, in seconds (converts votes into
+    /// volunteer-hours in dry runs).
+    #[arg(long, env = "SPOTCHECK_VOTE_SECONDS", default_value_t = 45.0)]
+    pub vote_seconds: f64,
     /// Largest accepted request body in bytes.
     #[arg(long, env = "SPOTCHECK_MAX_BODY_BYTES", default_value_t = 64 * 1024)]
     pub max_body_bytes: usize,

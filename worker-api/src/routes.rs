@@ -6,7 +6,9 @@
 pub mod auth;
 pub mod escalations;
 pub mod health;
+pub mod inspections;
 pub mod me;
+pub mod prevalence;
 pub mod sampling;
 pub mod stats;
 pub mod tasks;
@@ -74,6 +76,11 @@ pub static ROUTES: &[RouteSpec] = &[
     route!(POST "/v1/staff/escalations/{id}/decision",    Staff,     Subject   => escalations::decide),
     route!(GET  "/v1/staff/sampling-rules",               Staff,     Subject   => sampling::get_rules),
     route!(PUT  "/v1/staff/sampling-rules",               Staff,     Subject   => sampling::put_rules),
+    route!(GET  "/v1/staff/sampling-rules/history",       Staff,     Subject   => sampling::history),
+    route!(POST "/v1/staff/sampling-rules/dry-run",       Staff,     Subject   => sampling::dry_run),
+    route!(GET  "/v1/staff/prevalence",                   Staff,     Subject   => prevalence::prevalence),
+    route!(GET  "/v1/staff/tasks/{task_id}",              Staff,     Subject   => inspections::task),
+    route!(GET  "/v1/staff/listings/{listing_id}",        Staff,     Subject   => inspections::listing),
     route!(GET  "/v1/staff/stats",                        Staff,     Subject   => stats::stats),
     route!(POST "/v1/staff/users",                        Staff,     Subject   => users::create),
     route!(POST "/v1/staff/users/{user_id}/suspend",      Staff,     Subject   => users::suspend),

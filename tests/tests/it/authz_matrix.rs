@@ -33,6 +33,8 @@ struct World {
     /// The calling volunteer's leases: for extend, release and vote.
     own_leases: Vec<(String, String)>,
     escalation: String,
+    /// A listing with a task.
+    listing: String,
     made: std::cell::Cell<u32>,
 }
 
@@ -100,7 +102,12 @@ async fn world() -> World {
     .fetch_one(&env.pool)
     .await
     .expect("an escalation");
+    let listing: String = sqlx::query_scalar("SELECT listing_id FROM tasks LIMIT 1")
+        .fetch_one(&env.pool)
+        .await
+        .expect("a listing");
     World {
+        listing,
         env,
         callers,
         others_lease,
@@ -192,6 +199,17 @@ impl World {
             ),
             ("PUT", "/v1/staff/sampling-rules") => {
                 case(route.into(), Some(json!({"default_rate": 1.0})), 200)
+            }
+            ("POST", "/v1/staff/sampling-rules/dry-run") => {
+                case(route.into(), Some(json!({"default_rate": 0.5})), 200)
+            }
+            ("GET", "/v1/staff/tasks/{task_id}") => case(
+                format!("/v1/staff/tasks/{}", self.own_leases[0].0),
+                None,
+                200,
+            ),
+            ("GET", "/v1/staff/listings/{listing_id}") => {
+                case(format!("/v1/staff/listings/{}", self.listing), None, 200)
             }
             ("POST", "/v1/staff/users") => {
                 self.made.set(self.made.get() + 1);

@@ -5,6 +5,7 @@
 //! namespace and redis-server of its own.
 
 use crate::harness::tempfile_path::TempPath;
+use crate::harness::{binary, built_bin_dir};
 use serde_json::Value;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -21,18 +22,10 @@ const DRAIN_SECS: &str = "120";
 const WHOLE_RUN: Duration = Duration::from_secs(420);
 
 fn bin_dir() -> PathBuf {
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let dir = target.join("debug");
     for name in ["spotcheck-sim", "coordinator", "worker-api"] {
-        assert!(
-            dir.join(name).is_file(),
-            "{name} is missing from {}: run `cargo build --bins` first (scripts/test.sh does)",
-            dir.display()
-        );
+        binary(name);
     }
-    dir
+    built_bin_dir()
 }
 
 fn number(report: &Value, path: &[&str]) -> i64 {

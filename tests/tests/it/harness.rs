@@ -530,11 +530,21 @@ pub async fn import_lines_at(
     lines: &[String],
     now_secs: i64,
 ) -> coordinator::import::ImportSummary {
-    let file = jsonl_file(lines);
     let sampler = coordinator::app::sampler(&env.coordinator_config());
+    import_with(env, &sampler, lines, now_secs).await
+}
+
+/// Imports JSONL lines with `sampler` (its throttle as set) as if at `now_secs`.
+pub async fn import_with(
+    env: &TestEnv,
+    sampler: &coordinator::ingest::Sampler,
+    lines: &[String],
+    now_secs: i64,
+) -> coordinator::import::ImportSummary {
+    let file = jsonl_file(lines);
     coordinator::import::import_file(
         &env.pool,
-        &sampler,
+        sampler,
         file.as_ref(),
         100,
         now_secs,
@@ -588,4 +598,31 @@ pub async fn claim_within(env: &TestEnv, token: &str, timeout: Duration) -> Valu
             other => panic!("claim answered {other}: {body}"),
         }
     }
+}
+
+/// Where `cargo build --bins` put the debug binaries.
+pub fn built_bin_dir() -> std::path::PathBuf {
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    target.join("debug")
+}
+
+/// The path of a built binary of the workspace; panics with the fix when missing.
+pub fn binary(name: &str) -> std::path::PathBuf {
+    let path = built_bin_dir().join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: run `cargo build --bins` first (scripts/test.sh does)",
+        path.display()
+    );
+    path
+}
+
+/// A loopback port free at the time of the call.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
 }

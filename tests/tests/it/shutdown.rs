@@ -1,34 +1,13 @@
 //! SIGTERM under load: the real binaries drain within their grace period, and
 //! no claimed-but-unanswered work is lost.
 
-use crate::harness::{TestEnv, count, import_lines};
+use crate::harness::{TestEnv, binary, count, free_port, import_lines};
 use serde_json::json;
 use spotcheck_shared::demo::generate;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const GRACE_SECS: u64 = 5;
-
-fn binary(name: &str) -> PathBuf {
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let path = target.join("debug").join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo build --bins` first (scripts/test.sh does)",
-        path.display()
-    );
-    path
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
 
 fn spawn(env: &TestEnv, name: &str, port: u16) -> Child {
     let mut cmd = Command::new(binary(name));

@@ -7,6 +7,7 @@ use crate::state::AppState;
 use axum::Json;
 use axum::extract::State;
 use serde_json::{Value, json};
+use spotcheck_shared::capacity::Capacity;
 
 /// `GET /v1/staff/stats`.
 pub async fn stats(State(state): State<AppState>, Staff(_): Staff) -> ApiResult<Json<Value>> {
@@ -61,5 +62,24 @@ pub async fn stats(State(state): State<AppState>, Staff(_): Staff) -> ApiResult<
             }
         };
     doc["offers_buffered_here"] = json!(state.offers.len());
+    let capacity: Option<(Value, Value, Option<f64>, chrono::DateTime<chrono::Utc>)> =
+        sqlx::query_as(
+            "SELECT capacity, throttle, backlog_hours, updated_at FROM capacity_state WHERE id = 1",
+        )
+        .fetch_optional(&state.pool)
+        .await?;
+    doc["capacity"] = match capacity {
+        Some((measured, throttle, hours, at)) => {
+            let measured: Capacity = serde_json::from_value(measured).unwrap_or_default();
+            json!({
+            "backlog_votes": measured.open_votes,
+            "votes_per_hour": measured.votes_per_hour(),
+            "backlog_hours": hours,
+            "throttle": throttle,
+            "measured_at": at,
+            })
+        }
+        None => json!(null),
+    };
     Ok(Json(doc))
 }

@@ -1,0 +1,84 @@
+//! The capacity monitor: measures the backlog and the volunteers' recent pace,
+//! sets the throttle new tasks are sampled with, and records both for staff.
+
+use spotcheck_shared::capacity::{Capacity, CapacityPolicy, Throttle};
+use sqlx::PgPool;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Reads the open work and the votes cast in the last `window_secs` seconds.
+pub async fn measure(pool: &PgPool, window_secs: u64) -> sqlx::Result<Capacity> {
+    let (open_votes, votes_in_window): (i64, i64) = sqlx::query_as(
+        "SELECT
+            (SELECT coalesce(sum(greatest(votes_required - votes_counted, 0)), 0)::bigint
+               FROM tasks WHERE state = 'open'),
+            (SELECT count(*) FROM votes
+               WHERE created_at > now() - make_interval(secs => $1::double precision))",
+    )
+    .bind(window_secs as f64)
+    .fetch_one(pool)
+    .await?;
+    Ok(Capacity {
+        open_votes: open_votes.max(0) as u64,
+        votes_in_window: votes_in_window.max(0) as u64,
+        window_secs,
+    })
+}
+
+/// Measures, sets `throttle`, exports gauges and records the state for staff.
+pub async fn refresh(
+    pool: &PgPool,
+    policy: &CapacityPolicy,
+    window_secs: u64,
+    throttle: &RwLock<Throttle>,
+) -> anyhow::Result<Throttle> {
+    let capacity = measure(pool, window_secs).await?;
+    let fresh = Throttle::for_capacity(&capacity, policy);
+    let hours = capacity.backlog_hours(policy.min_window_votes);
+    let previous = std::mem::replace(
+        &mut *throttle.write().expect("throttle lock"),
+        fresh.clone(),
+    );
+    if previous.tiers != fresh.tiers {
+        tracing::info!(tiers = ?fresh.tiers, factor = fresh.factor, backlog_hours = ?hours, "capacity throttle changed");
+    }
+    metrics::gauge!("spotcheck_backlog_votes").set(capacity.open_votes as f64);
+    metrics::gauge!("spotcheck_votes_per_hour").set(capacity.votes_per_hour());
+    metrics::gauge!("spotcheck_backlog_hours").set(hours.unwrap_or(0.0));
+    metrics::gauge!("spotcheck_throttle_factor").set(fresh.factor);
+    sqlx::query(
+        "INSERT INTO capacity_state (id, capacity, throttle, backlog_hours, updated_at)
+         VALUES (1, $1, $2, $3, now())
+         ON CONFLICT (id) DO UPDATE SET capacity = EXCLUDED.capacity,
+             throttle = EXCLUDED.throttle, backlog_hours = EXCLUDED.backlog_hours,
+             updated_at = now()",
+    )
+    .bind(serde_json::to_value(capacity)?)
+    .bind(serde_json::to_value(&fresh)?)
+    .bind(hours)
+    .execute(pool)
+    .await?;
+    Ok(fresh)
+}
+
+/// Refreshes every `interval` until `cancel`.
+pub async fn run(
+    pool: PgPool,
+    policy: CapacityPolicy,
+    window_secs: u64,
+    throttle: Arc<RwLock<Throttle>>,
+    interval: Duration,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    while !cancel.is_cancelled() {
+        if let Err(e) = refresh(&pool, &policy, window_secs, &throttle).await {
+            tracing::warn!(error = %e, "capacity measurement failed");
+        }
+        tokio::select! {
+            () = cancel.cancelled() => break,
+            () = tokio::time::sleep(interval) => {}
+        }
+    }
+    Ok(())
+}
