@@ -8,7 +8,8 @@ scripts/services.sh spotcheck
 command -v cargo >/dev/null || { echo "cargo not found: install Rust first (see README)"; exit 1; }
 rustup component list --installed 2>/dev/null | grep -q rustfmt || rustup component add rustfmt clippy 2>/dev/null || true
 
-# PyJWT mints the independent half of the negative token matrix (tests/py).
+# PyJWT mints the independent half of the negative token matrix, and crowd-kit is
+# the reference Dawid-Skene our EM is checked against (tests/py).
 if ! .venv/bin/python -m pip --version >/dev/null 2>&1; then
     rm -rf .venv
     if ! python3 -m venv .venv >/dev/null 2>&1; then
@@ -17,7 +18,7 @@ if ! .venv/bin/python -m pip --version >/dev/null 2>&1; then
         python3 -m venv .venv
     fi
 fi
-.venv/bin/python -m pip install --quiet --disable-pip-version-check 'PyJWT[crypto]'
+.venv/bin/python -m pip install --quiet --disable-pip-version-check 'PyJWT[crypto]' 'crowd-kit==1.4.2'
 export SPOTCHECK_PYTHON="$PWD/.venv/bin/python"
 
 cargo fmt --all --check

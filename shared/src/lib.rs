@@ -3,14 +3,20 @@
 //! Pure logic only: nothing here touches the network, a database or the clock
 //! (callers pass the time in), so every rule can be unit- and property-tested.
 
+pub mod abuse;
 pub mod aggregate;
 pub mod capacity;
+pub mod crowdsim;
+pub mod dawid_skene;
 pub mod demo;
 pub mod escalation;
+pub mod gold;
 pub mod ids;
 pub mod listing;
 pub mod messages;
+pub mod posterior;
 pub mod prevalence;
+pub mod reliability;
 pub mod sampling;
 
 pub use aggregate::{Outcome, Verdict};
