@@ -158,6 +158,20 @@ impl App {
             )
         });
 
+        if self.config.recalibrate_secs > 0 {
+            let (pool, c) = (self.pool.clone(), cancel.clone());
+            let (every, days) = (
+                Duration::from_secs(self.config.recalibrate_secs),
+                self.config.recalibrate_days,
+            );
+            loops.spawn(async move {
+                (
+                    "recalibration",
+                    crate::recalibrate::run(pool, every, days, c).await,
+                )
+            });
+        }
+
         let (pool, leases, c) = (self.pool.clone(), self.leases.clone(), cancel.clone());
         let interval = Duration::from_millis(self.config.reaper_interval_ms);
         loops.spawn(async move { ("lease reaper", reaper::run(pool, leases, interval, c).await) });
@@ -180,11 +194,12 @@ impl App {
         });
 
         let (pool, conn, c) = (self.pool.clone(), self.amqp.clone(), cancel.clone());
+        let aggregation = self.config.aggregation()?;
         let queue = names.votes_queue();
         let votes_alive = Arc::new(AtomicBool::new(false));
         let alive = votes_alive.clone();
         loops.spawn(async move {
-            let handler = |d| aggregator::handle(&pool, d);
+            let handler = |d| aggregator::handle(&pool, &aggregation, d);
             (
                 "vote aggregator",
                 consumer::run(&conn, &queue, prefetch, c, &alive, handler).await,

@@ -12,7 +12,7 @@ pub async fn measure(pool: &PgPool, window_secs: u64) -> sqlx::Result<Capacity> 
     let (open_votes, votes_in_window): (i64, i64) = sqlx::query_as(
         "SELECT
             (SELECT coalesce(sum(greatest(votes_required - votes_counted, 0)), 0)::bigint
-               FROM tasks WHERE state = 'open'),
+               FROM tasks WHERE state = 'open' AND kind = 'review'),
             (SELECT count(*) FROM votes
                WHERE created_at > now() - make_interval(secs => $1::double precision))",
     )

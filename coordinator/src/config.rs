@@ -48,6 +48,45 @@ pub struct Config {
     /// Votes each task asks for.
     #[arg(long, env = "SPOTCHECK_MIN_VOTES", default_value_t = 3)]
     pub min_votes: i32,
+    /// `adaptive` (reliability-weighted posterior and stopping rule) or
+    /// `majority` (a fixed strict majority of `SPOTCHECK_MIN_VOTES`).
+    #[arg(long, env = "SPOTCHECK_AGGREGATION", default_value = "adaptive", value_parser = ["adaptive", "majority"])]
+    pub aggregation: String,
+    /// Most counting votes before a task is escalated as uncertain.
+    #[arg(long, env = "SPOTCHECK_MAX_VOTES", default_value_t = 7)]
+    pub max_votes: u32,
+    /// Most vote slots a task may ask for, counting or not (at most 50).
+    #[arg(long, env = "SPOTCHECK_MAX_SLOTS", default_value_t = 12)]
+    pub max_slots: i32,
+    /// Posterior at or above which a listing is decided counterfeit (escalated).
+    #[arg(long, env = "SPOTCHECK_COUNTERFEIT_AT", default_value_t = 0.9)]
+    pub counterfeit_at: f64,
+    /// Posterior at or below which a listing is decided genuine.
+    #[arg(long, env = "SPOTCHECK_GENUINE_AT", default_value_t = 0.05)]
+    pub genuine_at: f64,
+    /// `counterfeit_at` for risky listings (a risky seller tier or a high price).
+    #[arg(long, env = "SPOTCHECK_RISKY_COUNTERFEIT_AT", default_value_t = 0.7)]
+    pub risky_counterfeit_at: f64,
+    /// Seller risk tiers whose listings are escalated at the lower threshold.
+    #[arg(
+        long,
+        env = "SPOTCHECK_RISKY_TIERS",
+        default_value = "high",
+        value_delimiter = ','
+    )]
+    pub risky_tiers: Vec<String>,
+    /// Prices at or above this are escalated at the lower threshold.
+    #[arg(long, env = "SPOTCHECK_HIGH_PRICE", default_value_t = 500.0)]
+    pub high_price: f64,
+    /// Prior probability that a sampled listing is counterfeit.
+    #[arg(long, env = "SPOTCHECK_PRIOR_COUNTERFEIT", default_value_t = 0.1)]
+    pub prior_counterfeit: f64,
+    /// Pause between Dawid-Skene recalibrations, in seconds (0 turns them off).
+    #[arg(long, env = "SPOTCHECK_RECALIBRATE_SECS", default_value_t = 3_600)]
+    pub recalibrate_secs: u64,
+    /// Days of votes a recalibration looks at.
+    #[arg(long, env = "SPOTCHECK_RECALIBRATE_DAYS", default_value_t = 30)]
+    pub recalibrate_days: u32,
     /// Length of a surveillance round in seconds (a day by default).
     #[arg(long, env = "SPOTCHECK_ROUND_SECS", default_value_t = 86_400)]
     pub round_secs: i64,
@@ -119,6 +158,45 @@ impl Config {
     /// The configuration from defaults alone (tests adjust fields).
     pub fn defaults() -> Self {
         Cli::parse_from(["coordinator"]).config
+    }
+
+    /// How votes become decisions; refuses inconsistent thresholds.
+    pub fn aggregation(&self) -> anyhow::Result<crate::aggregator::Aggregation> {
+        use crate::aggregator::{Aggregation, Mode};
+        use spotcheck_shared::posterior::{RiskThresholds, StoppingRule};
+        let mode = if self.aggregation == "majority" {
+            Mode::Majority
+        } else {
+            let thresholds = RiskThresholds {
+                base: StoppingRule {
+                    min_votes: self.min_votes.max(1) as u32,
+                    max_votes: self.max_votes,
+                    counterfeit_at: self.counterfeit_at,
+                    genuine_at: self.genuine_at,
+                },
+                risky_tiers: self.risky_tiers.clone(),
+                high_price: self.high_price,
+                risky_counterfeit_at: self.risky_counterfeit_at,
+            };
+            thresholds.validate()?;
+            anyhow::ensure!(
+                (self.min_votes..=50).contains(&self.max_slots),
+                "SPOTCHECK_MAX_SLOTS must be between SPOTCHECK_MIN_VOTES and 50"
+            );
+            anyhow::ensure!(
+                self.prior_counterfeit > 0.0 && self.prior_counterfeit < 1.0,
+                "SPOTCHECK_PRIOR_COUNTERFEIT must be in (0, 1)"
+            );
+            Mode::Adaptive {
+                prior: self.prior_counterfeit,
+                thresholds,
+                max_slots: self.max_slots,
+            }
+        };
+        Ok(Aggregation {
+            mode,
+            learning: Default::default(),
+        })
     }
 
     /// The capacity limits.

@@ -5,7 +5,7 @@
 //! so nothing is ever half-written.
 
 use crate::config::Config;
-use crate::ingest::{FrameTally, IngestReport, Sampler, ingest_one};
+use crate::ingest::{FrameTally, IngestReport, Sampler, ingest_many};
 use crate::policy;
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -93,20 +93,8 @@ async fn write_batch(
     now: i64,
 ) -> anyhow::Result<IngestReport> {
     let mut tx = pool.begin().await?;
-    let mut report = IngestReport::default();
     let mut frames = FrameTally::default();
-    for listing in batch {
-        report += ingest_one(
-            &mut tx,
-            sampler,
-            throttle,
-            policy,
-            listing,
-            now,
-            &mut frames,
-        )
-        .await?;
-    }
+    let report = ingest_many(&mut tx, sampler, throttle, policy, batch, now, &mut frames).await?;
     frames.flush(&mut tx).await?;
     tx.commit().await.context("committing an import batch")?;
     Ok(report)

@@ -1,6 +1,10 @@
 //! Ingest and sampling: store a listing (idempotent by id and version) and, once
 //! per surveillance round, decide whether it is inspected; a sampled listing
 //! becomes a task with slot offers in the same transaction.
+//!
+//! A batch costs a few statements, not a few per listing: the listings are
+//! upserted with one `unnest` statement, the sampled ones' tasks inserted with
+//! another, their offers with a third, and `last_round` set with a fourth.
 
 use crate::policy::CurrentPolicy;
 use spotcheck_platform::outbox;
@@ -8,8 +12,9 @@ use spotcheck_shared::capacity::Throttle;
 use spotcheck_shared::sampling::{decide, round_of};
 use spotcheck_shared::{Listing, Stratum, TaskId};
 use sqlx::PgConnection;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, RwLock};
+use uuid::Uuid;
 
 /// What ingesting a batch did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -63,25 +68,44 @@ impl FrameTally {
         entry.2 += i64::from(sampled);
     }
 
-    /// Adds the counts to `sampling_frames`.
+    /// Adds the counts to `sampling_frames`, in one statement that takes the
+    /// rows in key order.
     pub async fn flush(self, conn: &mut PgConnection) -> sqlx::Result<()> {
-        for ((round, stratum), (listings, expected, tasks)) in self.0 {
-            sqlx::query(
-                "INSERT INTO sampling_frames (round, stratum, listings, expected_tasks, tasks)
-                 VALUES ($1, $2, $3, $4, $5)
-                 ON CONFLICT (round, stratum) DO UPDATE SET
-                     listings = sampling_frames.listings + EXCLUDED.listings,
-                     expected_tasks = sampling_frames.expected_tasks + EXCLUDED.expected_tasks,
-                     tasks = sampling_frames.tasks + EXCLUDED.tasks",
-            )
-            .bind(round)
-            .bind(stratum)
-            .bind(listings)
-            .bind(expected)
-            .bind(tasks)
-            .execute(&mut *conn)
-            .await?;
+        if self.0.is_empty() {
+            return Ok(());
         }
+        let n = self.0.len();
+        let (mut rounds, mut strata) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        let (mut listings, mut expected, mut tasks) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        for ((round, stratum), (l, e, t)) in self.0 {
+            rounds.push(round);
+            strata.push(stratum);
+            listings.push(l);
+            expected.push(e);
+            tasks.push(t);
+        }
+        sqlx::query(
+            "INSERT INTO sampling_frames (round, stratum, listings, expected_tasks, tasks)
+             SELECT f.round, f.stratum, f.listings, f.expected_tasks, f.tasks
+             FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::float8[], $5::bigint[])
+                 WITH ORDINALITY AS f(round, stratum, listings, expected_tasks, tasks, n)
+             ORDER BY f.n
+             ON CONFLICT (round, stratum) DO UPDATE SET
+                 listings = sampling_frames.listings + EXCLUDED.listings,
+                 expected_tasks = sampling_frames.expected_tasks + EXCLUDED.expected_tasks,
+                 tasks = sampling_frames.tasks + EXCLUDED.tasks",
+        )
+        .bind(rounds)
+        .bind(strata)
+        .bind(listings)
+        .bind(expected)
+        .bind(tasks)
+        .execute(&mut *conn)
+        .await?;
         Ok(())
     }
 }
@@ -122,51 +146,112 @@ pub async fn sample_into(
     round: i64,
     frames: &mut FrameTally,
 ) -> anyhow::Result<bool> {
-    let (inclusion, sampled) = decide(
-        &policy.policy,
+    let created = sample_many(
+        conn,
+        sampler,
         throttle,
-        &sampler.key,
-        &candidate.listing_id,
-        &candidate.stratum,
-        candidate.signals.iter().map(String::as_str),
+        policy,
+        std::slice::from_ref(candidate),
         round,
-    );
-    let mut created = false;
-    if sampled {
-        let task = TaskId::new();
-        let inserted = sqlx::query(
+        frames,
+    )
+    .await?;
+    Ok(created == 1)
+}
+
+/// The task rows of one [`sample_many`] call, as columns for `unnest`.
+#[derive(Default)]
+struct TaskRows<'a> {
+    ids: Vec<Uuid>,
+    listing_ids: Vec<&'a str>,
+    versions: Vec<i64>,
+    probabilities: Vec<f64>,
+    strata: Vec<String>,
+    samplings: Vec<serde_json::Value>,
+}
+
+/// Samples each candidate for `round` and creates the tasks and slot offers of
+/// those selected, as [`sample_into`] would one after another, in two statements
+/// (three with the wake-up) however many there are. The caller marks them as
+/// looked at for the round and commits. Returns how many tasks were created.
+pub async fn sample_many(
+    conn: &mut PgConnection,
+    sampler: &Sampler,
+    throttle: &Throttle,
+    policy: &CurrentPolicy,
+    candidates: &[Candidate],
+    round: i64,
+    frames: &mut FrameTally,
+) -> anyhow::Result<u64> {
+    let mut rows = TaskRows::default();
+    let mut decided = Vec::with_capacity(candidates.len());
+    for c in candidates {
+        let (inclusion, sampled) = decide(
+            &policy.policy,
+            throttle,
+            &sampler.key,
+            &c.listing_id,
+            &c.stratum,
+            c.signals.iter().map(String::as_str),
+            round,
+        );
+        let task = sampled.then(|| TaskId::new().0);
+        if let Some(id) = task {
+            rows.ids.push(id);
+            rows.listing_ids.push(&c.listing_id);
+            rows.versions.push(c.version);
+            rows.probabilities.push(inclusion.probability);
+            rows.strata.push(c.stratum.key());
+            rows.samplings.push(serde_json::to_value(&inclusion)?);
+        }
+        decided.push((inclusion.probability, task));
+    }
+    let created: HashSet<Uuid> = if rows.ids.is_empty() {
+        HashSet::new()
+    } else {
+        sqlx::query_scalar(
             "INSERT INTO tasks (id, listing_id, listing_version, round, votes_required,
                  inclusion_probability, stratum, sampling, policy_id)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-             ON CONFLICT ON CONSTRAINT tasks_listing_round_key DO NOTHING",
+             SELECT t.id, t.listing_id, t.listing_version, $4, $5, t.probability,
+                 t.stratum, t.sampling, $9
+             FROM unnest($1::uuid[], $2::text[], $3::bigint[], $6::float8[], $7::text[],
+                 $8::jsonb[]) AS t(id, listing_id, listing_version, probability, stratum, sampling)
+             ON CONFLICT ON CONSTRAINT tasks_listing_round_key DO NOTHING
+             RETURNING id",
         )
-        .bind(task.0)
-        .bind(&candidate.listing_id)
-        .bind(candidate.version)
+        .bind(&rows.ids)
+        .bind(&rows.listing_ids)
+        .bind(&rows.versions)
         .bind(round)
         .bind(sampler.votes_required)
-        .bind(inclusion.probability)
-        .bind(candidate.stratum.key())
-        .bind(serde_json::to_value(&inclusion)?)
+        .bind(&rows.probabilities)
+        .bind(&rows.strata)
+        .bind(&rows.samplings)
         .bind(policy.id)
-        .execute(&mut *conn)
-        .await?;
-        if inserted.rows_affected() == 1 {
-            outbox::offer_slots(conn, &[task], sampler.votes_required).await?;
-            created = true;
-        }
+        .fetch_all(&mut *conn)
+        .await?
+        .into_iter()
+        .collect()
+    };
+    if !created.is_empty() {
+        // In the candidates' order: offers go out in the order listings came in.
+        let tasks: Vec<TaskId> = rows
+            .ids
+            .iter()
+            .filter(|id| created.contains(id))
+            .map(|id| TaskId(*id))
+            .collect();
+        outbox::offer_slots(conn, &tasks, sampler.votes_required).await?;
     }
-    frames.add(
-        round,
-        candidate.stratum.key(),
-        inclusion.probability,
-        created,
-    );
-    metrics::counter!("spotcheck_listings_sampled_total").increment(1);
-    if created {
-        metrics::counter!("spotcheck_tasks_created_total").increment(1);
+    for (c, (probability, task)) in candidates.iter().zip(decided) {
+        let made = task.is_some_and(|id| created.contains(&id));
+        frames.add(round, c.stratum.key(), probability, made);
     }
-    Ok(created)
+    metrics::counter!("spotcheck_listings_sampled_total").increment(candidates.len() as u64);
+    if !created.is_empty() {
+        metrics::counter!("spotcheck_tasks_created_total").increment(created.len() as u64);
+    }
+    Ok(created.len() as u64)
 }
 
 /// Stores one listing and, if it is active and not yet looked at in the round of
@@ -181,11 +266,85 @@ pub async fn ingest_one(
     now_secs: i64,
     frames: &mut FrameTally,
 ) -> anyhow::Result<IngestReport> {
-    let stratum = listing.stratum();
-    let stored: Option<(i64,)> = sqlx::query_as(
+    ingest_many(
+        conn,
+        sampler,
+        throttle,
+        policy,
+        std::slice::from_ref(listing),
+        now_secs,
+        frames,
+    )
+    .await
+}
+
+/// Stores the listings and samples those due, exactly as [`ingest_one`] would one
+/// after another, with a few statements per batch instead of a few per listing.
+/// Runs in the caller's transaction; the caller flushes `frames` before committing.
+pub async fn ingest_many(
+    conn: &mut PgConnection,
+    sampler: &Sampler,
+    throttle: &Throttle,
+    policy: &CurrentPolicy,
+    listings: &[Listing],
+    now_secs: i64,
+    frames: &mut FrameTally,
+) -> anyhow::Result<IngestReport> {
+    let mut report = IngestReport::default();
+    for part in distinct_runs(listings) {
+        report += ingest_distinct(conn, sampler, throttle, policy, part, now_secs, frames).await?;
+    }
+    Ok(report)
+}
+
+/// Splits `listings` into consecutive runs in which no listing id repeats: an
+/// upsert may touch a row only once per statement, and a later version of a
+/// listing must see the earlier one stored (and sampled) first.
+fn distinct_runs(listings: &[Listing]) -> Vec<&[Listing]> {
+    let mut runs = Vec::new();
+    let mut seen = HashSet::new();
+    let mut start = 0;
+    for (i, listing) in listings.iter().enumerate() {
+        if !seen.insert(listing.listing_id.as_str()) {
+            runs.push(&listings[start..i]);
+            seen.clear();
+            seen.insert(listing.listing_id.as_str());
+            start = i;
+        }
+    }
+    if start < listings.len() {
+        runs.push(&listings[start..]);
+    }
+    runs
+}
+
+/// [`ingest_many`] for listings with distinct ids.
+async fn ingest_distinct(
+    conn: &mut PgConnection,
+    sampler: &Sampler,
+    throttle: &Throttle,
+    policy: &CurrentPolicy,
+    listings: &[Listing],
+    now_secs: i64,
+    frames: &mut FrameTally,
+) -> anyhow::Result<IngestReport> {
+    let n = listings.len();
+    let strata: Vec<Stratum> = listings.iter().map(Listing::stratum).collect();
+    let mut images = Vec::with_capacity(n);
+    let mut signals = Vec::with_capacity(n);
+    for l in listings {
+        images.push(serde_json::to_value(&l.image_urls)?);
+        signals.push(serde_json::to_value(&l.signals)?);
+    }
+    let column = |f: fn(&Listing) -> &str| listings.iter().map(f).collect::<Vec<_>>();
+    // Rows are written in the order given; only new listings and newer versions
+    // come back, with the round each was last looked at in.
+    let stored: Vec<(String, i64)> = sqlx::query_as(
         "INSERT INTO listings (listing_id, version, seller_id, brand, category, region,
              seller_risk_tier, price, currency, title, description, image_urls, signals, active)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+         SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[],
+             $6::text[], $7::text[], $8::float8[], $9::text[], $10::text[], $11::text[],
+             $12::jsonb[], $13::jsonb[], $14::bool[])
          ON CONFLICT (listing_id) DO UPDATE SET
              version = EXCLUDED.version, seller_id = EXCLUDED.seller_id, brand = EXCLUDED.brand,
              category = EXCLUDED.category, region = EXCLUDED.region,
@@ -194,45 +353,60 @@ pub async fn ingest_one(
              description = EXCLUDED.description, image_urls = EXCLUDED.image_urls,
              signals = EXCLUDED.signals, active = EXCLUDED.active, updated_at = now()
          WHERE listings.version < EXCLUDED.version
-         RETURNING last_round",
+         RETURNING listing_id, last_round",
     )
-    .bind(listing.listing_id.as_str())
-    .bind(listing.version)
-    .bind(&listing.seller_id)
-    .bind(&listing.brand)
-    .bind(&stratum.category)
-    .bind(&stratum.region)
-    .bind(&stratum.seller_risk_tier)
-    .bind(listing.price)
-    .bind(&listing.currency)
-    .bind(&listing.title)
-    .bind(&listing.description)
-    .bind(serde_json::to_value(&listing.image_urls)?)
-    .bind(serde_json::to_value(&listing.signals)?)
-    .bind(listing.active)
-    .fetch_optional(&mut *conn)
+    .bind(column(|l| l.listing_id.as_str()))
+    .bind(listings.iter().map(|l| l.version).collect::<Vec<_>>())
+    .bind(column(|l| &l.seller_id))
+    .bind(column(|l| &l.brand))
+    .bind(
+        strata
+            .iter()
+            .map(|s| s.category.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(strata.iter().map(|s| s.region.as_str()).collect::<Vec<_>>())
+    .bind(
+        strata
+            .iter()
+            .map(|s| s.seller_risk_tier.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(listings.iter().map(|l| l.price).collect::<Vec<_>>())
+    .bind(column(|l| &l.currency))
+    .bind(column(|l| &l.title))
+    .bind(column(|l| &l.description))
+    .bind(images)
+    .bind(signals)
+    .bind(listings.iter().map(|l| l.active).collect::<Vec<_>>())
+    .fetch_all(&mut *conn)
     .await?;
-    let Some((last_round,)) = stored else {
-        return Ok(IngestReport {
-            unchanged: 1,
-            ..Default::default()
-        });
-    };
-    let mut report = IngestReport {
-        stored: 1,
-        ..Default::default()
+    let report = IngestReport {
+        stored: stored.len() as u64,
+        unchanged: (n - stored.len()) as u64,
+        tasks: 0,
     };
     let round = round_of(now_secs, sampler.round_secs);
-    if listing.active && last_round < round {
-        let candidate = Candidate::from(listing);
-        if sample_into(conn, sampler, throttle, policy, &candidate, round, frames).await? {
-            report.tasks = 1;
-        }
-        sqlx::query("UPDATE listings SET last_round = $2 WHERE listing_id = $1")
-            .bind(listing.listing_id.as_str())
-            .bind(round)
-            .execute(&mut *conn)
-            .await?;
+    let last_rounds: HashMap<String, i64> = stored.into_iter().collect();
+    let due: Vec<Candidate> = listings
+        .iter()
+        .filter(|l| {
+            l.active
+                && last_rounds
+                    .get(l.listing_id.as_str())
+                    .is_some_and(|last| *last < round)
+        })
+        .map(Candidate::from)
+        .collect();
+    if due.is_empty() {
+        return Ok(report);
     }
-    Ok(report)
+    let tasks = sample_many(conn, sampler, throttle, policy, &due, round, frames).await?;
+    let ids: Vec<&str> = due.iter().map(|c| c.listing_id.as_str()).collect();
+    sqlx::query("UPDATE listings SET last_round = $2 WHERE listing_id = ANY($1)")
+        .bind(&ids)
+        .bind(round)
+        .execute(&mut *conn)
+        .await?;
+    Ok(IngestReport { tasks, ..report })
 }

@@ -13,6 +13,7 @@ pub mod ingest;
 pub mod ops;
 pub mod policy;
 pub mod reaper;
+pub mod recalibrate;
 pub mod reconcile;
 pub mod relay;
 pub mod rounds;

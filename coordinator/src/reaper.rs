@@ -21,7 +21,18 @@ pub async fn sweep(pool: &PgPool, leases: &LeaseStore) -> anyhow::Result<usize> 
     if expired.is_empty() {
         return Ok(0);
     }
-    let tasks: Vec<_> = expired.iter().map(|(task, _)| *task).collect();
+    let ids: Vec<uuid::Uuid> = expired.iter().map(|(task, _)| task.0).collect();
+    // Gold tasks are served from PostgreSQL, never offered on the queue.
+    let review: Vec<uuid::Uuid> =
+        sqlx::query_scalar("SELECT id FROM unnest($1::uuid[]) AS e(id) JOIN tasks t USING (id) WHERE t.kind = 'review'")
+            .bind(&ids)
+            .fetch_all(pool)
+            .await?;
+    let tasks: Vec<_> = expired
+        .iter()
+        .map(|(task, _)| *task)
+        .filter(|t| review.contains(&t.0))
+        .collect();
     // The offer is committed before the lease leaves Redis: a crash here can only duplicate it.
     let mut conn = pool.acquire().await?;
     outbox::offer_slots(&mut conn, &tasks, 1).await?;

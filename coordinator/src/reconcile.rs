@@ -28,7 +28,7 @@ pub async fn check(pool: &PgPool, leases: &LeaseStore) -> anyhow::Result<u64> {
         "INSERT INTO outbox (topic, payload)
          SELECT 'tasks', jsonb_build_object('v', 1, 'task_id', t.id)
          FROM tasks t CROSS JOIN LATERAL generate_series(1, t.votes_required - t.votes_counted)
-         WHERE t.state = 'open'",
+         WHERE t.state = 'open' AND t.kind = 'review'",
     )
     .execute(&mut *tx)
     .await?

@@ -7,6 +7,7 @@
 use crate::ingest::{Candidate, FrameTally, Sampler, sample_into};
 use crate::policy::PolicyCache;
 use spotcheck_shared::Stratum;
+use spotcheck_shared::listing::present;
 use spotcheck_shared::sampling::round_of;
 use sqlx::PgPool;
 use std::collections::BTreeMap;
@@ -59,10 +60,7 @@ pub async fn sweep_batch(
                 region,
                 seller_risk_tier,
             },
-            signals: signals
-                .into_iter()
-                .filter_map(|(name, on)| on.then_some(name))
-                .collect(),
+            signals: present(&signals).map(str::to_owned).collect(),
         };
         if sample_into(
             &mut tx,

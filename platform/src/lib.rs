@@ -8,6 +8,7 @@ pub mod db;
 pub mod figures;
 pub mod lease;
 pub mod outbox;
+pub mod reliability;
 pub mod shutdown;
 pub mod subscription;
 pub mod telemetry;

@@ -162,11 +162,16 @@ impl Listing {
 
     /// The names of the signals that are present.
     pub fn active_signals(&self) -> impl Iterator<Item = &str> {
-        self.signals
-            .iter()
-            .filter(|(_, on)| **on)
-            .map(|(k, _)| k.as_str())
+        present(&self.signals)
     }
+}
+
+/// The names of the signals set to `true` in a stored signals map.
+pub fn present(signals: &BTreeMap<String, bool>) -> impl Iterator<Item = &str> {
+    signals
+        .iter()
+        .filter(|(_, on)| **on)
+        .map(|(k, _)| k.as_str())
 }
 
 #[cfg(test)]

@@ -164,6 +164,19 @@ impl Api {
         Ok(())
     }
 
+    /// `POST /v1/staff/gold-tasks`: makes `listing` a gold task with `answer`.
+    pub async fn add_gold_task(
+        &self,
+        token: &str,
+        listing: &spotcheck_shared::Listing,
+        answer: &str,
+    ) -> Result<(), ApiError> {
+        let url = format!("{}/v1/staff/gold-tasks", self.base);
+        let body = json!({ "listing": listing, "answer": answer });
+        send(self.http.post(url).bearer_auth(token).json(&body)).await?;
+        Ok(())
+    }
+
     /// `POST /v1/tasks/{task_id}/release`: gives the slot back.
     pub async fn release(&self, token: &str, claim: &Claim) -> Result<(), ApiError> {
         let path = format!("/v1/tasks/{}/release", claim.task_id);

@@ -1,5 +1,6 @@
-//! The command line: `generate`, `publish`, `volunteers`, `demo` and `fault`
-//! (whose arguments live with it, in `fault::args`).
+//! The command line: `generate`, `publish`, `volunteers`, `demo`, `fault` and
+//! `bench-sampler` (the last two keep their arguments with them, in `fault::args`
+//! and `bench_sampler::args`).
 
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -28,6 +29,9 @@ pub enum Command {
     /// Run volunteers at full speed while killing and restarting processes, flushing
     /// or restarting Redis and dropping RabbitMQ connections; then check invariants I1 to I6.
     Fault(crate::fault::FaultArgs),
+    /// Measure listings sampled/s and tasks published/s through the real ingest and
+    /// outbox relay, beside RabbitMQ's publish-with-confirms rate in the same run.
+    BenchSampler(crate::bench_sampler::BenchSamplerArgs),
 }
 
 /// Which marketplace: the same seed and count always give the same listings.
@@ -176,6 +180,9 @@ pub struct DemoArgs {
     /// Start the volunteers only once every listing is ingested (for clean load figures).
     #[arg(long)]
     pub wait_ingest: bool,
+    /// Gold tasks (listings with known answers) staff add before the volunteers start.
+    #[arg(long, default_value_t = 40)]
+    pub gold: usize,
     /// The API and users.
     #[command(flatten)]
     pub api: ApiArgs,
@@ -220,5 +227,16 @@ mod tests {
             (3, 0, "vol")
         );
         assert_eq!(args.crew.max_votes_per_volunteer, None);
+    }
+
+    #[test]
+    fn bench_sampler_parses_with_its_defaults() {
+        let cli = Cli::try_parse_from(["spotcheck-sim", "bench-sampler", "--runs", "1"]).unwrap();
+        let Command::BenchSampler(args) = cli.command else {
+            panic!("not bench-sampler")
+        };
+        assert_eq!((args.listings, args.runs, args.batch), (20_000, 1, 200));
+        assert_eq!(args.rate, 0.2);
+        args.validate().unwrap();
     }
 }

@@ -11,7 +11,8 @@ use crate::stats::{Recorder, Report};
 use crate::truth::Score;
 use serde::Serialize;
 use serde_json::Value;
-use spotcheck_shared::demo::generate;
+use spotcheck_shared::demo::{DemoListing, generate};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::{Instant, MissedTickBehavior, interval, sleep_until};
@@ -45,7 +46,20 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     if args.wait_ingest {
         wait_for_ingest(&api, &rec, &mut staff_session, count).await;
     }
-    let crew = load::crew(api.clone(), Arc::clone(&rec), &args.crew, seed, count);
+    let gold = gold_listings(seed, args.gold);
+    add_gold(&api, &rec, &mut staff_session, &gold).await;
+    let gold_ids: HashSet<String> = gold
+        .iter()
+        .map(|d| d.listing.listing_id.as_str().to_owned())
+        .collect();
+    let crew = load::crew(
+        api.clone(),
+        Arc::clone(&rec),
+        &args.crew,
+        seed,
+        count,
+        &gold,
+    );
     let mut run = LoadRun::start(crew, &staff_session, &args.api, args.volunteers).await?;
 
     let started = Instant::now();
@@ -81,12 +95,14 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     if let Some(stats) = &stats {
         println!("final: {}", staff::summary(stats));
     }
+    // Gold answers are tests of the volunteers, not inspections: not scored.
+    let reviewed: HashSet<String> = rec
+        .voted_listings()
+        .into_iter()
+        .filter(|id| !gold_ids.contains(id))
+        .collect();
     let score = match staff::escalated_listings(&api, &rec, &mut staff_session).await {
-        Ok(escalated) => Some(Score::compute(
-            &crew.truth,
-            &escalated,
-            &rec.voted_listings(),
-        )),
+        Ok(escalated) => Some(Score::compute(&crew.truth, &escalated, &reviewed)),
         Err(e) => {
             eprintln!("could not read the escalations: {e:#}");
             None
@@ -106,6 +122,47 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         load::write_json(path, &report)?;
     }
     Ok(())
+}
+
+/// `count` gold listings, half counterfeit and half genuine, from a marketplace
+/// of their own (ids never clash with the demo's).
+fn gold_listings(seed: u64, count: usize) -> Vec<DemoListing> {
+    let pool = generate(seed.wrapping_add(0x601d), count.saturating_mul(40).max(400));
+    let half = count / 2;
+    let fakes = pool.iter().filter(|d| d.counterfeit).take(count - half);
+    let genuine = pool.iter().filter(|d| !d.counterfeit).take(half);
+    fakes.chain(genuine).cloned().collect()
+}
+
+/// Adds the gold listings through the staff API (already present ones are kept).
+async fn add_gold(
+    api: &Api,
+    rec: &Recorder,
+    staff: &mut crate::session::Session,
+    gold: &[DemoListing],
+) {
+    let mut added = 0;
+    for item in gold {
+        let answer = if item.counterfeit {
+            "counterfeit"
+        } else {
+            "genuine"
+        };
+        let listing = &item.listing;
+        match staff
+            .call(api, rec, crate::stats::CallKind::Staff, |t| async move {
+                api.add_gold_task(&t, listing, answer).await
+            })
+            .await
+        {
+            Ok(()) => added += 1,
+            Err(e) => eprintln!("gold task {} not added: {e}", listing.listing_id),
+        }
+    }
+    println!(
+        "gold tasks: {added} added ({} counterfeit)",
+        gold.iter().filter(|d| d.counterfeit).count()
+    );
 }
 
 /// Waits until the coordinator has ingested `count` listings.

@@ -1,7 +1,9 @@
 //! Spotcheck's simulator: the demo marketplace as a file or a feed, simulated
-//! volunteers that double as a load generator, the end-to-end demo, and fault runs.
+//! volunteers that double as a load generator, the end-to-end demo, fault runs,
+//! and the sampler benchmark.
 
 pub mod api;
+pub mod bench_sampler;
 pub mod cli;
 pub mod demo;
 pub mod export;
@@ -26,5 +28,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Volunteers(args) => load::run(args).await,
         Command::Demo(args) => demo::run(args).await,
         Command::Fault(args) => fault::run(args).await,
+        Command::BenchSampler(args) => bench_sampler::run(args).await,
     }
 }

@@ -111,10 +111,17 @@ pub fn write_json(path: &Path, value: &impl serde::Serialize) -> anyhow::Result<
 }
 
 /// Builds the crew shared by the `volunteers` and `demo` subcommands.
-pub fn crew(api: Api, rec: Arc<Recorder>, args: &CrewArgs, seed: u64, listings: usize) -> Crew {
+pub fn crew(
+    api: Api,
+    rec: Arc<Recorder>,
+    args: &CrewArgs,
+    seed: u64,
+    listings: usize,
+    gold: &[spotcheck_shared::demo::DemoListing],
+) -> Crew {
     Crew {
         api,
-        truth: Truth::from_demo(&generate(seed, listings)),
+        truth: Truth::from_demo(&generate(seed, listings)).with(gold),
         rec,
         think_ms: args.think_ms,
         max_votes: args.max_votes_per_volunteer,
@@ -127,7 +134,7 @@ pub async fn run(args: VolunteersArgs) -> anyhow::Result<()> {
     let api = Api::new(&args.api.api, args.count)?;
     let rec = Arc::new(Recorder::default());
     let admin = admin_session(&api, &rec, &args.api).await?;
-    let crew = crew(api, rec, &args.crew, args.seed, args.listings_count);
+    let crew = crew(api, rec, &args.crew, args.seed, args.listings_count, &[]);
     let mut run = LoadRun::start(crew, &admin, &args.api, args.count).await?;
     let deadline = tokio::time::Instant::now() + args.crew.duration();
     let ending = tokio::select! {

@@ -22,6 +22,15 @@ impl Truth {
         Self { counterfeit }
     }
 
+    /// This truth and that of `more` listings.
+    pub fn with(mut self, more: &[DemoListing]) -> Self {
+        self.counterfeit.extend(
+            more.iter()
+                .map(|d| (d.listing.listing_id.as_str().to_owned(), d.counterfeit)),
+        );
+        self
+    }
+
     /// Whether `listing_id` is counterfeit; `None` for a listing not generated here.
     pub fn is_counterfeit(&self, listing_id: &str) -> Option<bool> {
         self.counterfeit.get(listing_id).copied()

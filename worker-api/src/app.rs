@@ -80,6 +80,9 @@ impl App {
     /// Connects to the services, applies migrations and binds the listener.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let keys = load_keys(&config)?;
+        config.gold.schedule().validate().context(
+            "SPOTCHECK_GOLD_START_RATE, SPOTCHECK_GOLD_END_RATE, SPOTCHECK_GOLD_HALF_LIFE",
+        )?;
         let pool = db::connect(
             &config.services.database_url,
             config.services.db_max_connections,

@@ -101,6 +101,61 @@ pub struct Config {
     /// Rate limits and quotas.
     #[command(flatten)]
     pub limits: LimitsConfig,
+    /// Gold tasks in the volunteers' streams.
+    #[command(flatten)]
+    pub gold: GoldConfig,
+}
+
+/// How gold tasks are mixed in.
+#[derive(Debug, Clone, clap::Args)]
+pub struct GoldConfig {
+    /// Secret of the keyed draw that makes a claim a gold turn; every replica must share it.
+    #[arg(
+        long = "gold-key",
+        env = "SPOTCHECK_GOLD_KEY",
+        default_value = "development-gold-key",
+        hide_env_values = true
+    )]
+    pub key: String,
+    /// Share of a newcomer's claims that are gold.
+    #[arg(
+        long = "gold-start-rate",
+        env = "SPOTCHECK_GOLD_START_RATE",
+        default_value_t = 0.5
+    )]
+    pub start_rate: f64,
+    /// Share of gold an experienced volunteer keeps getting.
+    #[arg(
+        long = "gold-end-rate",
+        env = "SPOTCHECK_GOLD_END_RATE",
+        default_value_t = 0.05
+    )]
+    pub end_rate: f64,
+    /// Answers after which the share above the end rate has halved.
+    #[arg(
+        long = "gold-half-life",
+        env = "SPOTCHECK_GOLD_HALF_LIFE",
+        default_value_t = 40.0
+    )]
+    pub half_life: f64,
+    /// Whether a vote on a gold task is answered with feedback (right or not, and the answer).
+    #[arg(
+        long = "gold-feedback",
+        env = "SPOTCHECK_GOLD_FEEDBACK",
+        default_value_t = false
+    )]
+    pub feedback: bool,
+}
+
+impl GoldConfig {
+    /// The schedule (validated when the service starts).
+    pub fn schedule(&self) -> spotcheck_shared::gold::GoldSchedule {
+        spotcheck_shared::gold::GoldSchedule {
+            start_rate: self.start_rate,
+            end_rate: self.end_rate,
+            half_life: self.half_life,
+        }
+    }
 }
 
 /// Rate limits (per process) and quotas (across replicas, in Redis).

@@ -47,6 +47,25 @@ where
     }
 }
 
+/// The `limit` (1 to 200, 50 when absent) and `cursor` (a UUID after which the
+/// page starts) of a keyset-paged list.
+pub fn page_params(
+    limit: Option<i64>,
+    cursor: Option<&str>,
+) -> Result<(i64, Option<uuid::Uuid>), ApiError> {
+    let limit = limit.unwrap_or(50);
+    if !(1..=200).contains(&limit) {
+        return Err(ApiError::invalid("limit must be between 1 and 200"));
+    }
+    let cursor = match cursor {
+        None | Some("") => None,
+        Some(c) => {
+            Some(uuid::Uuid::parse_str(c).map_err(|_| ApiError::invalid("malformed cursor"))?)
+        }
+    };
+    Ok((limit, cursor))
+}
+
 /// A deserializer's message without the names of our Rust types
 /// ("expected struct Login" reads "expected an object").
 fn scrub(message: &str) -> String {

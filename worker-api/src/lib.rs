@@ -9,6 +9,7 @@ pub mod config;
 pub mod dispatch;
 pub mod error;
 pub mod extract;
+pub mod gold;
 pub mod quota;
 pub mod ratelimit;
 pub mod rejection;

@@ -13,6 +13,7 @@ pub mod sampling;
 pub mod stats;
 pub mod tasks;
 pub mod users;
+pub mod volunteers;
 pub mod votes;
 
 use crate::access::{self, Access, Guard};
@@ -82,6 +83,11 @@ pub static ROUTES: &[RouteSpec] = &[
     route!(GET  "/v1/staff/tasks/{task_id}",              Staff,     Subject   => inspections::task),
     route!(GET  "/v1/staff/listings/{listing_id}",        Staff,     Subject   => inspections::listing),
     route!(GET  "/v1/staff/stats",                        Staff,     Subject   => stats::stats),
+    route!(POST "/v1/staff/gold-tasks",                   Staff,     Subject   => volunteers::add_gold),
+    route!(GET  "/v1/staff/volunteers",                   Staff,     Subject   => volunteers::list),
+    route!(GET  "/v1/staff/volunteers/{user_id}",         Staff,     Subject   => volunteers::get),
+    route!(POST "/v1/staff/volunteers/{user_id}/reinstate-counting", Staff, Subject => volunteers::reinstate_counting),
+    route!(GET  "/v1/staff/collusion-flags",              Staff,     Subject   => volunteers::collusion_flags),
     route!(POST "/v1/staff/users",                        Staff,     Subject   => users::create),
     route!(POST "/v1/staff/users/{user_id}/suspend",      Staff,     Subject   => users::suspend),
     route!(POST "/v1/staff/users/{user_id}/reinstate",    Staff,     Subject   => users::reinstate),

@@ -211,6 +211,25 @@ impl World {
             ("GET", "/v1/staff/listings/{listing_id}") => {
                 case(format!("/v1/staff/listings/{}", self.listing), None, 200)
             }
+            ("POST", "/v1/staff/gold-tasks") => {
+                self.made.set(self.made.get() + 1);
+                let mut listing =
+                    serde_json::to_value(&generate(78, 1)[0].listing).expect("a listing");
+                listing["listing_id"] = json!(format!("m-gold-{}", self.made.get()));
+                case(
+                    route.into(),
+                    Some(json!({"listing": listing, "answer": "genuine"})),
+                    201,
+                )
+            }
+            ("GET", "/v1/staff/volunteers/{user_id}") => {
+                case(format!("/v1/staff/volunteers/{}", self.target), None, 200)
+            }
+            ("POST", "/v1/staff/volunteers/{user_id}/reinstate-counting") => case(
+                format!("/v1/staff/volunteers/{}/reinstate-counting", self.target),
+                None,
+                200,
+            ),
             ("POST", "/v1/staff/users") => {
                 self.made.set(self.made.get() + 1);
                 let role = if own { "volunteer" } else { "staff" };

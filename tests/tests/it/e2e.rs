@@ -1,7 +1,7 @@
 //! A listing's whole way: import, sampling, claims and votes over HTTP,
 //! aggregation, escalation, and the staff decision.
 
-use crate::harness::{TestEnv, count, import_lines, wait_until};
+use crate::harness::{TestEnv, count, import_lines, lines_of, wait_until};
 use rand::SeedableRng;
 use reqwest::Method;
 use serde_json::json;
@@ -54,10 +54,7 @@ async fn three_hundred_listings_are_reviewed_by_three_volunteers_each_and_counte
     env.set_policy(&staff, json!({"default_rate": 1.0})).await;
 
     let market = generate(2026, 300);
-    let lines: Vec<String> = market
-        .iter()
-        .map(|d| serde_json::to_string(&d.listing).unwrap())
-        .collect();
+    let lines: Vec<String> = lines_of(&market);
     let summary = import_lines(&env, &lines).await;
     assert_eq!(
         (

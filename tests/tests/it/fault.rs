@@ -145,8 +145,9 @@ async fn a_minute_of_faults_loses_no_task_counts_no_vote_twice_and_decides_every
         "every listing became a task"
     );
     assert_eq!(number(&report, &["database", "open"]), 0);
-    // Each task counts exactly the votes it asked for (3) once decided.
-    assert_eq!(number(&report, &["database", "votes"]), 3 * LISTINGS as i64);
+    // Each task got at least the minimum of 3 votes; adaptive aggregation asks
+    // for more where they disagree (over-collection is checked above).
+    assert!(number(&report, &["database", "votes"]) >= 3 * LISTINGS as i64);
     for kind in [
         "kill-api",
         "kill-coordinator",

@@ -110,6 +110,9 @@ impl TestEnv {
         c.relay_poll_ms = 100;
         c.metrics_addr = "127.0.0.1:0".parse().expect("an address");
         c.min_votes = self.min_votes;
+        // Fixed redundancy keeps the spine's tests exact; aggregation tests opt
+        // into the adaptive default.
+        c.aggregation = "majority".into();
         c.reaper_interval_ms = 200;
         c.shutdown_grace_secs = 5;
         c
@@ -625,4 +628,12 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .expect("a free port")
         .port()
+}
+
+/// The listings of a demo marketplace as JSONL lines (the feed's shape).
+pub fn lines_of(market: &[spotcheck_shared::demo::DemoListing]) -> Vec<String> {
+    market
+        .iter()
+        .map(|d| serde_json::to_string(&d.listing).expect("a listing serializes"))
+        .collect()
 }

@@ -2,6 +2,7 @@
 //! RabbitMQ on loopback. Each test gets its own database, Redis key prefix and
 //! queue names, so tests run in parallel and leave nothing behind.
 
+mod aggregation;
 mod auth;
 mod auth_tokens;
 mod authz_matrix;

@@ -3,7 +3,8 @@
 //! capacity throttling; prevalence estimates.
 
 use crate::harness::{
-    TestEnv, binary, count, free_port, import_lines, import_lines_at, import_with, wait_until,
+    TestEnv, binary, count, free_port, import_lines, import_lines_at, import_with, lines_of,
+    wait_until,
 };
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -29,10 +30,7 @@ async fn sampled_ids(env: &TestEnv, lines: &[String], now: i64) -> BTreeSet<Stri
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rate_of_one_fifth_samples_one_fifth_and_the_same_listings_again_give_the_same_decisions()
 {
-    let lines: Vec<String> = generate(77, 5000)
-        .iter()
-        .map(|d| serde_json::to_string(&d.listing).unwrap())
-        .collect();
+    let lines = demo_lines(77, 5000);
     let first = TestEnv::db_only().await;
     let second = TestEnv::db_only().await;
     let round_secs = first.coordinator_config().round_secs;
@@ -61,10 +59,7 @@ async fn a_rate_of_one_fifth_samples_one_fifth_and_the_same_listings_again_give_
 }
 
 fn demo_lines(seed: u64, n: usize) -> Vec<String> {
-    generate(seed, n)
-        .iter()
-        .map(|d| serde_json::to_string(&d.listing).unwrap())
-        .collect()
+    lines_of(&generate(seed, n))
 }
 
 async fn rules_version(env: &TestEnv, staff: &str) -> i64 {
@@ -301,10 +296,7 @@ async fn a_dry_run_says_what_proposed_rules_would_sample_and_cost_without_changi
     let staff = env.user("dry-staff", Role::Staff).await;
     env.set_policy(&staff, json!({"default_rate": 0.0})).await;
     let market = generate(91, 600);
-    let lines: Vec<String> = market
-        .iter()
-        .map(|d| serde_json::to_string(&d.listing).unwrap())
-        .collect();
+    let lines: Vec<String> = lines_of(&market);
     import_lines(&env, &lines).await;
     let before = rules_version(&env, &staff).await;
     let proposed =
@@ -602,10 +594,7 @@ async fn prevalence_is_estimated_from_decided_tasks_with_staff_outcomes_overridi
     let staff = env.user("prev-staff", Role::Staff).await;
     env.set_policy(&staff, json!({"default_rate": 0.5})).await;
     let market = generate(4242, 1200);
-    let lines: Vec<String> = market
-        .iter()
-        .map(|d| serde_json::to_string(&d.listing).unwrap())
-        .collect();
+    let lines: Vec<String> = lines_of(&market);
     import_lines(&env, &lines).await;
     let truth: std::collections::HashMap<String, bool> = market
         .iter()

@@ -4,7 +4,7 @@
 use crate::audit;
 use crate::auth::caller::Staff;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{ApiJson, ApiQuery, parse_id};
+use crate::extract::{ApiJson, ApiQuery, page_params, parse_id};
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::{Path, State};
@@ -12,6 +12,7 @@ use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use spotcheck_platform::reliability::{self, Learning};
 use spotcheck_shared::EscalationId;
 use spotcheck_shared::escalation::{
     EscalationStatus, REFUTATION_WINDOW_SECS, StaffDecision, Transition, apply,
@@ -64,14 +65,7 @@ pub async fn list(
                 .map_err(|_| ApiError::invalid("status must be open, confirmed or dismissed"))?,
         ),
     };
-    let limit = q.limit.unwrap_or(50);
-    if !(1..=200).contains(&limit) {
-        return Err(ApiError::invalid("limit must be between 1 and 200"));
-    }
-    let cursor = match q.cursor.as_deref() {
-        None | Some("") => None,
-        Some(c) => Some(Uuid::parse_str(c).map_err(|_| ApiError::invalid("malformed cursor"))?),
-    };
+    let (limit, cursor) = page_params(q.limit, q.cursor.as_deref())?;
     let sql = format!(
         "SELECT {COLUMNS} FROM escalations
          WHERE ($1::text IS NULL OR status = $1) AND ($2::uuid IS NULL OR id > $2)
@@ -172,12 +166,12 @@ pub async fn decide(
         return Err(ApiError::invalid("note is at most 4000 characters"));
     }
     let mut tx = state.pool.begin().await?;
-    let current: Option<(String,)> =
-        sqlx::query_as("SELECT status FROM escalations WHERE id = $1 FOR UPDATE")
+    let current: Option<(String, Uuid)> =
+        sqlx::query_as("SELECT status, task_id FROM escalations WHERE id = $1 FOR UPDATE")
             .bind(id.0)
             .fetch_optional(&mut *tx)
             .await?;
-    let (current,) = current.ok_or_else(|| ApiError::not_found("escalation"))?;
+    let (current, task) = current.ok_or_else(|| ApiError::not_found("escalation"))?;
     let current: EscalationStatus = current
         .parse()
         .map_err(|e: String| ApiError::internal(anyhow::anyhow!(e)))?;
@@ -212,6 +206,14 @@ pub async fn decide(
                 &format!("escalation:{id}"),
                 Some(json!({"status": current.as_str()})),
                 json!({"status": next.as_str(), "note": body.note}),
+            )
+            .await?;
+            // The staff outcome is the truth: it teaches every voter's reliability.
+            reliability::score_outcome(
+                &mut tx,
+                task,
+                next == EscalationStatus::Confirmed,
+                &Learning::default(),
             )
             .await?;
             tracing::info!(escalation.id = %id, staff.id = %me.id, status = next.as_str(), "escalation decided");

@@ -12,6 +12,7 @@ use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use spotcheck_shared::listing::present;
 use spotcheck_shared::sampling::{ListingGroup, Plan};
 use spotcheck_shared::{SamplingPolicy, Stratum};
 use std::collections::BTreeMap;
@@ -153,10 +154,7 @@ async fn active_groups(state: &AppState) -> ApiResult<Vec<ListingGroup>> {
                     region,
                     seller_risk_tier,
                 },
-                signals: signals
-                    .into_iter()
-                    .filter_map(|(k, on)| on.then_some(k))
-                    .collect(),
+                signals: present(&signals).map(str::to_owned).collect(),
                 listings: n.max(0) as u64,
             }
         })

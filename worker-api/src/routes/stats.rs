@@ -20,7 +20,10 @@ pub async fn stats(State(state): State<AppState>, Staff(_): Staff) -> ApiResult<
                 'decided', count(*) FILTER (WHERE state = 'decided'),
                 'escalated', count(*) FILTER (WHERE state = 'escalated'),
                 'votes_still_needed', coalesce(sum(votes_required - votes_counted) FILTER (WHERE state = 'open'), 0))
-              FROM tasks),
+              FROM tasks WHERE kind = 'review'),
+            'gold_tasks', (SELECT count(*) FROM tasks WHERE kind = 'gold'),
+            'volunteers_not_counting', (SELECT count(*) FROM volunteer_reliability WHERE NOT counting),
+            'collusion_flags_open', (SELECT count(*) FROM collusion_flags WHERE status = 'open'),
             'votes', (SELECT count(*) FROM votes),
             'decisions', (SELECT jsonb_build_object(
                 'genuine', count(*) FILTER (WHERE outcome = 'genuine'),

@@ -92,10 +92,58 @@ pub fn lease_error(e: StoreError) -> ApiError {
     }
 }
 
-fn new_lease_token() -> String {
+/// A fresh lease token: `lt_<grant time, hex ms>_<random>`. The grant time lets
+/// a vote measure how long it took; it cannot be forged, since a vote is
+/// accepted only with the exact token stored for the lease.
+pub fn new_lease_token() -> String {
     let mut bytes = [0u8; 16];
     rand::rng().fill_bytes(&mut bytes);
-    format!("lt_{}", hex::encode(bytes))
+    format!(
+        "lt_{:x}_{}",
+        Utc::now().timestamp_millis().max(0),
+        hex::encode(bytes)
+    )
+}
+
+/// When the lease behind `token` was granted (Unix milliseconds), if it says.
+pub fn lease_granted_ms(token: &str) -> Option<i64> {
+    let rest = token.strip_prefix("lt_")?;
+    let (ms, _) = rest.split_once('_')?;
+    i64::from_str_radix(ms, 16).ok()
+}
+
+/// The `200` answer of a granted claim: the listing, the token and its expiry.
+pub async fn granted(
+    state: &AppState,
+    task: TaskId,
+    lease: spotcheck_platform::lease::Lease,
+) -> ApiResult<Response> {
+    let listing: ListingView = sqlx::query_as(
+        "SELECT l.listing_id, l.title, l.description, l.brand, l.category, l.region, l.price,
+                l.currency, l.image_urls, l.seller_id
+         FROM tasks t JOIN listings l ON l.listing_id = t.listing_id WHERE t.id = $1",
+    )
+    .bind(task.0)
+    .fetch_one(&state.pool)
+    .await?;
+    let body = Claimed {
+        task_id: task,
+        lease_token: lease.token,
+        lease_expires_at: at_ms(lease.expires_at_ms),
+        listing,
+    };
+    metrics::counter!("spotcheck_claims_total", "outcome" => "granted").increment(1);
+    Ok((StatusCode::OK, Json(body)).into_response())
+}
+
+/// `409 too_many_leases`.
+pub fn cap_reached(cap: u32) -> ApiError {
+    metrics::counter!("spotcheck_claims_total", "outcome" => "too_many_leases").increment(1);
+    ApiError::new(
+        StatusCode::CONFLICT,
+        "too_many_leases",
+        format!("you already hold {cap} leases; vote on or release one first"),
+    )
 }
 
 /// Checks a lease token's shape before it reaches Redis.
@@ -117,6 +165,9 @@ type TaskRow = (String, i32, i32, bool, String, Vec<uuid::Uuid>);
 /// `POST /v1/tasks/claim`: lease one vote slot, or `204` when none is available.
 pub async fn claim(State(state): State<AppState>, Volunteer(me): Volunteer) -> ApiResult<Response> {
     state.quotas.ensure_votes_left(me.id).await?;
+    if let Some(response) = crate::gold::claim_gold(&state, me.id).await? {
+        return Ok(response);
+    }
     // Tasks this attempt already found unavailable to the caller: their other
     // offers (duplicates) are passed over without asking PostgreSQL and Redis again.
     let mut passed_over: HashSet<TaskId> = HashSet::new();
@@ -186,23 +237,8 @@ pub async fn claim(State(state): State<AppState>, Volunteer(me): Volunteer) -> A
             }
             Ok(ClaimResult::Granted(lease)) => {
                 state.offers.settle(offer, Settle::Ack).await;
-                let listing: ListingView = sqlx::query_as(
-                    "SELECT l.listing_id, l.title, l.description, l.brand, l.category, l.region, l.price,
-                            l.currency, l.image_urls, l.seller_id
-                     FROM tasks t JOIN listings l ON l.listing_id = t.listing_id WHERE t.id = $1",
-                )
-                .bind(task.0)
-                .fetch_one(&state.pool)
-                .await?;
                 tracing::debug!(task.id = %task, volunteer.id = %me.id, fence = lease.fence, "lease granted");
-                let body = Claimed {
-                    task_id: task,
-                    lease_token: lease.token,
-                    lease_expires_at: at_ms(lease.expires_at_ms),
-                    listing,
-                };
-                metrics::counter!("spotcheck_claims_total", "outcome" => "granted").increment(1);
-                return Ok((StatusCode::OK, Json(body)).into_response());
+                return granted(&state, task, lease).await;
             }
             // Surplus (a duplicate, or an offer for a slot a live lease holds):
             // dropped; a lease that lapses gets its slot offered again.
@@ -213,13 +249,7 @@ pub async fn claim(State(state): State<AppState>, Volunteer(me): Volunteer) -> A
             }
             Ok(ClaimResult::CapReached) => {
                 state.offers.put_back(offer).await;
-                metrics::counter!("spotcheck_claims_total", "outcome" => "too_many_leases")
-                    .increment(1);
-                return Err(ApiError::new(
-                    StatusCode::CONFLICT,
-                    "too_many_leases",
-                    format!("you already hold {cap} leases; vote on or release one first"),
-                ));
+                return Err(cap_reached(cap));
             }
         }
     }

@@ -3,13 +3,14 @@
 use crate::auth::caller::Volunteer;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, parse_id};
-use crate::routes::tasks::{check_token_shape, lease_error};
+use crate::routes::tasks::{check_token_shape, lease_error, lease_granted_ms};
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use spotcheck_platform::outbox;
+use spotcheck_shared::gold::Feedback;
 use spotcheck_shared::messages::{MESSAGE_VERSION, Topic, VoteRecorded};
 use spotcheck_shared::{TaskId, UserId, Verdict};
 use uuid::Uuid;
@@ -30,6 +31,18 @@ pub struct VoteBody {
 #[derive(Debug, Serialize)]
 pub struct VoteCreated {
     vote_id: Uuid,
+    /// On a gold task, when feedback is on: whether the verdict was right.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    feedback: Option<Feedback>,
+}
+
+impl VoteCreated {
+    fn new(vote_id: Uuid) -> Self {
+        Self {
+            vote_id,
+            feedback: None,
+        }
+    }
 }
 
 fn validate(body: &VoteBody) -> ApiResult<()> {
@@ -93,7 +106,7 @@ pub async fn vote(
     validate(&body)?;
     check_token_shape(&body.lease_token)?;
     if let Some(vote_id) = earlier_vote(&state, task, me.id, &body).await? {
-        return Ok((StatusCode::CREATED, Json(VoteCreated { vote_id })));
+        return Ok((StatusCode::CREATED, Json(VoteCreated::new(vote_id))));
     }
     let (fence, _) = state
         .leases
@@ -102,10 +115,12 @@ pub async fn vote(
         .map_err(lease_error)?;
     state.quotas.spend_vote(me.id).await?;
     let vote_id = Uuid::now_v7();
+    let seconds_taken = lease_granted_ms(&body.lease_token)
+        .map(|granted| (chrono::Utc::now().timestamp_millis() - granted).max(0) as f64 / 1000.0);
     let mut tx = state.pool.begin().await?;
     let inserted = sqlx::query(
-        "INSERT INTO votes (id, task_id, volunteer_id, verdict, reasons, note, lease_fence)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)
+        "INSERT INTO votes (id, task_id, volunteer_id, verdict, reasons, note, lease_fence, seconds_taken)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
          ON CONFLICT ON CONSTRAINT votes_task_volunteer_key DO NOTHING",
     )
     .bind(vote_id)
@@ -115,6 +130,7 @@ pub async fn vote(
     .bind(serde_json::json!(body.reasons))
     .bind(&body.note)
     .bind(fence)
+    .bind(seconds_taken)
     .execute(&mut *tx)
     .await?;
     if inserted.rows_affected() == 0 {
@@ -123,16 +139,18 @@ pub async fn vote(
         let id = earlier_vote(&state, task, me.id, &body)
             .await?
             .ok_or_else(|| ApiError::internal(anyhow::anyhow!("vote vanished")))?;
-        return Ok((StatusCode::CREATED, Json(VoteCreated { vote_id: id })));
+        return Ok((StatusCode::CREATED, Json(VoteCreated::new(id))));
     }
-    let counted = sqlx::query(
-        "UPDATE tasks SET votes_counted = votes_counted + 1
-         WHERE id = $1 AND state = 'open' AND votes_counted < votes_required",
+    // A gold task counts no votes: every volunteer may answer it once.
+    let counted: Option<(String, Option<String>)> = sqlx::query_as(
+        "UPDATE tasks SET votes_counted = votes_counted + CASE WHEN kind = 'gold' THEN 0 ELSE 1 END
+         WHERE id = $1 AND state = 'open' AND (kind = 'gold' OR votes_counted < votes_required)
+         RETURNING kind, (SELECT answer FROM gold_answers WHERE task_id = $1)",
     )
     .bind(task.0)
-    .execute(&mut *tx)
+    .fetch_optional(&mut *tx)
     .await?;
-    if counted.rows_affected() == 0 {
+    let Some((_, gold_answer)) = counted else {
         drop(tx);
         let _ = state
             .leases
@@ -143,7 +161,7 @@ pub async fn vote(
             "task_closed",
             "this task no longer needs votes",
         ));
-    }
+    };
     let event = VoteRecorded {
         v: MESSAGE_VERSION,
         task_id: task,
@@ -158,5 +176,9 @@ pub async fn vote(
     }
     metrics::counter!("spotcheck_votes_total", "outcome" => "counted").increment(1);
     tracing::debug!(task.id = %task, volunteer.id = %me.id, "vote recorded");
-    Ok((StatusCode::CREATED, Json(VoteCreated { vote_id })))
+    let feedback = gold_answer
+        .filter(|_| state.config.gold.feedback)
+        .and_then(|a| a.parse::<Verdict>().ok())
+        .map(|expected| Feedback::new(expected, body.verdict));
+    Ok((StatusCode::CREATED, Json(VoteCreated { vote_id, feedback })))
 }

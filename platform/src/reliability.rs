@@ -1,0 +1,184 @@
+//! Volunteer reliability in PostgreSQL: the confusion estimate, the figures the
+//! abuse rules judge, and whether a volunteer's votes count. Both binaries use
+//! it: the coordinator applies gold answers and vote pace, worker-api applies
+//! staff outcomes and reinstatements.
+
+use spotcheck_shared::Verdict;
+use spotcheck_shared::abuse::{AbusePolicy, AbuseReason, VolunteerStats};
+use spotcheck_shared::reliability::{Confusion, ReliabilityPrior};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+/// Votes kept in the pace window: past this many, both pace counts are halved,
+/// so the speed rule judges recent behaviour.
+pub const PACE_WINDOW: u32 = 50;
+
+/// One volunteer's stored reliability.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reliability {
+    /// The confusion estimate.
+    pub confusion: Confusion,
+    /// What the abuse rules look at.
+    pub stats: VolunteerStats,
+    /// Whether their votes carry weight.
+    pub counting: bool,
+}
+
+/// Locks and reads a volunteer's row (a newcomer's prior when there is none).
+pub async fn lock(
+    conn: &mut PgConnection,
+    volunteer: Uuid,
+    prior: &ReliabilityPrior,
+) -> sqlx::Result<Reliability> {
+    sqlx::query(
+        "INSERT INTO volunteer_reliability (volunteer_id, confusion, stats)
+         VALUES ($1, $2, $3) ON CONFLICT (volunteer_id) DO NOTHING",
+    )
+    .bind(volunteer)
+    .bind(serde_json::to_value(Confusion::prior(prior)).expect("serializable"))
+    .bind(serde_json::to_value(VolunteerStats::default()).expect("serializable"))
+    .execute(&mut *conn)
+    .await?;
+    let (confusion, stats, counting): (serde_json::Value, serde_json::Value, bool) =
+        sqlx::query_as(
+            "SELECT confusion, stats, counting FROM volunteer_reliability
+             WHERE volunteer_id = $1 FOR UPDATE",
+        )
+        .bind(volunteer)
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok(Reliability {
+        confusion: serde_json::from_value(confusion).unwrap_or_else(|_| Confusion::prior(prior)),
+        stats: serde_json::from_value(stats).unwrap_or_default(),
+        counting,
+    })
+}
+
+/// Writes the row back; when `stop` is set and the volunteer still counts, they
+/// stop counting and are flagged to staff with the reason.
+pub async fn store(
+    conn: &mut PgConnection,
+    volunteer: Uuid,
+    r: &Reliability,
+    stop: Option<AbuseReason>,
+) -> sqlx::Result<()> {
+    let stop = stop.filter(|_| r.counting);
+    sqlx::query(
+        "UPDATE volunteer_reliability SET confusion = $2, stats = $3, updated_at = now(),
+             counting = counting AND NOT $4,
+             flag = CASE WHEN $4 THEN $5 ELSE flag END,
+             flagged_at = CASE WHEN $4 THEN now() ELSE flagged_at END
+         WHERE volunteer_id = $1",
+    )
+    .bind(volunteer)
+    .bind(serde_json::to_value(r.confusion).expect("serializable"))
+    .bind(serde_json::to_value(r.stats).expect("serializable"))
+    .bind(stop.is_some())
+    .bind(stop.map(AbuseReason::as_str))
+    .execute(&mut *conn)
+    .await?;
+    if let Some(reason) = stop {
+        metrics::counter!("spotcheck_volunteers_stopped_total", "reason" => reason.as_str())
+            .increment(1);
+        tracing::warn!(volunteer.id = %volunteer, reason = reason.as_str(), "volunteer stopped counting");
+    }
+    Ok(())
+}
+
+/// The knobs of reliability learning and abuse detection.
+#[derive(Debug, Clone, Default)]
+pub struct Learning {
+    /// The newcomer's prior.
+    pub prior: ReliabilityPrior,
+    /// The abuse thresholds.
+    pub abuse: AbusePolicy,
+}
+
+/// What accounting a vote found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accounted {
+    /// Already accounted (a redelivery): nothing changed.
+    Before,
+    /// Accounted now; the abuse rules stopped the volunteer if `Some`.
+    Now(Option<AbuseReason>),
+}
+
+/// Applies one vote to its volunteer, exactly once: its pace (was it fast?) and,
+/// on a gold task, the known answer (confusion and gold tallies); then the
+/// abuse rules. Runs in the caller's transaction.
+pub async fn account_vote(
+    conn: &mut PgConnection,
+    vote: Uuid,
+    learning: &Learning,
+) -> sqlx::Result<Accounted> {
+    let row: Option<(Uuid, String, Option<f64>, Option<String>)> = sqlx::query_as(
+        "UPDATE votes v SET accounted_at = now()
+         WHERE v.id = $1 AND v.accounted_at IS NULL
+         RETURNING v.volunteer_id, v.verdict, v.seconds_taken,
+                   (SELECT g.answer FROM gold_answers g WHERE g.task_id = v.task_id)",
+    )
+    .bind(vote)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some((volunteer, verdict, seconds, gold)) = row else {
+        return Ok(Accounted::Before);
+    };
+    let verdict: Verdict = verdict.parse().unwrap_or(Verdict::Unsure);
+    let mut r = lock(conn, volunteer, &learning.prior).await?;
+    if let Some(secs) = seconds {
+        let stats = &mut r.stats;
+        if stats.recent_votes >= PACE_WINDOW {
+            stats.recent_votes /= 2;
+            stats.recent_fast_votes /= 2;
+        }
+        stats.recent_votes += 1;
+        stats.recent_fast_votes += u32::from(learning.abuse.is_fast(secs));
+    }
+    if let Some(answer) = gold {
+        let truth = answer == "counterfeit";
+        r.confusion.observe(truth, verdict, 1.0);
+        r.stats
+            .record_gold(truth, verdict == expected_verdict(truth));
+        metrics::counter!("spotcheck_gold_answers_total", "correct" => (verdict == expected_verdict(truth)).to_string()).increment(1);
+    }
+    let stop = learning.abuse.assess(&r.stats);
+    store(conn, volunteer, &r, stop).await?;
+    Ok(Accounted::Now(stop))
+}
+
+/// The verdict that is right for a truth.
+pub fn expected_verdict(counterfeit: bool) -> Verdict {
+    if counterfeit {
+        Verdict::Counterfeit
+    } else {
+        Verdict::Genuine
+    }
+}
+
+/// Applies a staff outcome (the truth of a task's listing) to the reliability
+/// of every volunteer who voted on it, each vote once. Volunteers are locked in
+/// id order so concurrent calls cannot deadlock. Returns the votes scored.
+pub async fn score_outcome(
+    conn: &mut PgConnection,
+    task: Uuid,
+    counterfeit: bool,
+    learning: &Learning,
+) -> sqlx::Result<u64> {
+    let votes: Vec<(Uuid, String)> = sqlx::query_as(
+        "UPDATE votes SET scored_at = now()
+         WHERE task_id = $1 AND scored_at IS NULL
+         RETURNING volunteer_id, verdict",
+    )
+    .bind(task)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut votes = votes;
+    votes.sort();
+    for (volunteer, verdict) in &votes {
+        let mut r = lock(conn, *volunteer, &learning.prior).await?;
+        r.confusion
+            .observe(counterfeit, verdict.parse().unwrap_or(Verdict::Unsure), 1.0);
+        store(conn, *volunteer, &r, None).await?;
+    }
+    Ok(votes.len() as u64)
+}
