@@ -2,19 +2,24 @@
 //! per surveillance round, decide whether it is inspected; a sampled listing
 //! becomes a task with slot offers in the same transaction.
 //!
-//! A batch costs a few statements, not a few per listing: the listings are
-//! upserted with one `unnest` statement, the sampled ones' tasks inserted with
-//! another, their offers with a third, and `last_round` set with a fourth.
+//! A batch costs a handful of statements, not a few per listing: the listings
+//! are upserted with one `unnest` statement, the tasks of those sampled inserted
+//! with another, their slot offers with a third, `last_round` set with a fourth
+//! and the sampling frame with a fifth.
+
+mod frames;
+mod sample;
+
+pub use frames::FrameTally;
+pub use sample::{Candidate, sample_into, sample_many};
 
 use crate::policy::CurrentPolicy;
-use spotcheck_platform::outbox;
 use spotcheck_shared::capacity::Throttle;
-use spotcheck_shared::sampling::{decide, round_of};
-use spotcheck_shared::{Listing, Stratum, TaskId};
+use spotcheck_shared::sampling::round_of;
+use spotcheck_shared::{Listing, Stratum};
 use sqlx::PgConnection;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
-use uuid::Uuid;
 
 /// What ingesting a batch did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -53,205 +58,6 @@ impl Sampler {
     pub fn throttle(&self) -> Throttle {
         self.throttle.read().expect("throttle lock").clone()
     }
-}
-
-/// Sampling-frame counts gathered during one transaction, written at its end in
-/// key order so concurrent transactions never lock frame rows in opposite orders.
-#[derive(Debug, Default)]
-pub struct FrameTally(BTreeMap<(i64, String), (i64, f64, i64)>);
-
-impl FrameTally {
-    fn add(&mut self, round: i64, stratum: String, probability: f64, sampled: bool) {
-        let entry = self.0.entry((round, stratum)).or_default();
-        entry.0 += 1;
-        entry.1 += probability;
-        entry.2 += i64::from(sampled);
-    }
-
-    /// Adds the counts to `sampling_frames`, in one statement that takes the
-    /// rows in key order.
-    pub async fn flush(self, conn: &mut PgConnection) -> sqlx::Result<()> {
-        if self.0.is_empty() {
-            return Ok(());
-        }
-        let n = self.0.len();
-        let (mut rounds, mut strata) = (Vec::with_capacity(n), Vec::with_capacity(n));
-        let (mut listings, mut expected, mut tasks) = (
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-        );
-        for ((round, stratum), (l, e, t)) in self.0 {
-            rounds.push(round);
-            strata.push(stratum);
-            listings.push(l);
-            expected.push(e);
-            tasks.push(t);
-        }
-        sqlx::query(
-            "INSERT INTO sampling_frames (round, stratum, listings, expected_tasks, tasks)
-             SELECT f.round, f.stratum, f.listings, f.expected_tasks, f.tasks
-             FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::float8[], $5::bigint[])
-                 WITH ORDINALITY AS f(round, stratum, listings, expected_tasks, tasks, n)
-             ORDER BY f.n
-             ON CONFLICT (round, stratum) DO UPDATE SET
-                 listings = sampling_frames.listings + EXCLUDED.listings,
-                 expected_tasks = sampling_frames.expected_tasks + EXCLUDED.expected_tasks,
-                 tasks = sampling_frames.tasks + EXCLUDED.tasks",
-        )
-        .bind(rounds)
-        .bind(strata)
-        .bind(listings)
-        .bind(expected)
-        .bind(tasks)
-        .execute(&mut *conn)
-        .await?;
-        Ok(())
-    }
-}
-
-/// A stored listing as the sampler needs it.
-#[derive(Debug, Clone)]
-pub struct Candidate {
-    /// The listing's id.
-    pub listing_id: String,
-    /// Its stored version.
-    pub version: i64,
-    /// Its stratum.
-    pub stratum: Stratum,
-    /// The risk signals present on it.
-    pub signals: Vec<String>,
-}
-
-impl From<&Listing> for Candidate {
-    fn from(l: &Listing) -> Self {
-        Self {
-            listing_id: l.listing_id.as_str().to_owned(),
-            version: l.version,
-            stratum: l.stratum(),
-            signals: l.active_signals().map(str::to_owned).collect(),
-        }
-    }
-}
-
-/// Samples one listing for `round` and, if selected, creates its task and slot
-/// offers. The caller marks the listing as looked at for the round and commits.
-/// Returns whether a task was created.
-pub async fn sample_into(
-    conn: &mut PgConnection,
-    sampler: &Sampler,
-    throttle: &Throttle,
-    policy: &CurrentPolicy,
-    candidate: &Candidate,
-    round: i64,
-    frames: &mut FrameTally,
-) -> anyhow::Result<bool> {
-    let created = sample_many(
-        conn,
-        sampler,
-        throttle,
-        policy,
-        std::slice::from_ref(candidate),
-        round,
-        frames,
-    )
-    .await?;
-    Ok(created == 1)
-}
-
-/// The task rows of one [`sample_many`] call, as columns for `unnest`.
-#[derive(Default)]
-struct TaskRows<'a> {
-    ids: Vec<Uuid>,
-    listing_ids: Vec<&'a str>,
-    versions: Vec<i64>,
-    probabilities: Vec<f64>,
-    strata: Vec<String>,
-    samplings: Vec<serde_json::Value>,
-}
-
-/// Samples each candidate for `round` and creates the tasks and slot offers of
-/// those selected, as [`sample_into`] would one after another, in two statements
-/// (three with the wake-up) however many there are. The caller marks them as
-/// looked at for the round and commits. Returns how many tasks were created.
-pub async fn sample_many(
-    conn: &mut PgConnection,
-    sampler: &Sampler,
-    throttle: &Throttle,
-    policy: &CurrentPolicy,
-    candidates: &[Candidate],
-    round: i64,
-    frames: &mut FrameTally,
-) -> anyhow::Result<u64> {
-    let mut rows = TaskRows::default();
-    let mut decided = Vec::with_capacity(candidates.len());
-    for c in candidates {
-        let (inclusion, sampled) = decide(
-            &policy.policy,
-            throttle,
-            &sampler.key,
-            &c.listing_id,
-            &c.stratum,
-            c.signals.iter().map(String::as_str),
-            round,
-        );
-        let task = sampled.then(|| TaskId::new().0);
-        if let Some(id) = task {
-            rows.ids.push(id);
-            rows.listing_ids.push(&c.listing_id);
-            rows.versions.push(c.version);
-            rows.probabilities.push(inclusion.probability);
-            rows.strata.push(c.stratum.key());
-            rows.samplings.push(serde_json::to_value(&inclusion)?);
-        }
-        decided.push((inclusion.probability, task));
-    }
-    let created: HashSet<Uuid> = if rows.ids.is_empty() {
-        HashSet::new()
-    } else {
-        sqlx::query_scalar(
-            "INSERT INTO tasks (id, listing_id, listing_version, round, votes_required,
-                 inclusion_probability, stratum, sampling, policy_id)
-             SELECT t.id, t.listing_id, t.listing_version, $4, $5, t.probability,
-                 t.stratum, t.sampling, $9
-             FROM unnest($1::uuid[], $2::text[], $3::bigint[], $6::float8[], $7::text[],
-                 $8::jsonb[]) AS t(id, listing_id, listing_version, probability, stratum, sampling)
-             ON CONFLICT ON CONSTRAINT tasks_listing_round_key DO NOTHING
-             RETURNING id",
-        )
-        .bind(&rows.ids)
-        .bind(&rows.listing_ids)
-        .bind(&rows.versions)
-        .bind(round)
-        .bind(sampler.votes_required)
-        .bind(&rows.probabilities)
-        .bind(&rows.strata)
-        .bind(&rows.samplings)
-        .bind(policy.id)
-        .fetch_all(&mut *conn)
-        .await?
-        .into_iter()
-        .collect()
-    };
-    if !created.is_empty() {
-        // In the candidates' order: offers go out in the order listings came in.
-        let tasks: Vec<TaskId> = rows
-            .ids
-            .iter()
-            .filter(|id| created.contains(id))
-            .map(|id| TaskId(*id))
-            .collect();
-        outbox::offer_slots(conn, &tasks, sampler.votes_required).await?;
-    }
-    for (c, (probability, task)) in candidates.iter().zip(decided) {
-        let made = task.is_some_and(|id| created.contains(&id));
-        frames.add(round, c.stratum.key(), probability, made);
-    }
-    metrics::counter!("spotcheck_listings_sampled_total").increment(candidates.len() as u64);
-    if !created.is_empty() {
-        metrics::counter!("spotcheck_tasks_created_total").increment(created.len() as u64);
-    }
-    Ok(created.len() as u64)
 }
 
 /// Stores one listing and, if it is active and not yet looked at in the round of
@@ -409,4 +215,38 @@ async fn ingest_distinct(
         .execute(&mut *conn)
         .await?;
     Ok(IngestReport { tasks, ..report })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids<'a>(runs: &[&'a [Listing]]) -> Vec<Vec<&'a str>> {
+        runs.iter()
+            .map(|r| r.iter().map(|l| l.listing_id.as_str()).collect())
+            .collect()
+    }
+
+    #[test]
+    fn a_batch_is_split_where_a_listing_id_comes_again() {
+        let market: Vec<Listing> = spotcheck_shared::demo::generate(3, 3)
+            .into_iter()
+            .map(|d| d.listing)
+            .collect();
+        let (a, b, c) = (&market[0], &market[1], &market[2]);
+        let mut newer_a = a.clone();
+        newer_a.version += 1;
+        let batch = vec![a.clone(), b.clone(), newer_a, c.clone(), a.clone()];
+        let (a, b, c) = (
+            a.listing_id.as_str(),
+            b.listing_id.as_str(),
+            c.listing_id.as_str(),
+        );
+        assert_eq!(
+            ids(&distinct_runs(&batch)),
+            vec![vec![a, b], vec![a, c], vec![a]]
+        );
+        assert_eq!(ids(&distinct_runs(&market[..])), vec![vec![a, b, c]]);
+        assert!(distinct_runs(&[]).is_empty());
+    }
 }

@@ -4,7 +4,7 @@
 //! (`FOR UPDATE SKIP LOCKED`, so any number of replicas share the work without a
 //! leader), samples each with the keyed draw for that round, and marks it done.
 
-use crate::ingest::{Candidate, FrameTally, Sampler, sample_into};
+use crate::ingest::{Candidate, FrameTally, Sampler, sample_many};
 use crate::policy::PolicyCache;
 use spotcheck_shared::Stratum;
 use spotcheck_shared::listing::present;
@@ -47,37 +47,41 @@ pub async fn sweep_batch(
     .bind(batch)
     .fetch_all(&mut *tx)
     .await?;
-    let mut report = SweepReport::default();
-    let mut frames = FrameTally::default();
-    let mut ids = Vec::with_capacity(due.len());
-    for (listing_id, version, category, region, seller_risk_tier, signals) in due {
-        let signals: BTreeMap<String, bool> = serde_json::from_value(signals).unwrap_or_default();
-        let candidate = Candidate {
-            listing_id,
-            version,
-            stratum: Stratum {
-                category,
-                region,
-                seller_risk_tier,
+    let candidates: Vec<Candidate> = due
+        .into_iter()
+        .map(
+            |(listing_id, version, category, region, seller_risk_tier, signals)| {
+                let signals: BTreeMap<String, bool> =
+                    serde_json::from_value(signals).unwrap_or_default();
+                Candidate {
+                    listing_id,
+                    version,
+                    stratum: Stratum {
+                        category,
+                        region,
+                        seller_risk_tier,
+                    },
+                    signals: present(&signals).map(str::to_owned).collect(),
+                }
             },
-            signals: present(&signals).map(str::to_owned).collect(),
-        };
-        if sample_into(
-            &mut tx,
-            sampler,
-            &throttle,
-            &policy,
-            &candidate,
-            round,
-            &mut frames,
         )
-        .await?
-        {
-            report.tasks += 1;
-        }
-        report.listings += 1;
-        ids.push(candidate.listing_id);
-    }
+        .collect();
+    let mut frames = FrameTally::default();
+    let tasks = sample_many(
+        &mut tx,
+        sampler,
+        &throttle,
+        &policy,
+        &candidates,
+        round,
+        &mut frames,
+    )
+    .await?;
+    let report = SweepReport {
+        listings: candidates.len() as u64,
+        tasks,
+    };
+    let ids: Vec<&str> = candidates.iter().map(|c| c.listing_id.as_str()).collect();
     if !ids.is_empty() {
         sqlx::query("UPDATE listings SET last_round = $2 WHERE listing_id = ANY($1)")
             .bind(&ids)

@@ -26,6 +26,8 @@ pub async fn enqueue(
 
 /// Adds `count` slot offers for each entry of `task_ids` whose task is open; closed
 /// tasks get none. An id listed twice gets twice the offers (one per expired lease).
+/// The offers are written task after task in the order given, so the relay
+/// publishes them in that order.
 pub async fn offer_slots(
     conn: &mut PgConnection,
     task_ids: &[TaskId],
@@ -35,10 +37,11 @@ pub async fn offer_slots(
     let done = sqlx::query(
         "INSERT INTO outbox (topic, payload)
          SELECT 'tasks', jsonb_build_object('v', $3::int, 'task_id', t.id)
-         FROM unnest($1::uuid[]) AS e(id)
+         FROM unnest($1::uuid[]) WITH ORDINALITY AS e(id, n)
          JOIN tasks t ON t.id = e.id
-         CROSS JOIN generate_series(1, $2)
-         WHERE t.state = 'open'",
+         CROSS JOIN generate_series(1, $2) AS s(k)
+         WHERE t.state = 'open'
+         ORDER BY e.n, s.k",
     )
     .bind(&ids)
     .bind(count)

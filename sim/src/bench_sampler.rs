@@ -125,7 +125,7 @@ async fn measure(
 
 impl Bench<'_> {
     /// One run on a pool of its own: `coordinator import` is a process of its own,
-    /// and sessions kept from the run before would reuse query plans made for the
+    /// and connections kept from the run before would reuse query plans made for the
     /// tables as they were then, before they were emptied.
     async fn one_run(&self, file: &Path) -> anyhow::Result<RunFigures> {
         let pool = self.scratch.connect().await?;

@@ -171,14 +171,14 @@ pub fn table(runs: &[RunFigures]) -> String {
     );
     let _ = writeln!(
         out,
-        "sampler offers published/s / raw publish-with-confirms/s (median of runs): {} / {} = {}",
+        "sampler offers published/s ÷ raw publish-with-confirms/s (median of runs): {} ÷ {} = {}",
         rate(summary.offers_per_sec),
         rate(summary.raw_per_sec),
         ratio(summary.relay_ratio)
     );
     let _ = writeln!(
         out,
-        "end to end (ingest + relay), offers/s / raw publish-with-confirms/s (median of runs): {} / {} = {}",
+        "end to end (ingest + relay), offers/s ÷ raw publish-with-confirms/s (median of runs): {} ÷ {} = {}",
         rate(summary.end_to_end_offers_per_sec),
         rate(summary.raw_per_sec),
         ratio(summary.end_to_end_ratio)

@@ -51,7 +51,7 @@ impl Scratch {
         Ok(pool)
     }
 
-    /// A new pool on the database (new sessions, so no plans cached by an earlier run).
+    /// A new pool on the database (new connections, so no plans cached by an earlier run).
     pub async fn connect(&self) -> anyhow::Result<PgPool> {
         spotcheck_platform::db::connect(&self.db.url()?, 4).await
     }

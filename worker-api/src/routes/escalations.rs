@@ -120,16 +120,18 @@ pub async fn one(
     .fetch_one(&state.pool)
     .await?;
     let (votes,): (Value,) = sqlx::query_as(
-        "SELECT coalesce(jsonb_agg(jsonb_build_object('vote_id', id, 'volunteer_id', volunteer_id,
-                'verdict', verdict, 'reasons', reasons, 'note', note, 'created_at', created_at)
-                ORDER BY created_at), '[]'::jsonb)
-         FROM votes WHERE task_id = $1",
+        "SELECT coalesce(jsonb_agg(jsonb_build_object('vote_id', v.id, 'volunteer_id', v.volunteer_id,
+                'verdict', v.verdict, 'reasons', v.reasons, 'note', v.note, 'created_at', v.created_at,
+                'volunteer_counts', coalesce(r.counting, true))
+                ORDER BY v.created_at), '[]'::jsonb)
+         FROM votes v LEFT JOIN volunteer_reliability r ON r.volunteer_id = v.volunteer_id
+         WHERE v.task_id = $1",
     )
     .bind(escalation.task_id)
     .fetch_one(&state.pool)
     .await?;
     let decision: Option<(Value,)> = sqlx::query_as(
-        "SELECT jsonb_build_object('outcome', outcome, 'tally', tally, 'decided_at', decided_at)
+        "SELECT jsonb_build_object('outcome', outcome, 'tally', tally, 'posterior', posterior, 'decided_at', decided_at)
          FROM decisions WHERE task_id = $1",
     )
     .bind(escalation.task_id)

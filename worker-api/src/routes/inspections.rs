@@ -74,11 +74,12 @@ pub async fn task(
     .bind(id.0)
     .fetch_all(&state.pool)
     .await?;
-    let decision: Option<(String, Value, DateTime<Utc>)> =
-        sqlx::query_as("SELECT outcome, tally, decided_at FROM decisions WHERE task_id = $1")
-            .bind(id.0)
-            .fetch_optional(&state.pool)
-            .await?;
+    let decision: Option<(String, Value, Option<f64>, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT outcome, tally, posterior, decided_at FROM decisions WHERE task_id = $1",
+    )
+    .bind(id.0)
+    .fetch_optional(&state.pool)
+    .await?;
     let escalation: Option<(Uuid, String)> =
         sqlx::query_as("SELECT id, status FROM escalations WHERE task_id = $1")
             .bind(id.0)
@@ -104,7 +105,7 @@ pub async fn task(
             "vote_id": vote_id, "volunteer_id": volunteer_id, "verdict": verdict,
             "reasons": reasons, "note": note, "created_at": at,
         })).collect::<Vec<_>>(),
-        "decision": decision.map(|(outcome, tally, at)| json!({"outcome": outcome, "tally": tally, "decided_at": at})),
+        "decision": decision.map(|(outcome, tally, posterior, at)| json!({"outcome": outcome, "tally": tally, "posterior": posterior, "decided_at": at})),
         "escalation_id": escalation.as_ref().map(|e| e.0),
         "escalation_status": escalation.map(|e| e.1),
         "why_inspected": why,
