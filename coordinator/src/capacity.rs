@@ -13,8 +13,9 @@ pub async fn measure(pool: &PgPool, window_secs: u64) -> sqlx::Result<Capacity> 
         "SELECT
             (SELECT coalesce(sum(greatest(votes_required - votes_counted, 0)), 0)::bigint
                FROM tasks WHERE state = 'open' AND kind = 'review'),
-            (SELECT count(*) FROM votes
-               WHERE created_at > now() - make_interval(secs => $1::double precision))",
+            (SELECT count(*) FROM votes v JOIN tasks t ON t.id = v.task_id
+               WHERE t.kind = 'review'
+                 AND v.created_at > now() - make_interval(secs => $1::double precision))",
     )
     .bind(window_secs as f64)
     .fetch_one(pool)

@@ -81,6 +81,14 @@ pub struct Config {
     /// Prior probability that a sampled listing is counterfeit.
     #[arg(long, env = "SPOTCHECK_PRIOR_COUNTERFEIT", default_value_t = 0.1)]
     pub prior_counterfeit: f64,
+    /// Votes cast faster than this many seconds after the claim count as implausibly
+    /// fast (0 turns the speed rule off).
+    #[arg(long, env = "SPOTCHECK_FAST_VOTE_SECS", default_value_t = 3.0)]
+    pub fast_vote_secs: f64,
+    /// Share of a volunteer's recent votes (at least 20) that may be fast before
+    /// they stop counting.
+    #[arg(long, env = "SPOTCHECK_FAST_VOTE_SHARE", default_value_t = 0.5)]
+    pub fast_vote_share: f64,
     /// Pause between Dawid-Skene recalibrations, in seconds (0 turns them off).
     #[arg(long, env = "SPOTCHECK_RECALIBRATE_SECS", default_value_t = 3_600)]
     pub recalibrate_secs: u64,
@@ -193,9 +201,20 @@ impl Config {
                 max_slots: self.max_slots,
             }
         };
+        let abuse = spotcheck_shared::abuse::AbusePolicy {
+            fast_vote_secs: self.fast_vote_secs.max(0.0),
+            fast_share: self.fast_vote_share,
+            ..Default::default()
+        };
+        abuse
+            .validate()
+            .map_err(|_| anyhow::anyhow!("SPOTCHECK_FAST_VOTE_SHARE must be in (0, 1]"))?;
         Ok(Aggregation {
             mode,
-            learning: Default::default(),
+            learning: spotcheck_platform::reliability::Learning {
+                abuse,
+                ..Default::default()
+            },
         })
     }
 

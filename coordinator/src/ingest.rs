@@ -143,14 +143,15 @@ async fn ingest_distinct(
         signals.push(serde_json::to_value(&l.signals)?);
     }
     let column = |f: fn(&Listing) -> &str| listings.iter().map(f).collect::<Vec<_>>();
-    // Rows are written in the order given; only new listings and newer versions
+    // Only new listings and newer versions
     // come back, with the round each was last looked at in.
     let stored: Vec<(String, i64)> = sqlx::query_as(
         "INSERT INTO listings (listing_id, version, seller_id, brand, category, region,
              seller_risk_tier, price, currency, title, description, image_urls, signals, active)
          SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[],
              $6::text[], $7::text[], $8::float8[], $9::text[], $10::text[], $11::text[],
-             $12::jsonb[], $13::jsonb[], $14::bool[])
+             $12::jsonb[], $13::jsonb[], $14::bool[]) AS u
+         ORDER BY 1 -- rows locked in id order: concurrent imports cannot deadlock
          ON CONFLICT (listing_id) DO UPDATE SET
              version = EXCLUDED.version, seller_id = EXCLUDED.seller_id, brand = EXCLUDED.brand,
              category = EXCLUDED.category, region = EXCLUDED.region,
@@ -159,6 +160,9 @@ async fn ingest_distinct(
              description = EXCLUDED.description, image_urls = EXCLUDED.image_urls,
              signals = EXCLUDED.signals, active = EXCLUDED.active, updated_at = now()
          WHERE listings.version < EXCLUDED.version
+           -- a gold task's listing stays as staff stored it, and never sampled
+           AND NOT EXISTS (SELECT 1 FROM tasks g
+                           WHERE g.listing_id = listings.listing_id AND g.kind = 'gold')
          RETURNING listing_id, last_round",
     )
     .bind(column(|l| l.listing_id.as_str()))

@@ -3,8 +3,9 @@
 //! accounts that vote together far more often than chance.
 //!
 //! Each volunteer's confusion is rebuilt as the prior, plus every answer whose
-//! truth is known (gold tasks and staff outcomes, all time), plus the EM's soft
-//! labels for their other recent review votes. One replica runs it at a time
+//! truth is known and already applied (gold tasks and staff outcomes, all time),
+//! plus the EM's soft labels for their other recent review votes; the rows are
+//! locked while they are rebuilt. One replica runs it at a time
 //! (a transaction-scoped advisory lock); the others skip that turn.
 
 use spotcheck_shared::Verdict;
@@ -69,6 +70,9 @@ pub async fn recalibrate(pool: &PgPool, days: u32) -> anyhow::Result<Option<Summ
          LEFT JOIN decisions d ON d.task_id = v.task_id
          LEFT JOIN volunteer_reliability r ON r.volunteer_id = v.volunteer_id
          WHERE t.kind = 'review' AND v.verdict <> 'unsure' AND coalesce(r.counting, true)
+           -- a task staff settled is a known truth below, not an EM label
+           AND NOT EXISTS (SELECT 1 FROM escalations e WHERE e.task_id = v.task_id
+                           AND e.status IN ('confirmed', 'dismissed'))
            AND v.created_at > now() - make_interval(days => $1)",
     )
     .bind(days as i32)
@@ -116,15 +120,35 @@ pub async fn recalibrate(pool: &PgPool, days: u32) -> anyhow::Result<Option<Summ
             .count();
         summary.agreement = Some(same as f64 / decided.len() as f64);
     }
-    // Known truths: gold answers and staff outcomes, all time, per volunteer.
+    // From here on the rows are locked (in id order, as every writer takes them),
+    // so no gold answer or staff outcome applied meanwhile is lost or counted twice.
+    let mut em_workers = workers.1.clone();
+    em_workers.sort();
+    sqlx::query(
+        "INSERT INTO volunteer_reliability (volunteer_id, confusion, stats)
+         SELECT id, $2, '{}' FROM unnest($1::uuid[]) AS u(id) ORDER BY id
+         ON CONFLICT (volunteer_id) DO NOTHING",
+    )
+    .bind(&em_workers)
+    .bind(serde_json::to_value(Confusion::prior(
+        &ReliabilityPrior::default(),
+    ))?)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("SELECT volunteer_id FROM volunteer_reliability ORDER BY volunteer_id FOR UPDATE")
+        .execute(&mut *tx)
+        .await?;
+    // Known truths applied so far: gold answers and staff outcomes, all time.
     let known: Vec<KnownRow> = sqlx::query_as(
         "SELECT v.volunteer_id, v.verdict, truth, count(*)
          FROM votes v
          JOIN LATERAL (
-             SELECT g.answer = 'counterfeit' AS truth FROM gold_answers g WHERE g.task_id = v.task_id
+             SELECT g.answer = 'counterfeit' AS truth FROM gold_answers g
+             WHERE g.task_id = v.task_id AND v.accounted_at IS NOT NULL
              UNION ALL
              SELECT e.status = 'confirmed' FROM escalations e
              WHERE e.task_id = v.task_id AND e.status IN ('confirmed', 'dismissed')
+               AND v.scored_at IS NOT NULL
          ) k ON true
          GROUP BY 1, 2, 3",
     )

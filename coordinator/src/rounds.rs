@@ -1,7 +1,7 @@
 //! Surveillance rounds: every active listing is sampled again each round.
 //!
 //! A sweep takes listings not yet looked at in the current round in batches
-//! (`FOR UPDATE SKIP LOCKED`, so any number of replicas share the work without a
+//! (`FOR NO KEY UPDATE SKIP LOCKED`, so any number of replicas share the work without a
 //! leader), samples each with the keyed draw for that round, and marks it done.
 
 use crate::ingest::{Candidate, FrameTally, Sampler, sample_many};

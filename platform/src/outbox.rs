@@ -24,8 +24,9 @@ pub async fn enqueue(
     notify(conn).await
 }
 
-/// Adds `count` slot offers for each entry of `task_ids` whose task is open; closed
-/// tasks get none. An id listed twice gets twice the offers (one per expired lease).
+/// Adds `count` slot offers for each entry of `task_ids` whose task is an open
+/// review task; closed tasks get none, and gold tasks are never offered (they are
+/// served from PostgreSQL). An id listed twice gets twice the offers (one per expired lease).
 /// The offers are written task after task in the order given, so the relay
 /// publishes them in that order.
 pub async fn offer_slots(
@@ -40,7 +41,7 @@ pub async fn offer_slots(
          FROM unnest($1::uuid[]) WITH ORDINALITY AS e(id, n)
          JOIN tasks t ON t.id = e.id
          CROSS JOIN generate_series(1, $2) AS s(k)
-         WHERE t.state = 'open'
+         WHERE t.state = 'open' AND t.kind = 'review'
          ORDER BY e.n, s.k",
     )
     .bind(&ids)

@@ -8,7 +8,10 @@
 //! variance. Dividing by the stratum's population `N` (every active listing the
 //! sampler looked at that round) gives the share. Tasks not yet decided are
 //! treated as nonresponse within their stratum: the decided ones stand for them,
-//! their probabilities scaled by the stratum's response rate.
+//! their probabilities scaled by the stratum's weighted response rate; a stratum
+//! with no answer yet is left out of the overall share. When nothing counterfeit
+//! was found the upper end of the interval is the exact bound for zero successes
+//! in the effective sample size.
 
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -42,16 +45,25 @@ pub struct StratumSample {
     pub inv_p: f64,
     /// Σ 1/π² over the counterfeit ones.
     pub inv_p2: f64,
+    /// Σ 1/π over every inspected one.
+    pub inv_p_inspected: f64,
+    /// Σ 1/π over the decided ones.
+    pub inv_p_decided: f64,
+    /// Σ 1/π² over the decided ones.
+    pub inv_p2_decided: f64,
 }
 
 impl StratumSample {
     /// Adds one inspected listing.
     pub fn add(&mut self, unit: Unit) {
+        let p = unit.probability.clamp(f64::MIN_POSITIVE, 1.0);
         self.inspected += 1;
+        self.inv_p_inspected += 1.0 / p;
         if let Some(counterfeit) = unit.counterfeit {
             self.decided += 1;
+            self.inv_p_decided += 1.0 / p;
+            self.inv_p2_decided += 1.0 / (p * p);
             if counterfeit {
-                let p = unit.probability.clamp(f64::MIN_POSITIVE, 1.0);
                 self.found += 1;
                 self.inv_p += 1.0 / p;
                 self.inv_p2 += 1.0 / (p * p);
@@ -92,6 +104,9 @@ struct Totals {
     found: u64,
     total: f64,
     variance: f64,
+    /// Σ 1/π' and Σ 1/π'² over the decided inspections (Kish's effective size).
+    weight: f64,
+    weight2: f64,
 }
 
 impl Totals {
@@ -105,12 +120,19 @@ impl Totals {
         if sample.decided == 0 {
             return t;
         }
-        // Nonresponse: π' = π·r with r the stratum's response rate, so
-        // Σ 1/π' = Σ(1/π)/r and Σ (1 − π')/π'² = Σ(1/π²)/r² − Σ(1/π)/r.
-        let r = sample.decided as f64 / sample.inspected.max(1) as f64;
+        // Nonresponse: π' = π·r with r the stratum's weighted response rate
+        // (Σ 1/π over decided ÷ over inspected), so Σ 1/π' = Σ(1/π)/r and
+        // Σ (1 − π')/π'² = Σ(1/π²)/r² − Σ(1/π)/r.
+        let r = if sample.inv_p_inspected > 0.0 {
+            (sample.inv_p_decided / sample.inv_p_inspected).clamp(f64::MIN_POSITIVE, 1.0)
+        } else {
+            sample.decided as f64 / sample.inspected.max(1) as f64
+        };
         t.found = sample.found;
         t.total = sample.inv_p / r;
         t.variance = (sample.inv_p2 / (r * r) - t.total).max(0.0);
+        t.weight = sample.inv_p_decided / r;
+        t.weight2 = sample.inv_p2_decided / (r * r);
         t
     }
 
@@ -121,6 +143,8 @@ impl Totals {
         self.found += o.found;
         self.total += o.total;
         self.variance += o.variance;
+        self.weight += o.weight;
+        self.weight2 += o.weight2;
     }
 
     fn estimate(&self) -> Estimate {
@@ -140,6 +164,13 @@ impl Totals {
             e.std_error = Some(se);
             e.ci_low = Some((share - Z95 * se).clamp(0.0, 1.0));
             e.ci_high = Some((share + Z95 * se).clamp(0.0, 1.0));
+            if self.found == 0 && self.weight2 > 0.0 {
+                // Nothing found: the variance estimate is 0, but the share is only
+                // known to be small. The upper end is the exact (Clopper-Pearson)
+                // bound for no successes in Kish's effective sample size.
+                let n_eff = self.weight * self.weight / self.weight2;
+                e.ci_high = Some(1.0 - 0.025f64.powf(1.0 / n_eff.max(1.0)));
+            }
         }
         e
     }
@@ -150,8 +181,11 @@ impl Totals {
 pub struct Prevalence {
     /// By stratum key.
     pub strata: BTreeMap<String, Estimate>,
-    /// All strata together.
+    /// All strata together, except those pending.
     pub overall: Estimate,
+    /// Strata with inspections but no known outcome yet: left out of `overall`
+    /// (their share is unknown, not zero).
+    pub strata_pending: u64,
 }
 
 /// Estimates the counterfeit share of each stratum and of their union.
@@ -160,7 +194,11 @@ pub fn estimate(strata: &BTreeMap<String, StratumSample>) -> Prevalence {
     let mut out = Prevalence::default();
     for (key, sample) in strata {
         let t = Totals::of(sample);
-        all.add(&t);
+        if sample.inspected > 0 && sample.decided == 0 {
+            out.strata_pending += 1;
+        } else {
+            all.add(&t);
+        }
         out.strata.insert(key.clone(), t.estimate());
     }
     out.overall = all.estimate();
@@ -257,6 +295,59 @@ mod tests {
         assert_eq!(est.overall.estimated_counterfeit, 4.0);
         assert_eq!(est.overall.share, Some(0.1));
         assert_eq!((est.overall.inspected, est.overall.decided), (4, 2));
+    }
+
+    #[test]
+    fn finding_nothing_still_gives_an_interval_that_admits_a_small_share() {
+        let mut sample = StratumSample {
+            population: 1000,
+            ..StratumSample::default()
+        };
+        for _ in 0..100 {
+            sample.add(Unit {
+                probability: 0.1,
+                counterfeit: Some(false),
+            });
+        }
+        let est = estimate(&BTreeMap::from([("s".to_string(), sample)]));
+        let e = &est.strata["s"];
+        assert_eq!((e.share, e.ci_low), (Some(0.0), Some(0.0)));
+        // No counterfeit in 100 inspected: up to about 3.6% is consistent with that.
+        let high = e.ci_high.unwrap();
+        assert!((0.03..0.04).contains(&high), "{high}");
+    }
+
+    #[test]
+    fn a_stratum_waiting_for_answers_is_left_out_of_the_overall_share() {
+        let answered = {
+            let mut s = StratumSample {
+                population: 10,
+                ..StratumSample::default()
+            };
+            s.add(Unit {
+                probability: 1.0,
+                counterfeit: Some(true),
+            });
+            s
+        };
+        let waiting = {
+            let mut s = StratumSample {
+                population: 90,
+                ..StratumSample::default()
+            };
+            s.add(Unit {
+                probability: 0.5,
+                counterfeit: None,
+            });
+            s
+        };
+        let est = estimate(&BTreeMap::from([
+            ("a".to_string(), answered),
+            ("b".to_string(), waiting),
+        ]));
+        assert_eq!(est.strata_pending, 1);
+        assert_eq!(est.overall.listings, 10);
+        assert_eq!(est.overall.share, Some(0.1));
     }
 
     #[test]

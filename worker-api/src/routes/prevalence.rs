@@ -20,7 +20,7 @@ pub struct PrevalenceQuery {
     round: Option<i64>,
 }
 
-type StratumRow = (String, i64, i64, i64, i64, f64, f64);
+type StratumRow = (String, i64, i64, i64, i64, f64, f64, f64, f64, f64);
 
 /// `GET /v1/staff/prevalence?round=`: the round defaults to the newest one with
 /// a decided inspection. A listing counts as counterfeit when staff confirmed
@@ -62,11 +62,15 @@ pub async fn prevalence(
             SELECT stratum, count(*) AS inspected, count(y) AS decided,
                    count(*) FILTER (WHERE y) AS found,
                    coalesce(sum(1 / p) FILTER (WHERE y), 0) AS inv_p,
-                   coalesce(sum(1 / (p * p)) FILTER (WHERE y), 0) AS inv_p2
+                   coalesce(sum(1 / (p * p)) FILTER (WHERE y), 0) AS inv_p2,
+                   coalesce(sum(1 / p), 0) AS inv_p_inspected,
+                   coalesce(sum(1 / p) FILTER (WHERE y IS NOT NULL), 0) AS inv_p_decided,
+                   coalesce(sum(1 / (p * p)) FILTER (WHERE y IS NOT NULL), 0) AS inv_p2_decided
             FROM outcome GROUP BY stratum)
          SELECT coalesce(f.stratum, s.stratum), coalesce(f.listings, 0),
                 coalesce(s.inspected, 0), coalesce(s.decided, 0), coalesce(s.found, 0),
-                coalesce(s.inv_p, 0), coalesce(s.inv_p2, 0)
+                coalesce(s.inv_p, 0), coalesce(s.inv_p2, 0), coalesce(s.inv_p_inspected, 0),
+                coalesce(s.inv_p_decided, 0), coalesce(s.inv_p2_decided, 0)
          FROM (SELECT stratum, listings FROM sampling_frames WHERE round = $1) f
          FULL JOIN sample s ON s.stratum = f.stratum",
     )
@@ -75,22 +79,21 @@ pub async fn prevalence(
     .await?;
     let strata: BTreeMap<String, StratumSample> = rows
         .into_iter()
-        .map(
-            |(key, population, inspected, decided, found, inv_p, inv_p2)| {
-                let n = |v: i64| v.max(0) as u64;
-                (
-                    key,
-                    StratumSample {
-                        population: n(population),
-                        inspected: n(inspected),
-                        decided: n(decided),
-                        found: n(found),
-                        inv_p,
-                        inv_p2,
-                    },
-                )
-            },
-        )
+        .map(|row| {
+            let n = |v: i64| v.max(0) as u64;
+            let sample = StratumSample {
+                population: n(row.1),
+                inspected: n(row.2),
+                decided: n(row.3),
+                found: n(row.4),
+                inv_p: row.5,
+                inv_p2: row.6,
+                inv_p_inspected: row.7,
+                inv_p_decided: row.8,
+                inv_p2_decided: row.9,
+            };
+            (row.0, sample)
+        })
         .collect();
     let result = estimate(&strata);
     Ok(Json(json!({
@@ -98,6 +101,7 @@ pub async fn prevalence(
         "method": "horvitz-thompson",
         "confidence": 0.95,
         "overall": result.overall,
+        "strata_pending": result.strata_pending,
         "strata": result.strata,
     })))
 }

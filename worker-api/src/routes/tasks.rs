@@ -207,7 +207,7 @@ pub async fn claim(State(state): State<AppState>, Volunteer(me): Volunteer) -> A
             state.offers.settle(offer, Settle::Ack).await;
             continue;
         };
-        if task_state != "open" {
+        if task_state != "open" || kind == "gold" {
             state.offers.settle(offer, Settle::Ack).await;
             continue;
         }

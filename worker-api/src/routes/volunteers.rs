@@ -26,7 +26,8 @@ pub struct GoldBody {
 }
 
 /// `POST /v1/staff/gold-tasks`: a listing with a known answer becomes a gold
-/// task. A listing new to Spotcheck is stored inactive, so it is never sampled.
+/// task. The listing must be new to Spotcheck; it is stored inactive, so it is
+/// never sampled, and the feed never changes it.
 pub async fn add_gold(
     State(state): State<AppState>,
     Staff(me): Staff,
@@ -41,7 +42,7 @@ pub async fn add_gold(
     let l = &body.listing;
     let stratum = l.stratum();
     let mut tx = state.pool.begin().await?;
-    sqlx::query(
+    let stored = sqlx::query(
         "INSERT INTO listings (listing_id, version, seller_id, brand, category, region,
              seller_risk_tier, price, currency, title, description, image_urls, signals, active)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, false)
@@ -62,6 +63,29 @@ pub async fn add_gold(
     .bind(json!(l.signals))
     .execute(&mut *tx)
     .await?;
+    if stored.rows_affected() == 0 {
+        // A marketplace listing (or an earlier gold task's): a gold task needs a
+        // listing of its own, or its answer would leak into real inspections.
+        let gold: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM tasks WHERE listing_id = $1 AND kind = 'gold')",
+        )
+        .bind(l.listing_id.as_str())
+        .fetch_one(&mut *tx)
+        .await?;
+        return Err(if gold {
+            ApiError::new(
+                StatusCode::CONFLICT,
+                "gold_task_exists",
+                "this listing is already a gold task",
+            )
+        } else {
+            ApiError::new(
+                StatusCode::CONFLICT,
+                "listing_exists",
+                "a listing with this id is already known; give the gold listing an id of its own",
+            )
+        });
+    }
     let task = TaskId::new();
     let created = sqlx::query(
         "INSERT INTO tasks (id, listing_id, listing_version, round, kind, votes_required,
