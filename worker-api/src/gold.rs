@@ -1,7 +1,10 @@
 //! Gold tasks in a volunteer's stream: on a gold turn (a keyed draw at the rate
 //! the schedule gives for the volunteer's experience) the claim serves a gold
 //! task they have not answered, in exactly the shape of any other claim.
-//! Gold tasks are served from PostgreSQL, never offered on the queue.
+//! Gold tasks are served from PostgreSQL, never offered on the queue. Each
+//! volunteer meets the gold tasks in an order of their own (a hash of volunteer
+//! and task), so releasing one and claiming again brings the same one back
+//! rather than revealing the rest of the pool.
 
 use crate::error::ApiResult;
 use crate::routes::tasks::{cap_reached, granted, lease_error, new_lease_token};
@@ -37,7 +40,7 @@ pub async fn claim_gold(state: &AppState, me: UserId) -> ApiResult<Option<Respon
            AND NOT EXISTS (SELECT 1 FROM votes v WHERE v.task_id = t.id AND v.volunteer_id = $1)
            AND NOT EXISTS (SELECT 1 FROM volunteer_seller_links k
                            WHERE k.volunteer_id = $1 AND k.seller_id = l.seller_id)
-         ORDER BY random() LIMIT 1",
+         ORDER BY md5($1::text || t.id::text) LIMIT 1",
     )
     .bind(me.0)
     .fetch_optional(&state.pool)

@@ -105,12 +105,24 @@ async fn gold_tasks_look_like_any_task_teach_reliability_and_are_never_decided()
     let mut answered = Vec::new();
     for (i, verdict) in ["counterfeit", "genuine", "unsure"].iter().enumerate() {
         let token = env.user(&format!("gold-vol-{i}"), Role::Volunteer).await;
-        let claim = claim_within(&env, &token, Duration::from_secs(10)).await;
+        let mut claim = claim_within(&env, &token, Duration::from_secs(10)).await;
         assert_eq!(
             claim["task_id"],
             gold.as_str(),
             "every claim is a gold turn here"
         );
+        if i == 0 {
+            // Releasing a gold task and claiming again brings the same one back: the
+            // gold pool cannot be walked through by skipping.
+            let path = format!("/v1/tasks/{gold}/release");
+            let body = json!({"lease_token": claim["lease_token"]});
+            let (status, _) = env
+                .call(Method::POST, &path, Some(&token), Some(body))
+                .await;
+            assert_eq!(status, 204);
+            claim = claim_within(&env, &token, Duration::from_secs(10)).await;
+            assert_eq!(claim["task_id"], gold.as_str());
+        }
         let body = vote(&env, &token, &claim, verdict).await;
         assert_eq!(body["feedback"]["correct"], *verdict == "counterfeit");
         assert_eq!(body["feedback"]["expected"], "counterfeit");
