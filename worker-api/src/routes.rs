@@ -8,6 +8,7 @@ pub mod escalations;
 pub mod health;
 pub mod inspections;
 pub mod me;
+pub mod openapi;
 pub mod prevalence;
 pub mod sampling;
 pub mod stats;
@@ -36,6 +37,8 @@ pub struct RouteSpec {
     pub access: Access,
     /// Which rate limit applies.
     pub throttle: Throttle,
+    /// The handler's path (`tasks::claim`), the operation id in the OpenAPI document.
+    pub operation: &'static str,
     /// The handler, bound to the method.
     handler: fn(MethodFilter) -> MethodRouter<AppState>,
 }
@@ -48,6 +51,7 @@ macro_rules! route {
             path: $path,
             access: Access::$access,
             throttle: Throttle::$throttle,
+            operation: stringify!($handler),
             handler: |filter| on(filter, $handler),
         }
     };
@@ -64,6 +68,7 @@ pub static ROUTES: &[RouteSpec] = &[
     route!(GET  "/healthz",                               Anonymous, Unlimited => health::healthz),
     route!(GET  "/readyz",                                Anonymous, Unlimited => health::readyz),
     route!(GET  "/metrics",                               Anonymous, Unlimited => health::metrics),
+    route!(GET  "/openapi.json",                          Anonymous, Unlimited => openapi::document),
     // volunteers
     route!(POST "/v1/tasks/claim",                        Volunteer, Claim     => tasks::claim),
     route!(POST "/v1/tasks/{task_id}/extend",             Volunteer, Subject   => tasks::extend),
