@@ -3,7 +3,7 @@
 //! rules and reinstatement, adaptive redundancy, exactly one decision, the
 //! Dawid-Skene recalibration with collusion flags, and blind voting.
 
-use crate::harness::{TestEnv, claim_within, count, import_lines, lines_of, wait_until};
+use crate::harness::{TestEnv, claim_within, count, count_reaches, import_lines, lines_of};
 use reqwest::Method;
 use serde_json::{Value, json};
 use spotcheck_shared::Role;
@@ -147,21 +147,12 @@ async fn gold_tasks_look_like_any_task_teach_reliability_and_are_never_decided()
         "review votes get no feedback"
     );
 
-    let pool = env.pool.clone();
-    wait_until(
+    count_reaches(
+        &env.pool,
         "gold answers are accounted",
+        "SELECT count(*) FROM votes WHERE accounted_at IS NOT NULL",
+        4,
         Duration::from_secs(20),
-        || {
-            let pool = pool.clone();
-            async move {
-                count(
-                    &pool,
-                    "SELECT count(*) FROM votes WHERE accounted_at IS NOT NULL",
-                )
-                .await
-                    == 4
-            }
-        },
     )
     .await;
     let (status, view) = env
@@ -225,18 +216,13 @@ async fn a_volunteer_failing_gold_stops_counting_is_flagged_and_can_be_reinstate
         let claim = claim_within(&env, &spammer, Duration::from_secs(10)).await;
         vote(&env, &spammer, &claim, "genuine").await;
     }
-    let pool = env.pool.clone();
-    wait_until("the spammer is stopped", Duration::from_secs(20), || {
-        let pool = pool.clone();
-        async move {
-            count(
-                &pool,
-                "SELECT count(*) FROM volunteer_reliability WHERE NOT counting",
-            )
-            .await
-                == 1
-        }
-    })
+    count_reaches(
+        &env.pool,
+        "the spammer is stopped",
+        "SELECT count(*) FROM volunteer_reliability WHERE NOT counting",
+        1,
+        Duration::from_secs(20),
+    )
     .await;
     let (_, flagged) = env
         .call(
@@ -322,32 +308,22 @@ async fn a_split_vote_asks_for_more_votes_and_an_unresolved_task_is_escalated_as
         &["counterfeit", "counterfeit", "genuine"],
     )
     .await;
-    let pool = env.pool.clone();
-    wait_until(
+    count_reaches(
+        &env.pool,
         "a fourth slot is asked for",
+        "SELECT votes_required::bigint FROM tasks",
+        4,
         Duration::from_secs(20),
-        || {
-            let pool = pool.clone();
-            async move { count(&pool, "SELECT votes_required::bigint FROM tasks").await == 4 }
-        },
     )
     .await;
     assert_eq!(count(&env.pool, "SELECT count(*) FROM decisions").await, 0);
     review_votes(&env, &tokens[3..], &["genuine"]).await;
-    wait_until(
+    count_reaches(
+        &env.pool,
         "the task is escalated as uncertain",
+        "SELECT count(*) FROM escalations WHERE reason = 'uncertain'",
+        1,
         Duration::from_secs(20),
-        || {
-            let pool = pool.clone();
-            async move {
-                count(
-                    &pool,
-                    "SELECT count(*) FROM escalations WHERE reason = 'uncertain'",
-                )
-                .await
-                    == 1
-            }
-        },
     )
     .await;
     let (outcome, posterior): (String, f64) =
@@ -393,11 +369,13 @@ async fn agreement_decides_at_the_minimum_and_repeated_events_never_decide_twice
             vote(&env, token, &claim, verdict).await;
         }
     }
-    let pool = env.pool.clone();
-    wait_until("both tasks decided", Duration::from_secs(20), || {
-        let pool = pool.clone();
-        async move { count(&pool, "SELECT count(*) FROM decisions").await == 2 }
-    })
+    count_reaches(
+        &env.pool,
+        "both tasks decided",
+        "SELECT count(*) FROM decisions",
+        2,
+        Duration::from_secs(20),
+    )
     .await;
     let outcomes: Vec<(String, String)> = sqlx::query_as(
         "SELECT t.listing_id, d.outcome FROM decisions d JOIN tasks t ON t.id = d.task_id ORDER BY 1",
@@ -491,21 +469,22 @@ async fn a_volunteer_who_does_not_count_adds_no_weight_and_staff_outcomes_teach_
         &["counterfeit", "counterfeit", "counterfeit"],
     )
     .await;
-    let pool = env.pool.clone();
-    wait_until(
+    count_reaches(
+        &env.pool,
         "the stopped volunteer's vote is replaced by a fourth slot",
+        "SELECT votes_required::bigint FROM tasks",
+        4,
         Duration::from_secs(20),
-        || {
-            let pool = pool.clone();
-            async move { count(&pool, "SELECT votes_required::bigint FROM tasks").await == 4 }
-        },
     )
     .await;
     review_votes(&env, &tokens[3..], &["counterfeit"]).await;
-    wait_until("escalated", Duration::from_secs(20), || {
-        let pool = pool.clone();
-        async move { count(&pool, "SELECT count(*) FROM escalations").await == 1 }
-    })
+    count_reaches(
+        &env.pool,
+        "escalated",
+        "SELECT count(*) FROM escalations",
+        1,
+        Duration::from_secs(20),
+    )
     .await;
     let tally: Value = sqlx::query_scalar("SELECT tally FROM decisions")
         .fetch_one(&env.pool)

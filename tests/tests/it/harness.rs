@@ -637,3 +637,19 @@ pub fn lines_of(market: &[spotcheck_shared::demo::DemoListing]) -> Vec<String> {
         .map(|d| serde_json::to_string(&d.listing).expect("a listing serializes"))
         .collect()
 }
+
+/// Waits until `sql` (a single count) answers `want`, or panics after `timeout`.
+pub async fn count_reaches(
+    pool: &PgPool,
+    what: &str,
+    sql: &'static str,
+    want: i64,
+    timeout: Duration,
+) {
+    wait_until(
+        what,
+        timeout,
+        || async move { count(pool, sql).await == want },
+    )
+    .await;
+}
