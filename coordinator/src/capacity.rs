@@ -7,23 +7,34 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-/// Reads the open work and the votes cast in the last `window_secs` seconds.
+/// Shortest span the pace is measured over, so a few quick votes right after a
+/// start do not read as a huge pace.
+const MIN_SPAN_SECS: f64 = 60.0;
+
+/// Reads the open work and the review votes of the last `window_secs` seconds.
+/// The pace is measured over the span those votes actually cover (from the
+/// oldest of them, at least a minute), not the whole window: a system that
+/// started ten minutes ago has ten minutes of pace, not an hour's.
 pub async fn measure(pool: &PgPool, window_secs: u64) -> sqlx::Result<Capacity> {
-    let (open_votes, votes_in_window): (i64, i64) = sqlx::query_as(
+    let (open_votes, votes_in_window, span): (i64, i64, f64) = sqlx::query_as(
         "SELECT
             (SELECT coalesce(sum(greatest(votes_required - votes_counted, 0)), 0)::bigint
                FROM tasks WHERE state = 'open' AND kind = 'review'),
-            (SELECT count(*) FROM votes v JOIN tasks t ON t.id = v.task_id
+            w.n, w.span
+         FROM (SELECT count(*) AS n,
+                      coalesce(extract(epoch FROM now() - min(v.created_at)), 0)::float8 AS span
+               FROM votes v JOIN tasks t ON t.id = v.task_id
                WHERE t.kind = 'review'
-                 AND v.created_at > now() - make_interval(secs => $1::double precision))",
+                 AND v.created_at > now() - make_interval(secs => $1::double precision)) w",
     )
     .bind(window_secs as f64)
     .fetch_one(pool)
     .await?;
+    let span = span.clamp(MIN_SPAN_SECS, window_secs.max(1) as f64);
     Ok(Capacity {
         open_votes: open_votes.max(0) as u64,
         votes_in_window: votes_in_window.max(0) as u64,
-        window_secs,
+        window_secs: span.round() as u64,
     })
 }
 

@@ -512,7 +512,7 @@ async fn a_backlog_past_the_limit_throttles_the_lowest_risk_tiers_and_records_th
     // 40 tasks of 3 votes: 120 votes of backlog.
     let backlog: Vec<String> = demo_lines(5, 40);
     import_lines_at(&env, &backlog, now).await;
-    // 10 votes in the last hour: a pace of 10 votes an hour, so 12 hours of work.
+    // 10 votes over the last 50 minutes: a pace of 12 votes an hour, so 10 hours of work.
     let volunteer = uuid::Uuid::new_v4();
     sqlx::query("INSERT INTO users (id, username, password_hash, role) VALUES ($1, 'pace', 'x', 'volunteer')")
         .bind(volunteer)
@@ -521,14 +521,23 @@ async fn a_backlog_past_the_limit_throttles_the_lowest_risk_tiers_and_records_th
         .unwrap();
     sqlx::query(
         "INSERT INTO votes (id, task_id, volunteer_id, verdict, reasons, lease_fence)
-         SELECT gen_random_uuid(), id, $1, 'genuine', '[]', 1 FROM tasks LIMIT 10",
+         SELECT gen_random_uuid(), id, $1, 'genuine', '[]', 1 FROM tasks LIMIT 9",
+    )
+    .bind(volunteer)
+    .execute(&env.pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO votes (id, task_id, volunteer_id, verdict, reasons, lease_fence, created_at)
+         SELECT gen_random_uuid(), id, $1, 'genuine', '[]', 1, now() - interval '50 minutes'
+         FROM tasks WHERE id NOT IN (SELECT task_id FROM votes) LIMIT 1",
     )
     .bind(volunteer)
     .execute(&env.pool)
     .await
     .unwrap();
     let mut config = env.coordinator_config();
-    config.max_backlog_hours = 4.0; // overload 120/10/4 = 3: both tiers, factor 1/3
+    config.max_backlog_hours = 4.0; // overload 10 h / 4 h = 2.5: both tiers, factor 0.4
     config.capacity_min_votes = 5;
     let sampler = coordinator::app::sampler(&config);
     let throttle = coordinator::capacity::refresh(
@@ -540,7 +549,7 @@ async fn a_backlog_past_the_limit_throttles_the_lowest_risk_tiers_and_records_th
     .await
     .unwrap();
     assert_eq!(throttle.tiers, ["low", "standard"]);
-    assert!((throttle.factor - 1.0 / 3.0).abs() < 1e-9, "{throttle:?}");
+    assert!((throttle.factor - 0.4).abs() < 0.01, "{throttle:?}");
     let listing = |i: usize, tier: &str, complaint: bool| {
         json!({"listing_id": format!("thr-{tier}-{complaint}-{i}"), "version": 1, "seller_id": "S",
                "brand": "B", "category": "toys", "region": "japan", "price": 5.0, "currency": "USD",
@@ -570,12 +579,12 @@ async fn a_backlog_past_the_limit_throttles_the_lowest_risk_tiers_and_records_th
     assert_eq!(boosted, 300, "a risk signal is never throttled");
     let (_, low, p_low) = get("low-false");
     assert!(
-        (p_low - 1.0 / 3.0).abs() < 1e-9,
+        (p_low - throttle.factor).abs() < 1e-12,
         "the probability used is recorded: {p_low}"
     );
     assert!(
-        (70..=130).contains(&low),
-        "about a third of 300 low-risk listings: {low}"
+        (85..=155).contains(&low),
+        "about 0.4 of 300 low-risk listings: {low}"
     );
     let state: Value = sqlx::query_scalar("SELECT throttle FROM capacity_state")
         .fetch_one(&env.pool)
@@ -666,4 +675,52 @@ async fn estimate(env: &TestEnv, staff: &str) -> Value {
         .await;
     assert_eq!(status, 200, "{body}");
     body
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn votes_of_the_first_minutes_are_a_pace_over_those_minutes_not_over_the_whole_window() {
+    let env = TestEnv::db_only().await;
+    sqlx::query("INSERT INTO sampling_policies (policy) VALUES ('{\"default_rate\": 1.0}')")
+        .execute(&env.pool)
+        .await
+        .unwrap();
+    import_lines_at(&env, &demo_lines(6, 40), chrono::Utc::now().timestamp()).await;
+    let volunteer = uuid::Uuid::new_v4();
+    sqlx::query(
+        "INSERT INTO users (id, username, password_hash, role) VALUES ($1, 'fresh', 'x', 'volunteer')",
+    )
+    .bind(volunteer)
+    .execute(&env.pool)
+    .await
+    .unwrap();
+    // 25 votes just now, 120 votes of backlog: at the pace of these first moments
+    // that is minutes of work; spread over a whole hour it would read as hours.
+    sqlx::query(
+        "INSERT INTO votes (id, task_id, volunteer_id, verdict, reasons, lease_fence)
+         SELECT gen_random_uuid(), id, $1, 'genuine', '[]', 1 FROM tasks LIMIT 25",
+    )
+    .bind(volunteer)
+    .execute(&env.pool)
+    .await
+    .unwrap();
+    let capacity = coordinator::capacity::measure(&env.pool, 3600)
+        .await
+        .unwrap();
+    assert_eq!(
+        capacity.window_secs, 60,
+        "the span of the votes, at least a minute"
+    );
+    let hours = capacity.backlog_hours(20).unwrap();
+    assert!(hours < 0.1, "{capacity:?}: {hours} h");
+    let mut config = env.coordinator_config();
+    config.max_backlog_hours = 1.0;
+    let throttle = coordinator::capacity::refresh(
+        &env.pool,
+        &config.capacity_policy(),
+        3600,
+        &coordinator::app::sampler(&config).throttle,
+    )
+    .await
+    .unwrap();
+    assert!(!throttle.active(), "{throttle:?}");
 }
