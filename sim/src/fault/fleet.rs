@@ -193,6 +193,9 @@ impl Fleet {
                         ),
                         ("SPOTCHECK_MIN_VOTES", self.config.min_votes.to_string()),
                         ("SPOTCHECK_REAPER_INTERVAL_MS", "500".into()),
+                        // The simulated volunteers answer at once; the speed rule
+                        // would stop them all and every task would end uncertain.
+                        ("SPOTCHECK_FAST_VOTE_SECS", "0".into()),
                     ]
                     .map(|(k, v)| (k.to_owned(), v)),
                 );
