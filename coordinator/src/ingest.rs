@@ -11,7 +11,7 @@ mod frames;
 mod sample;
 
 pub use frames::FrameTally;
-pub use sample::{Candidate, sample_into, sample_many};
+pub use sample::{Candidate, sample_many};
 
 use crate::policy::CurrentPolicy;
 use spotcheck_shared::capacity::Throttle;

@@ -35,31 +35,6 @@ impl From<&Listing> for Candidate {
     }
 }
 
-/// Samples one listing for `round` and, if selected, creates its task and slot
-/// offers. The caller marks the listing as looked at for the round and commits.
-/// Returns whether a task was created.
-pub async fn sample_into(
-    conn: &mut PgConnection,
-    sampler: &Sampler,
-    throttle: &Throttle,
-    policy: &CurrentPolicy,
-    candidate: &Candidate,
-    round: i64,
-    frames: &mut FrameTally,
-) -> anyhow::Result<bool> {
-    let created = sample_many(
-        conn,
-        sampler,
-        throttle,
-        policy,
-        std::slice::from_ref(candidate),
-        round,
-        frames,
-    )
-    .await?;
-    Ok(created == 1)
-}
-
 /// The task rows of one [`sample_many`] call, as columns for `unnest`.
 #[derive(Default)]
 struct TaskRows<'a> {
@@ -72,8 +47,8 @@ struct TaskRows<'a> {
 }
 
 /// Samples each candidate for `round` and creates the tasks and slot offers of
-/// those selected, as [`sample_into`] would one after another, in two statements
-/// (three with the relay's wake-up) however many there are. The caller marks them as
+/// those selected, in two statements (three with the relay's wake-up) however
+/// many there are. The caller marks them as
 /// looked at for the round and commits. Returns how many tasks were created.
 pub async fn sample_many(
     conn: &mut PgConnection,

@@ -653,3 +653,27 @@ pub async fn count_reaches(
     )
     .await;
 }
+
+/// A volunteer row made directly (no password hashing) and `votes` "genuine"
+/// votes from them, cast now on as many distinct tasks: a pace to measure.
+pub async fn seeded_votes(pool: &PgPool, username: &str, votes: i64) -> uuid::Uuid {
+    let volunteer = uuid::Uuid::new_v4();
+    sqlx::query(
+        "INSERT INTO users (id, username, password_hash, role) VALUES ($1, $2, 'x', 'volunteer')",
+    )
+    .bind(volunteer)
+    .bind(username)
+    .execute(pool)
+    .await
+    .expect("a volunteer");
+    sqlx::query(
+        "INSERT INTO votes (id, task_id, volunteer_id, verdict, reasons, lease_fence)
+         SELECT gen_random_uuid(), id, $1, 'genuine', '[]', 1 FROM tasks LIMIT $2",
+    )
+    .bind(volunteer)
+    .bind(votes)
+    .execute(pool)
+    .await
+    .expect("the votes");
+    volunteer
+}

@@ -4,7 +4,7 @@
 
 use crate::harness::{
     TestEnv, binary, count, free_port, import_lines, import_lines_at, import_with, lines_of,
-    wait_until,
+    seeded_votes, wait_until,
 };
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -513,20 +513,7 @@ async fn a_backlog_past_the_limit_throttles_the_lowest_risk_tiers_and_records_th
     let backlog: Vec<String> = demo_lines(5, 40);
     import_lines_at(&env, &backlog, now).await;
     // 10 votes over the last 50 minutes: a pace of 12 votes an hour, so 10 hours of work.
-    let volunteer = uuid::Uuid::new_v4();
-    sqlx::query("INSERT INTO users (id, username, password_hash, role) VALUES ($1, 'pace', 'x', 'volunteer')")
-        .bind(volunteer)
-        .execute(&env.pool)
-        .await
-        .unwrap();
-    sqlx::query(
-        "INSERT INTO votes (id, task_id, volunteer_id, verdict, reasons, lease_fence)
-         SELECT gen_random_uuid(), id, $1, 'genuine', '[]', 1 FROM tasks LIMIT 9",
-    )
-    .bind(volunteer)
-    .execute(&env.pool)
-    .await
-    .unwrap();
+    let volunteer = seeded_votes(&env.pool, "pace", 9).await;
     sqlx::query(
         "INSERT INTO votes (id, task_id, volunteer_id, verdict, reasons, lease_fence, created_at)
          SELECT gen_random_uuid(), id, $1, 'genuine', '[]', 1, now() - interval '50 minutes'
@@ -685,24 +672,9 @@ async fn votes_of_the_first_minutes_are_a_pace_over_those_minutes_not_over_the_w
         .await
         .unwrap();
     import_lines_at(&env, &demo_lines(6, 40), chrono::Utc::now().timestamp()).await;
-    let volunteer = uuid::Uuid::new_v4();
-    sqlx::query(
-        "INSERT INTO users (id, username, password_hash, role) VALUES ($1, 'fresh', 'x', 'volunteer')",
-    )
-    .bind(volunteer)
-    .execute(&env.pool)
-    .await
-    .unwrap();
     // 25 votes just now, 120 votes of backlog: at the pace of these first moments
     // that is minutes of work; spread over a whole hour it would read as hours.
-    sqlx::query(
-        "INSERT INTO votes (id, task_id, volunteer_id, verdict, reasons, lease_fence)
-         SELECT gen_random_uuid(), id, $1, 'genuine', '[]', 1 FROM tasks LIMIT 25",
-    )
-    .bind(volunteer)
-    .execute(&env.pool)
-    .await
-    .unwrap();
+    seeded_votes(&env.pool, "fresh", 25).await;
     let capacity = coordinator::capacity::measure(&env.pool, 3600)
         .await
         .unwrap();
