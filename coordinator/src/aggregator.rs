@@ -1,45 +1,31 @@
-//! Aggregation: account each vote to its volunteer (pace, gold answers, abuse
-//! rules), then decide the task once it has the votes it asked for, in one
-//! transaction: a decision and maybe an escalation, or one more vote slot.
+//! Aggregation, in batches: the vote events that arrived together are first
+//! accounted to their volunteers (pace, gold answers, abuse rules) in one
+//! transaction, then every task they touch that has the votes it asked for is
+//! judged in a second one: a decision and maybe an escalation, or one more
+//! vote slot. The two never lock a volunteer's row and a task's row together.
 //!
-//! Adaptive mode (the default) weighs each counting vote by its volunteer's
-//! confusion estimate into the posterior that the listing is counterfeit and
-//! applies the stopping rule for the listing's business risk: decide, ask for
-//! another vote, or escalate as uncertain. Majority mode is the fixed k-vote
-//! majority the simulation compares against.
+//! What the votes come to is [`DecisionRule::judge`], the pure function the
+//! simulation calls too. Exactly one decision per task, whatever the
+//! redelivery: task rows are locked (in id order) and decided only while open.
 
 use crate::consumer::Handled;
 use lapin::message::Delivery;
 use spotcheck_platform::outbox;
 use spotcheck_platform::reliability::{self, Learning};
-use spotcheck_shared::aggregate::majority;
+use spotcheck_platform::standing::StandingCache;
+use spotcheck_shared::decision::{DecisionRule, Judgement, TaskFacts, WeighedVote};
 use spotcheck_shared::messages::{VoteRecorded, decode};
-use spotcheck_shared::posterior::{RiskThresholds, Step, posterior_counterfeit};
 use spotcheck_shared::reliability::Confusion;
 use spotcheck_shared::{EscalationId, Outcome, TaskId, Verdict};
 use sqlx::PgPool;
-
-/// How tasks are decided.
-#[derive(Debug, Clone)]
-pub enum Mode {
-    /// Fixed redundancy: a strict majority of the required votes.
-    Majority,
-    /// Reliability-weighted posterior with a stopping rule.
-    Adaptive {
-        /// The prior probability that a sampled listing is counterfeit.
-        prior: f64,
-        /// Stopping rules by business risk.
-        thresholds: RiskThresholds,
-        /// Most vote slots a task may ever ask for (counting or not).
-        max_slots: i32,
-    },
-}
+use std::collections::HashMap;
+use uuid::Uuid;
 
 /// Everything the aggregator needs besides the database.
 #[derive(Debug, Clone)]
 pub struct Aggregation {
     /// How tasks are decided.
-    pub mode: Mode,
+    pub rule: DecisionRule,
     /// Reliability learning and abuse rules.
     pub learning: Learning,
 }
@@ -57,160 +43,286 @@ pub enum Decision {
     Decided(Outcome),
 }
 
-type TaskRow = (String, String, i32, i32, String, String, f64);
+type TaskRow = (Uuid, String, String, i32, i32, String, String, f64);
 
-/// Decides `task` if it has all the votes it asked for. Idempotent: safe on any
-/// redelivery, and at most one decision per task (the row is locked).
-pub async fn decide(pool: &PgPool, agg: &Aggregation, task: TaskId) -> anyhow::Result<Decision> {
-    let mut tx = pool.begin().await?;
-    let row: Option<TaskRow> = sqlx::query_as(
-        "SELECT t.state, t.kind, t.votes_required, t.votes_counted, t.listing_id,
-                l.seller_risk_tier, l.price
-         FROM tasks t JOIN listings l ON l.listing_id = t.listing_id
-         WHERE t.id = $1 FOR UPDATE OF t",
-    )
-    .bind(task.0)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some((state, kind, required, counted, listing_id, tier, price)) = row else {
-        anyhow::bail!("vote event for unknown task {task}");
-    };
-    if state != "open" || kind == "gold" {
-        return Ok(Decision::AlreadyDecided);
-    }
-    if counted < required {
-        return Ok(Decision::Pending);
-    }
-    let votes: Vec<(String, Option<serde_json::Value>, Option<bool>)> = sqlx::query_as(
-        "SELECT v.verdict, r.confusion, r.counting
-         FROM votes v LEFT JOIN volunteer_reliability r ON r.volunteer_id = v.volunteer_id
-         WHERE v.task_id = $1",
-    )
-    .bind(task.0)
-    .fetch_all(&mut *tx)
-    .await?;
-    let verdicts: Vec<Verdict> = votes
-        .iter()
-        .map(|(v, _, _)| v.parse().unwrap_or(Verdict::Unsure))
-        .collect();
-    let (outcome, posterior) = match &agg.mode {
-        Mode::Majority => (majority(&verdicts), None),
-        Mode::Adaptive {
-            prior,
-            thresholds,
-            max_slots,
-        } => {
-            // A volunteer without a row yet is a newcomer: the prior confusion.
-            let newcomer = Confusion::prior(&agg.learning.prior);
-            let confusions: Vec<Option<Confusion>> = votes
-                .iter()
-                .map(|(_, c, counting)| match (c, counting) {
-                    (_, Some(false)) => None,
-                    (Some(c), _) => Some(serde_json::from_value(c.clone()).unwrap_or(newcomer)),
-                    (None, _) => Some(newcomer),
-                })
-                .collect();
-            let weighing = confusions.iter().filter(|c| c.is_some()).count() as u32;
-            let p = posterior_counterfeit(
-                *prior,
-                confusions
-                    .iter()
-                    .map(Option::as_ref)
-                    .zip(verdicts.iter().copied()),
-            );
-            match thresholds.rule_for(&tier, price).step(p, weighing) {
-                Step::Decide(outcome) => (outcome, Some(p)),
-                Step::NeedMore if required < *max_slots => {
-                    sqlx::query(
-                        "UPDATE tasks SET votes_required = votes_required + 1 WHERE id = $1",
-                    )
-                    .bind(task.0)
-                    .execute(&mut *tx)
-                    .await?;
-                    outbox::offer_slots(&mut tx, &[task], 1).await?;
-                    tx.commit().await?;
-                    metrics::counter!("spotcheck_extra_votes_total").increment(1);
-                    tracing::debug!(task.id = %task, posterior = p, "asked for another vote");
-                    return Ok(Decision::MoreVotes);
-                }
-                Step::NeedMore | Step::Uncertain => (Outcome::Uncertain, Some(p)),
-            }
-        }
-    };
-    let escalates = match agg.mode {
-        Mode::Majority => outcome.escalates(),
-        Mode::Adaptive { .. } => outcome != Outcome::Genuine,
-    };
-    let tally = serde_json::json!({
-        "genuine": verdicts.iter().filter(|v| **v == Verdict::Genuine).count(),
-        "counterfeit": verdicts.iter().filter(|v| **v == Verdict::Counterfeit).count(),
-        "unsure": verdicts.iter().filter(|v| **v == Verdict::Unsure).count(),
-        "weighing": votes.iter().filter(|(_, _, counting)| *counting != Some(false)).count(),
-    });
-    sqlx::query(
-        "INSERT INTO decisions (task_id, outcome, tally, posterior) VALUES ($1, $2, $3, $4)
-         ON CONFLICT (task_id) DO NOTHING",
-    )
-    .bind(task.0)
-    .bind(outcome.as_str())
-    .bind(tally)
-    .bind(posterior)
-    .execute(&mut *tx)
-    .await?;
-    let state = if escalates { "escalated" } else { "decided" };
-    sqlx::query("UPDATE tasks SET state = $2, decided_at = now() WHERE id = $1")
-        .bind(task.0)
-        .bind(state)
-        .execute(&mut *tx)
-        .await?;
-    if escalates {
-        let reason = match (&agg.mode, outcome) {
-            (Mode::Majority, _) => "counterfeit_majority",
-            (_, Outcome::Counterfeit) => "counterfeit_posterior",
-            _ => "uncertain",
-        };
-        sqlx::query(
-            "INSERT INTO escalations (id, task_id, listing_id, reason) VALUES ($1, $2, $3, $4)
-             ON CONFLICT ON CONSTRAINT escalations_task_key DO NOTHING",
-        )
-        .bind(EscalationId::new().0)
-        .bind(task.0)
-        .bind(&listing_id)
-        .bind(reason)
-        .execute(&mut *tx)
-        .await?;
-    }
-    tx.commit().await?;
-    metrics::counter!("spotcheck_decisions_total", "outcome" => outcome.as_str()).increment(1);
-    tracing::debug!(task.id = %task, outcome = outcome.as_str(), ?posterior, "task decided");
-    Ok(Decision::Decided(outcome))
+/// A task judged in this batch.
+struct Judged {
+    task: Uuid,
+    listing_id: String,
+    judgement: Judgement,
+    tally: serde_json::Value,
 }
 
-/// Accounts the vote to its volunteer (its own transaction), then decides.
+/// Judges every task of `tasks` that has all the votes it asked for, in one
+/// transaction. Idempotent: safe on any redelivery.
+pub async fn decide_many(
+    pool: &PgPool,
+    agg: &Aggregation,
+    tasks: &[TaskId],
+) -> anyhow::Result<HashMap<TaskId, Decision>> {
+    let mut ids: Vec<Uuid> = tasks.iter().map(|t| t.0).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut tx = pool.begin().await?;
+    let rows: Vec<TaskRow> = sqlx::query_as(
+        "SELECT t.id, t.state, t.kind, t.votes_required, t.votes_counted, t.listing_id,
+                l.seller_risk_tier, l.price
+         FROM tasks t JOIN listings l ON l.listing_id = t.listing_id
+         WHERE t.id = ANY($1) ORDER BY t.id FOR UPDATE OF t",
+    )
+    .bind(&ids)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut decisions: HashMap<TaskId, Decision> = HashMap::new();
+    let mut ready: Vec<TaskRow> = Vec::new();
+    for row in rows {
+        let (id, state, kind, required, counted) = (row.0, &row.1, &row.2, row.3, row.4);
+        if state != "open" || kind == "gold" {
+            decisions.insert(TaskId(id), Decision::AlreadyDecided);
+        } else if counted < required {
+            decisions.insert(TaskId(id), Decision::Pending);
+        } else {
+            ready.push(row);
+        }
+    }
+    if ready.is_empty() {
+        return Ok(decisions);
+    }
+    let ready_ids: Vec<Uuid> = ready.iter().map(|r| r.0).collect();
+    let votes: Vec<(Uuid, String, Option<serde_json::Value>, Option<bool>)> = sqlx::query_as(
+        "SELECT v.task_id, v.verdict, r.confusion, r.counting
+         FROM votes v LEFT JOIN volunteer_reliability r ON r.volunteer_id = v.volunteer_id
+         WHERE v.task_id = ANY($1)",
+    )
+    .bind(&ready_ids)
+    .fetch_all(&mut *tx)
+    .await?;
+    // A volunteer without a row yet is a newcomer: the prior confusion.
+    let newcomer = Confusion::prior(&agg.learning.prior);
+    let mut by_task: HashMap<Uuid, Vec<WeighedVote>> = HashMap::new();
+    for (task, verdict, confusion, counting) in votes {
+        let confusion = match (confusion, counting) {
+            (_, Some(false)) => None,
+            (Some(c), _) => Some(serde_json::from_value(c).unwrap_or(newcomer)),
+            (None, _) => Some(newcomer),
+        };
+        by_task.entry(task).or_default().push(WeighedVote {
+            verdict: verdict.parse().unwrap_or(Verdict::Unsure),
+            confusion,
+        });
+    }
+    let mut more: Vec<TaskId> = Vec::new();
+    let mut judged: Vec<Judged> = Vec::new();
+    for (id, _, _, required, _, listing_id, tier, price) in ready {
+        let votes = by_task.remove(&id).unwrap_or_default();
+        let facts = TaskFacts {
+            slots: required.max(0) as u32,
+            seller_risk_tier: &tier,
+            price,
+        };
+        let judgement = agg.rule.judge(&votes, facts);
+        match judgement {
+            Judgement::MoreVotes { posterior } => {
+                tracing::debug!(task.id = %id, posterior, "asking for another vote");
+                more.push(TaskId(id));
+                decisions.insert(TaskId(id), Decision::MoreVotes);
+            }
+            Judgement::Decided { outcome, .. } => {
+                decisions.insert(TaskId(id), Decision::Decided(outcome));
+                judged.push(Judged {
+                    task: id,
+                    listing_id,
+                    judgement,
+                    tally: tally(&votes),
+                });
+            }
+        }
+    }
+    if !more.is_empty() {
+        let more_ids: Vec<Uuid> = more.iter().map(|t| t.0).collect();
+        sqlx::query("UPDATE tasks SET votes_required = votes_required + 1 WHERE id = ANY($1)")
+            .bind(&more_ids)
+            .execute(&mut *tx)
+            .await?;
+        outbox::offer_slots(&mut tx, &more, 1).await?;
+    }
+    write_decisions(&mut tx, &judged).await?;
+    tx.commit().await?;
+    metrics::counter!("spotcheck_extra_votes_total").increment(more.len() as u64);
+    for j in &judged {
+        if let Judgement::Decided { outcome, .. } = j.judgement {
+            metrics::counter!("spotcheck_decisions_total", "outcome" => outcome.as_str())
+                .increment(1);
+        }
+    }
+    Ok(decisions)
+}
+
+/// Votes per verdict, and how many weighed.
+fn tally(votes: &[WeighedVote]) -> serde_json::Value {
+    let count = |v: Verdict| votes.iter().filter(|w| w.verdict == v).count();
+    serde_json::json!({
+        "genuine": count(Verdict::Genuine),
+        "counterfeit": count(Verdict::Counterfeit),
+        "unsure": count(Verdict::Unsure),
+        "weighing": votes.iter().filter(|w| w.confusion.is_some()).count(),
+    })
+}
+
+/// Decisions, task states and escalations of the judged tasks, a statement each.
+async fn write_decisions(conn: &mut sqlx::PgConnection, judged: &[Judged]) -> sqlx::Result<()> {
+    if judged.is_empty() {
+        return Ok(());
+    }
+    let mut tasks = Vec::new();
+    let mut outcomes = Vec::new();
+    let mut tallies = Vec::new();
+    let mut posteriors = Vec::new();
+    let mut states = Vec::new();
+    let (mut esc_ids, mut esc_tasks, mut esc_listings, mut esc_reasons) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for j in judged {
+        let Judgement::Decided {
+            outcome,
+            posterior,
+            escalation,
+        } = j.judgement
+        else {
+            continue;
+        };
+        tasks.push(j.task);
+        outcomes.push(outcome.as_str());
+        tallies.push(j.tally.clone());
+        posteriors.push(posterior);
+        states.push(if escalation.is_some() {
+            "escalated"
+        } else {
+            "decided"
+        });
+        if let Some(reason) = escalation {
+            esc_ids.push(EscalationId::new().0);
+            esc_tasks.push(j.task);
+            esc_listings.push(j.listing_id.as_str());
+            esc_reasons.push(reason.as_str());
+        }
+    }
+    sqlx::query(
+        "INSERT INTO decisions (task_id, outcome, tally, posterior)
+         SELECT * FROM unnest($1::uuid[], $2::text[], $3::jsonb[], $4::float8[])
+         ON CONFLICT (task_id) DO NOTHING",
+    )
+    .bind(&tasks)
+    .bind(&outcomes)
+    .bind(&tallies)
+    .bind(&posteriors)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "UPDATE tasks t SET state = c.state, decided_at = now()
+         FROM unnest($1::uuid[], $2::text[]) AS c(id, state) WHERE t.id = c.id",
+    )
+    .bind(&tasks)
+    .bind(&states)
+    .execute(&mut *conn)
+    .await?;
+    if !esc_ids.is_empty() {
+        sqlx::query(
+            "INSERT INTO escalations (id, task_id, listing_id, reason)
+             SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[])
+             ON CONFLICT ON CONSTRAINT escalations_task_key DO NOTHING",
+        )
+        .bind(&esc_ids)
+        .bind(&esc_tasks)
+        .bind(&esc_listings)
+        .bind(&esc_reasons)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Accounts a batch of vote events to their volunteers (one transaction), lets
+/// every replica know of volunteers stopped now, then judges their tasks.
+pub async fn on_votes(
+    pool: &PgPool,
+    agg: &Aggregation,
+    standing: Option<&StandingCache>,
+    events: &[VoteRecorded],
+) -> anyhow::Result<HashMap<TaskId, Decision>> {
+    let votes: Vec<Uuid> = events.iter().map(|e| e.vote_id).collect();
+    let mut tx = pool.begin().await?;
+    let stopped = reliability::account_votes(&mut tx, &votes, &agg.learning).await?;
+    tx.commit().await?;
+    if let Some(standing) = standing
+        && !stopped.is_empty()
+    {
+        let ids: Vec<Uuid> = stopped.iter().map(|(id, _)| *id).collect();
+        standing.invalidate(&ids).await?;
+    }
+    let tasks: Vec<TaskId> = events.iter().map(|e| e.task_id).collect();
+    decide_many(pool, agg, &tasks).await
+}
+
+/// Handles one vote event (as a batch of one).
 pub async fn on_vote(
     pool: &PgPool,
     agg: &Aggregation,
     event: &VoteRecorded,
 ) -> anyhow::Result<Decision> {
-    let mut tx = pool.begin().await?;
-    reliability::account_vote(&mut tx, event.vote_id, &agg.learning).await?;
-    tx.commit().await?;
-    decide(pool, agg, event.task_id).await
+    let decisions = on_votes(pool, agg, None, std::slice::from_ref(event)).await?;
+    decisions
+        .get(&event.task_id)
+        .copied()
+        .ok_or_else(|| anyhow::anyhow!("vote event for unknown task {}", event.task_id))
 }
 
-/// Handles one vote event.
-pub async fn handle(pool: &PgPool, agg: &Aggregation, delivery: Delivery) -> (Delivery, Handled) {
-    let event: VoteRecorded = match decode(&delivery.data) {
-        Ok(event) => event,
-        Err(e) => {
-            return (
+/// Handles a batch of vote events: malformed ones are dead-lettered, the rest
+/// acked together once their work committed (or all handed back on failure).
+pub async fn handle(
+    pool: &PgPool,
+    agg: &Aggregation,
+    standing: &StandingCache,
+    deliveries: Vec<Delivery>,
+) -> Vec<(Delivery, Handled)> {
+    let mut out = Vec::with_capacity(deliveries.len());
+    let mut good: Vec<(Delivery, VoteRecorded)> = Vec::new();
+    for delivery in deliveries {
+        match decode::<VoteRecorded>(&delivery.data) {
+            Ok(event) => good.push((delivery, event)),
+            Err(e) => out.push((
                 delivery,
                 Handled::DeadLetter(format!("malformed vote event: {e}")),
-            );
+            )),
         }
-    };
-    match on_vote(pool, agg, &event).await {
-        Ok(_) => (delivery, Handled::Ack),
-        Err(e) => (delivery, Handled::Retry(e)),
     }
+    let events: Vec<VoteRecorded> = good.iter().map(|(_, e)| e.clone()).collect();
+    let result = if events.is_empty() {
+        Ok(HashMap::new())
+    } else {
+        on_votes(pool, agg, Some(standing), &events).await
+    };
+    match result {
+        Ok(decisions) => {
+            for (delivery, event) in good {
+                // An event for a task that does not exist can never be processed:
+                // retried until the delivery limit dead-letters it.
+                let handled = if decisions.contains_key(&event.task_id) {
+                    Handled::Ack
+                } else {
+                    Handled::Retry(anyhow::anyhow!(
+                        "vote event for unknown task {}",
+                        event.task_id
+                    ))
+                };
+                out.push((delivery, handled));
+            }
+        }
+        Err(e) => {
+            let e = format!("{e:#}");
+            for (delivery, _) in good {
+                out.push((delivery, Handled::Retry(anyhow::anyhow!("{e}"))));
+            }
+        }
+    }
+    out
 }

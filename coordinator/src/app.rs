@@ -10,6 +10,7 @@ use lapin::Connection;
 use spotcheck_platform::amqp::{self, Names, ResilientPublisher};
 use spotcheck_platform::db;
 use spotcheck_platform::lease::LeaseStore;
+use spotcheck_platform::standing::StandingCache;
 use spotcheck_shared::capacity::Throttle;
 use sqlx::PgPool;
 use std::future::Future;
@@ -54,6 +55,7 @@ pub struct App {
     amqp: Arc<Connection>,
     publisher: ResilientPublisher,
     leases: LeaseStore,
+    standing: StandingCache,
     ops_listener: tokio::net::TcpListener,
 }
 
@@ -66,7 +68,8 @@ impl App {
         let redis = redis::aio::ConnectionManager::new(redis)
             .await
             .context("connecting to Redis")?;
-        let leases = LeaseStore::new(redis, &config.services.redis_prefix);
+        let leases = LeaseStore::new(redis.clone(), &config.services.redis_prefix);
+        let standing = StandingCache::new(redis, &config.services.redis_prefix);
         let name = format!("coordinator:{}", config.services.amqp_namespace);
         let amqp = amqp::connect(&config.services.amqp_url, &name).await?;
         let names = Names::new(&config.services.amqp_namespace);
@@ -84,6 +87,7 @@ impl App {
             amqp,
             publisher,
             leases,
+            standing,
             ops_listener,
         })
     }
@@ -113,15 +117,16 @@ impl App {
         let mut loops: JoinSet<(&'static str, anyhow::Result<()>)> = JoinSet::new();
 
         let (pool, publisher, c) = (self.pool.clone(), self.publisher.clone(), cancel.clone());
-        let (n, batch, poll) = (
+        let (n, leases, batch, poll) = (
             names.clone(),
+            self.leases.clone(),
             self.config.relay_batch,
             self.config.relay_poll(),
         );
         loops.spawn(async move {
             (
                 "outbox relay",
-                relay::run(pool, publisher, n, batch, poll, c).await,
+                relay::run(pool, publisher, n, leases, batch, poll, c).await,
             )
         });
 
@@ -176,6 +181,15 @@ impl App {
         let interval = Duration::from_millis(self.config.reaper_interval_ms);
         loops.spawn(async move { ("lease reaper", reaper::run(pool, leases, interval, c).await) });
 
+        let (pool, leases, c) = (self.pool.clone(), self.leases.clone(), cancel.clone());
+        let audit = self.config.audit();
+        loops.spawn(async move {
+            (
+                "lost-slot audit",
+                crate::audit::run(pool, leases, audit, c).await,
+            )
+        });
+
         let (pool, conn, c, prefetch) = (
             self.pool.clone(),
             self.amqp.clone(),
@@ -185,11 +199,12 @@ impl App {
         let queue = names.ingest_queue();
         let feed_alive = Arc::new(AtomicBool::new(false));
         let alive = feed_alive.clone();
+        let batch = self.config.consumer_batch;
         loops.spawn(async move {
             let handler = |d| feed::handle(&pool, &sampler, &policies, d);
             (
                 "listing feed consumer",
-                consumer::run(&conn, &queue, prefetch, c, &alive, handler).await,
+                consumer::run_batched(&conn, &queue, prefetch, batch, c, &alive, handler).await,
             )
         });
 
@@ -198,11 +213,12 @@ impl App {
         let queue = names.votes_queue();
         let votes_alive = Arc::new(AtomicBool::new(false));
         let alive = votes_alive.clone();
+        let standing = self.standing.clone();
         loops.spawn(async move {
-            let handler = |d| aggregator::handle(&pool, &aggregation, d);
+            let handler = |d| aggregator::handle(&pool, &aggregation, &standing, d);
             (
                 "vote aggregator",
-                consumer::run(&conn, &queue, prefetch, c, &alive, handler).await,
+                consumer::run_batched(&conn, &queue, prefetch, batch, c, &alive, handler).await,
             )
         });
 

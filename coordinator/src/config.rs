@@ -138,11 +138,21 @@ pub struct Config {
     #[arg(long, env = "SPOTCHECK_RELAY_POLL_MS", default_value_t = 500)]
     pub relay_poll_ms: u64,
     /// Pause between reaper sweeps of expired leases, in milliseconds.
-    #[arg(long, env = "SPOTCHECK_REAPER_INTERVAL_MS", default_value_t = 1_000)]
+    #[arg(long, env = "SPOTCHECK_REAPER_INTERVAL_MS", default_value_t = 250)]
     pub reaper_interval_ms: u64,
     /// Unacked deliveries per consumer.
-    #[arg(long, env = "SPOTCHECK_PREFETCH", default_value_t = 64)]
+    #[arg(long, env = "SPOTCHECK_PREFETCH", default_value_t = 1000)]
     pub prefetch: u16,
+    /// Deliveries a consumer handles in one transaction at most (feed and votes).
+    #[arg(long, env = "SPOTCHECK_CONSUMER_BATCH", default_value_t = 500)]
+    pub consumer_batch: usize,
+    /// Pause between audits for vote slots nothing covers, in milliseconds.
+    #[arg(long, env = "SPOTCHECK_AUDIT_INTERVAL_MS", default_value_t = 10_000)]
+    pub audit_interval_ms: u64,
+    /// How long past a lease TTL a shortfall must last before the audit offers
+    /// its slots again, in milliseconds.
+    #[arg(long, env = "SPOTCHECK_AUDIT_GRACE_MS", default_value_t = 10_000)]
+    pub audit_grace_ms: u64,
     /// Listings per ingest transaction during `import`.
     #[arg(long, env = "SPOTCHECK_IMPORT_BATCH", default_value_t = 200)]
     pub import_batch: usize,
@@ -170,10 +180,11 @@ impl Config {
 
     /// How votes become decisions; refuses inconsistent thresholds.
     pub fn aggregation(&self) -> anyhow::Result<crate::aggregator::Aggregation> {
-        use crate::aggregator::{Aggregation, Mode};
+        use crate::aggregator::Aggregation;
+        use spotcheck_shared::decision::DecisionRule;
         use spotcheck_shared::posterior::{RiskThresholds, StoppingRule};
-        let mode = if self.aggregation == "majority" {
-            Mode::Majority
+        let rule = if self.aggregation == "majority" {
+            DecisionRule::Majority
         } else {
             let thresholds = RiskThresholds {
                 base: StoppingRule {
@@ -195,10 +206,10 @@ impl Config {
                 self.prior_counterfeit > 0.0 && self.prior_counterfeit < 1.0,
                 "SPOTCHECK_PRIOR_COUNTERFEIT must be in (0, 1)"
             );
-            Mode::Adaptive {
+            DecisionRule::Adaptive {
                 prior: self.prior_counterfeit,
                 thresholds,
-                max_slots: self.max_slots,
+                max_slots: self.max_slots.max(1) as u32,
             }
         };
         let abuse = spotcheck_shared::abuse::AbusePolicy {
@@ -210,12 +221,22 @@ impl Config {
             .validate()
             .map_err(|_| anyhow::anyhow!("SPOTCHECK_FAST_VOTE_SHARE must be in (0, 1]"))?;
         Ok(Aggregation {
-            mode,
+            rule,
             learning: spotcheck_platform::reliability::Learning {
                 abuse,
                 ..Default::default()
             },
         })
+    }
+
+    /// How the lost-slot audit runs.
+    pub fn audit(&self) -> crate::audit::AuditConfig {
+        crate::audit::AuditConfig {
+            interval: Duration::from_millis(self.audit_interval_ms.max(10)),
+            patience: Duration::from_secs(self.services.lease_ttl_secs)
+                + Duration::from_millis(self.audit_grace_ms),
+            replica: format!("coordinator-{}", uuid::Uuid::new_v4().simple()),
+        }
     }
 
     /// The capacity limits.

@@ -1,9 +1,10 @@
 //! The Spotcheck coordinator: ingests listings, samples them into review tasks,
-//! relays the outbox to RabbitMQ, re-offers abandoned lease slots, and turns
+//! relays the outbox to RabbitMQ, re-offers abandoned or lost lease slots, and turns
 //! votes into decisions and escalations. Any number of replicas may run.
 
 pub mod aggregator;
 pub mod app;
+pub mod audit;
 pub mod capacity;
 pub mod config;
 pub mod consumer;

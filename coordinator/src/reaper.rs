@@ -2,7 +2,7 @@
 //! lease. No keyspace notifications; a sweep every interval on every replica,
 //! each expired lease taken by one sweep at a time.
 
-use spotcheck_platform::lease::{LeaseEnd, LeaseStore};
+use spotcheck_platform::lease::LeaseStore;
 use spotcheck_platform::outbox;
 use sqlx::PgPool;
 use std::time::Duration;
@@ -36,11 +36,7 @@ pub async fn sweep(pool: &PgPool, leases: &LeaseStore) -> anyhow::Result<usize> 
     // The offer is committed before the lease leaves Redis: a crash here can only duplicate it.
     let mut conn = pool.acquire().await?;
     outbox::offer_slots(&mut conn, &tasks, 1).await?;
-    for (task, volunteer) in &expired {
-        leases
-            .drop_expired(*task, *volunteer, LeaseEnd::Expired)
-            .await?;
-    }
+    leases.drop_expired(&expired).await?;
     metrics::counter!("spotcheck_leases_reaped_total").increment(expired.len() as u64);
     tracing::info!(
         count = expired.len(),
@@ -59,6 +55,11 @@ pub async fn run(
     let mut failures = 0u32;
     loop {
         match sweep(&pool, &leases).await {
+            // A full sweep: more are due, sweep again at once.
+            Ok(n) if n >= SWEEP_LIMIT => {
+                failures = 0;
+                continue;
+            }
             Ok(_) => failures = 0,
             Err(e) => {
                 failures += 1;

@@ -24,12 +24,13 @@ pub async fn check(pool: &PgPool, leases: &LeaseStore) -> anyhow::Result<u64> {
         return Ok(0);
     }
     let mut tx = pool.begin().await?;
-    let offered = sqlx::query(
-        "INSERT INTO outbox (topic, payload)
-         SELECT 'tasks', jsonb_build_object('v', 1, 'task_id', t.id)
-         FROM tasks t CROSS JOIN LATERAL generate_series(1, t.votes_required - t.votes_counted)
-         WHERE t.state = 'open' AND t.kind = 'review'",
-    )
+    let offered = sqlx::query(concat!(
+        "INSERT INTO outbox (topic, payload) SELECT 'tasks', ",
+        spotcheck_platform::offer_payload_sql!(),
+        " FROM tasks t JOIN listings l ON l.listing_id = t.listing_id
+         CROSS JOIN LATERAL generate_series(1, t.votes_required - t.votes_counted)
+         WHERE t.state = 'open' AND t.kind = 'review'"
+    ))
     .execute(&mut *tx)
     .await?
     .rows_affected();

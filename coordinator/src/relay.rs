@@ -3,7 +3,9 @@
 //! a crash between publish and delete re-publishes, never loses.
 
 use spotcheck_platform::amqp::{Names, ResilientPublisher};
+use spotcheck_platform::lease::LeaseStore;
 use spotcheck_platform::outbox::NOTIFY_CHANNEL;
+use spotcheck_shared::TaskId;
 use spotcheck_shared::messages::Topic;
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
@@ -13,11 +15,13 @@ use std::time::{Duration, Instant};
 const GIVE_UP: Duration = Duration::from_secs(120);
 use tokio_util::sync::CancellationToken;
 
-/// Publishes up to `limit` outbox rows; returns how many went out.
+/// Publishes up to `limit` outbox rows; returns how many went out. With a
+/// lease store, the slot offers published are counted there for the audit.
 pub async fn relay_once(
     pool: &PgPool,
     publisher: &ResilientPublisher,
     names: &Names,
+    leases: Option<&LeaseStore>,
     limit: i64,
 ) -> anyhow::Result<usize> {
     let mut tx = pool.begin().await?;
@@ -31,9 +35,19 @@ pub async fn relay_once(
         return Ok(0);
     }
     let mut messages = Vec::with_capacity(rows.len());
+    let mut offered: Vec<TaskId> = Vec::new();
     for (id, topic, payload) in &rows {
         let queue = match Topic::parse(topic) {
-            Some(Topic::Tasks) => names.tasks_queue(),
+            Some(Topic::Tasks) => {
+                if let Some(task) = payload
+                    .get("task_id")
+                    .and_then(|t| t.as_str())
+                    .and_then(|t| t.parse().ok())
+                {
+                    offered.push(task);
+                }
+                names.tasks_queue()
+            }
             Some(Topic::Votes) => names.votes_queue(),
             None => anyhow::bail!("outbox row {id} has unknown topic {topic:?}"),
         };
@@ -46,6 +60,13 @@ pub async fn relay_once(
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
+    // Counted after the commit: a crash before it under-counts, which the
+    // audit can only answer with a duplicate offer, never a lost one.
+    if let Some(leases) = leases
+        && let Err(e) = leases.count_offers(&offered).await
+    {
+        tracing::warn!(error = %e, "could not count published offers");
+    }
     metrics::counter!("spotcheck_outbox_published_total").increment(rows.len() as u64);
     Ok(rows.len())
 }
@@ -56,6 +77,7 @@ pub async fn run(
     pool: PgPool,
     publisher: ResilientPublisher,
     names: Names,
+    leases: LeaseStore,
     batch: i64,
     poll: Duration,
     cancel: CancellationToken,
@@ -70,7 +92,7 @@ pub async fn run(
     let mut failing_since: Option<Instant> = None;
     let mut backoff = Duration::from_millis(100);
     loop {
-        match relay_once(&pool, &publisher, &names, batch).await {
+        match relay_once(&pool, &publisher, &names, Some(&leases), batch).await {
             Ok(n) if n as i64 >= batch => {
                 failing_since = None;
                 continue;

@@ -10,6 +10,9 @@ pub async fn connect(url: &str, max: u32) -> anyhow::Result<PgPool> {
     PgPoolOptions::new()
         .max_connections(max)
         .acquire_timeout(Duration::from_secs(10))
+        // A checkout would otherwise cost a ping round trip; a broken
+        // connection fails its query and is replaced.
+        .test_before_acquire(false)
         .connect(url)
         .await
         .context("connecting to PostgreSQL")

@@ -60,6 +60,13 @@ pub async fn dead_letter_depths(
     Ok(depths)
 }
 
+/// Votes beyond what review tasks asked for (gold tasks are answered by every
+/// volunteer once, so their answers are never over-collection).
+pub const OVER_COLLECTED_SQL: &str =
+    "SELECT coalesce(sum(greatest(v.n - t.votes_required, 0)), 0)::bigint
+     FROM tasks t JOIN (SELECT task_id, count(*) AS n FROM votes GROUP BY task_id) v ON v.task_id = t.id
+     WHERE t.kind = 'review'";
+
 /// Database-side figures: over-collected votes and outbox backlog.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct DbFigures {
@@ -73,12 +80,13 @@ pub struct DbFigures {
 
 /// Reads the database-side figures.
 pub async fn db_figures(pool: &PgPool) -> sqlx::Result<DbFigures> {
-    let (over_collected, outbox_unsent, outbox_lag_secs): (i64, i64, f64) = sqlx::query_as(
-        "SELECT
-            (SELECT coalesce(sum(greatest(v.n - t.votes_required, 0)), 0)::bigint
-               FROM tasks t JOIN (SELECT task_id, count(*) AS n FROM votes GROUP BY task_id) v ON v.task_id = t.id),
-            (SELECT count(*) FROM outbox WHERE sent_at IS NULL),
-            (SELECT coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8 FROM outbox WHERE sent_at IS NULL)",
+    let over_collected: i64 = sqlx::query_scalar(OVER_COLLECTED_SQL)
+        .fetch_one(pool)
+        .await?;
+    let (outbox_unsent, outbox_lag_secs): (i64, f64) = sqlx::query_as(
+        "SELECT count(*),
+                coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8
+         FROM outbox WHERE sent_at IS NULL",
     )
     .fetch_one(pool)
     .await?;

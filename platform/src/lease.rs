@@ -3,7 +3,10 @@
 //!
 //! Keys (all under the `{prefix}` hash tag, so a Redis Cluster keeps them in one slot):
 //! - `{p}:leases:<task>`: hash volunteer -> `token|fence|expires_ms`, the task's leases;
-//! - `{p}:voted:<task>`: votes recorded on the task, as seen by worker-api;
+//! - `{p}:voters:<task>`: set of volunteers whose vote on the task committed
+//!   (moved there from the leases hash atomically when the vote ends its lease);
+//! - `{p}:offers:<task>`: slot offers published for the task and not yet taken
+//!   by a claim (the relay adds, a claim takes away), which the lost-slot audit reads;
 //! - `{p}:holder:<volunteer>`: set of tasks the volunteer holds leases on;
 //! - `{p}:expiry`: sorted set of `task|volunteer` by expiry, which the reaper sweeps;
 //! - `{p}:fence`: the fencing-token counter;
@@ -19,6 +22,7 @@
 
 use redis::Script;
 use redis::aio::ConnectionManager;
+use spotcheck_shared::lease_token::LeaseToken;
 use spotcheck_shared::{TaskId, UserId};
 use std::sync::LazyLock;
 
@@ -26,11 +30,35 @@ use std::sync::LazyLock;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Lease {
     /// The opaque token the holder presents.
-    pub token: String,
+    pub token: LeaseToken,
     /// Monotonic fencing number of this grant.
     pub fence: i64,
     /// Expiry, Unix milliseconds.
     pub expires_at_ms: i64,
+}
+
+/// One vote to fence at commit.
+#[derive(Debug, Clone, Copy)]
+pub struct SealRequest<'a> {
+    /// The task voted on.
+    pub task: TaskId,
+    /// The voter.
+    pub volunteer: UserId,
+    /// The token the vote came with.
+    pub token: &'a LeaseToken,
+    /// The voter's quota counter for today.
+    pub quota_key: &'a str,
+}
+
+/// What covers a task's slots in Redis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Coverage {
+    /// Lease entries, live or awaiting the reaper.
+    pub leases: i64,
+    /// Volunteers whose votes committed.
+    pub voters: i64,
+    /// Offers published and not yet taken by a claim.
+    pub offers: i64,
 }
 
 /// A claim attempt: who wants a slot of which task, under what limits.
@@ -42,16 +70,29 @@ pub struct ClaimRequest<'a> {
     pub volunteer: UserId,
     /// Votes the task asks for.
     pub required: i32,
-    /// Votes PostgreSQL has counted on it.
+    /// Votes counted on it as far as the caller knows (a floor: Redis's own
+    /// set of voters counts too).
     pub counted: i32,
     /// Lease lifetime in milliseconds.
     pub ttl_ms: u64,
     /// Live leases one volunteer may hold.
     pub cap: u32,
     /// The new lease's token.
-    pub token: &'a str,
-    /// Volunteers whose votes on the task PostgreSQL has counted.
-    pub voters: &'a [UserId],
+    pub token: &'a LeaseToken,
+    /// The volunteer's daily vote quota: refused once it is spent.
+    pub quota: Option<QuotaRef<'a>>,
+    /// Whether the claim consumes a slot offer from the queue (review tasks;
+    /// gold tasks are served from PostgreSQL).
+    pub from_offer: bool,
+}
+
+/// A quota counter and its limit.
+#[derive(Debug, Clone, Copy)]
+pub struct QuotaRef<'a> {
+    /// The counter's key.
+    pub key: &'a str,
+    /// The most it may reach.
+    pub limit: u32,
 }
 
 /// What a claim attempt came to.
@@ -67,6 +108,8 @@ pub enum ClaimResult {
     AlreadyHeld,
     /// The volunteer holds as many live leases as allowed.
     CapReached,
+    /// The volunteer's daily vote quota is spent.
+    QuotaSpent,
 }
 
 /// Why a lease check failed.
@@ -84,6 +127,9 @@ pub enum LeaseError {
     /// The holder released the lease.
     #[error("the lease was released")]
     Released,
+    /// The volunteer's daily vote quota is spent (a vote is refused, not counted).
+    #[error("the daily vote quota is spent")]
+    QuotaSpent,
 }
 
 /// How a lease ended without a vote, as its tombstone remembers.
@@ -128,28 +174,42 @@ local function gone(p, task, vol, token)
   if g == token .. '|released' then return -4 end
   return -1
 end
+local function gone_or_expired(p, task, vol, token)
+  if gone(p, task, vol, token) == -4 then return -4 end
+  return -3
+end
 ";
 
 static CLAIM: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         "{NOW}{PARSE}
 local p, task, vol = ARGV[1], ARGV[2], ARGV[3]
-local required, counted_db = tonumber(ARGV[4]), tonumber(ARGV[5])
+local required, counted_floor = tonumber(ARGV[4]), tonumber(ARGV[5])
 local ttl, cap, token = tonumber(ARGV[6]), tonumber(ARGV[7]), ARGV[8]
+local quota_key, quota_limit, from_offer = ARGV[9], tonumber(ARGV[10]), ARGV[11] == '1'
 local lk = p .. ':leases:' .. task
-if redis.call('HEXISTS', lk, vol) == 1 then return {{-1}} end
--- Leases of volunteers whose vote PostgreSQL already counted are not counted
--- again (a vote commits a moment before its lease is ended).
-local voters = {{}}
-for i = 9, #ARGV do voters[ARGV[i]] = true end
+local vk = p .. ':voters:' .. task
+-- An ended lease of this volunteer's on a gold task may be taken again at once;
+-- on a review task it waits for the reaper, which offers its slot again.
+local mine = redis.call('HGET', lk, vol)
+if mine then
+  local _, _, mine_exp = parse(mine)
+  if mine_exp > now or from_offer then return {{-1}} end
+end
+if redis.call('SISMEMBER', vk, vol) == 1 then return {{-1}} end
+if quota_limit > 0 and tonumber(redis.call('GET', quota_key) or '0') >= quota_limit then return {{-5}} end
+local ok = p .. ':offers:' .. task
 local live = 0
 local entries = redis.call('HGETALL', lk)
 for i = 1, #entries, 2 do
   local _, _, exp = parse(entries[i + 1])
-  if exp > now and not voters[entries[i]] then live = live + 1 end
+  if exp > now then live = live + 1 end
 end
-local counted = math.max(counted_db, tonumber(redis.call('GET', p .. ':voted:' .. task) or '0'))
-if live + counted >= required then return {{0}} end
+local counted = math.max(counted_floor, redis.call('SCARD', vk))
+if live + counted >= required then
+  if from_offer then redis.call('DECR', ok) end
+  return {{0}}
+end
 local hk = p .. ':holder:' .. vol
 local held = 0
 for _, t in ipairs(redis.call('SMEMBERS', hk)) do
@@ -167,6 +227,7 @@ local exp = now + ttl
 redis.call('HSET', lk, vol, token .. '|' .. fence .. '|' .. exp)
 redis.call('SADD', hk, task)
 redis.call('ZADD', p .. ':expiry', exp, task .. '|' .. vol)
+if from_offer then redis.call('DECR', ok) end
 return {{1, fence, exp}}
 "
     ))
@@ -182,7 +243,7 @@ local v = redis.call('HGET', lk, vol)
 if not v then return {{gone(p, task, vol, token)}} end
 local cur, fence, exp = parse(v)
 if cur ~= token then return {{-2}} end
-if exp <= now then return {{-3}} end
+if exp <= now then return {{gone_or_expired(p, task, vol, token)}} end
 if ttl > 0 then
   exp = now + ttl
   redis.call('HSET', lk, vol, cur .. '|' .. fence .. '|' .. exp)
@@ -193,44 +254,127 @@ return {{1, fence, exp}}
     ))
 });
 
-/// Ends a lease with a counted vote: removes it and bumps the task's vote count,
-/// only when the token is current, so a retried call never counts twice.
-static FINISH: LazyLock<Script> = LazyLock::new(|| {
+/// The fence at commit of a batch of votes: for each `task, volunteer, token,
+/// quota key` (from ARGV[4] on, four at a time), checks that the token is the
+/// volunteer's live lease and that today's quota (ARGV[3], 0 for none) is not
+/// spent; then charges the quota and keeps the lease (and the reaper) off for
+/// ARGV[2] ms while the vote commits. Returns one code per vote: the fence, or
+/// a negative lease error (-5: quota spent).
+static SEAL: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
-        "{PARSE}
-local p, task, vol, token = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local lk = p .. ':leases:' .. task
-local v = redis.call('HGET', lk, vol)
-if v then
-  local cur = parse(v)
-  if cur == token then
-    redis.call('HDEL', lk, vol)
-    redis.call('SREM', p .. ':holder:' .. vol, task)
-    redis.call('ZREM', p .. ':expiry', task .. '|' .. vol)
-    local vk = p .. ':voted:' .. task
-    local n = redis.call('INCR', vk)
-    redis.call('EXPIRE', vk, 86400)
-    return n
+        "{NOW}{PARSE}
+local p, hold, limit = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local out = {{}}
+for i = 4, #ARGV, 4 do
+  local task, vol, token, qk = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  local lk = p .. ':leases:' .. task
+  local v = redis.call('HGET', lk, vol)
+  local code
+  if not v then
+    code = gone(p, task, vol, token)
+  else
+    local cur, fence, exp = parse(v)
+    if cur ~= token then code = -2
+    elseif exp <= now then code = gone_or_expired(p, task, vol, token)
+    elseif limit > 0 and tonumber(redis.call('GET', qk) or '0') >= limit then code = -5
+    else
+      if limit > 0 then
+        if redis.call('INCR', qk) == 1 then redis.call('EXPIRE', qk, 172800) end
+      end
+      if exp < now + hold then
+        exp = now + hold
+        redis.call('HSET', lk, vol, cur .. '|' .. fence .. '|' .. exp)
+        redis.call('ZADD', p .. ':expiry', exp, task .. '|' .. vol)
+      end
+      code = fence
+    end
   end
+  out[#out + 1] = code
 end
-return 0
+return out
 "
     ))
 });
 
-/// Makes a lease expire now if the token is current (release), so the reaper path hands its slot back.
+/// Gives back the quota charges of sealed votes whose commit failed
+/// (ARGV[2..]: quota keys); the leases stay, so the votes can be sent again.
+static UNSEAL: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "for i = 2, #ARGV do
+  if tonumber(redis.call('GET', ARGV[i]) or '0') > 0 then redis.call('DECR', ARGV[i]) end
+end
+return 1",
+    )
+});
+
+/// Ends the leases of committed votes (ARGV from 2 on: task, volunteer, token,
+/// three at a time): each lease whose token is current leaves the leases hash
+/// and its volunteer joins the task's voters, in one step, so the claim cap
+/// never counts a vote twice nor misses it; the volunteer's cached standing
+/// counts one more answer. Returns how many leases ended.
+static FINISH: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{PARSE}
+local p = ARGV[1]
+local n = 0
+for i = 2, #ARGV, 3 do
+  local task, vol, token = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local lk = p .. ':leases:' .. task
+  local vk = p .. ':voters:' .. task
+  redis.call('SADD', vk, vol)
+  redis.call('EXPIRE', vk, 604800)
+  local sk = p .. ':standing:' .. vol
+  if redis.call('EXISTS', sk) == 1 then redis.call('HINCRBY', sk, 'a', 1) end
+  local v = redis.call('HGET', lk, vol)
+  if v then
+    local cur = parse(v)
+    if cur == token then
+      redis.call('HDEL', lk, vol)
+      redis.call('SREM', p .. ':holder:' .. vol, task)
+      redis.call('ZREM', p .. ':expiry', task .. '|' .. vol)
+      n = n + 1
+    end
+  end
+end
+return n
+"
+    ))
+});
+
+/// For each task of ARGV[2..]: lease entries (live, or expired and awaiting the
+/// reaper), voters, and offers not yet taken.
+static COVERAGE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "local p = ARGV[1]
+local out = {}
+for i = 2, #ARGV do
+  local t = ARGV[i]
+  out[#out + 1] = redis.call('HLEN', p .. ':leases:' .. t)
+  out[#out + 1] = redis.call('SCARD', p .. ':voters:' .. t)
+  out[#out + 1] = tonumber(redis.call('GET', p .. ':offers:' .. t) or '0')
+end
+return out",
+    )
+});
+
+/// Makes a lease expire now if the token is current (a release, or a vote that
+/// cannot count), so the reaper hands its slot back after ARGV[5] ms. With
+/// ARGV[6] = 'released' its tombstone says so at once.
 static EXPIRE_NOW: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         "{NOW}{PARSE}
-local p, task, vol, token, hold = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
+local p, task, vol, token, hold, reason = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6]
 local lk = p .. ':leases:' .. task
 local v = redis.call('HGET', lk, vol)
 if not v then return gone(p, task, vol, token) end
 local cur, fence, exp = parse(v)
 if cur ~= token then return -2 end
-if exp <= now then return -3 end
+if exp <= now then return gone_or_expired(p, task, vol, token) end
 redis.call('HSET', lk, vol, cur .. '|' .. fence .. '|' .. now)
 redis.call('ZADD', p .. ':expiry', now + hold, task .. '|' .. vol)
+if reason == 'released' then
+  redis.call('SET', p .. ':gone:' .. task .. ':' .. vol, token .. '|released', 'EX', 86400)
+end
 return 1
 "
     ))
@@ -249,25 +393,51 @@ return due
     ))
 });
 
-/// Removes a lease whose slot has been re-offered, unless it was renewed meanwhile,
-/// and leaves a day-long tombstone so its token is answered "expired" or "released".
+/// Removes leases whose slots have been re-offered (ARGV from 2 on: task and
+/// volunteer, two at a time), unless renewed meanwhile, and leaves a day-long
+/// tombstone so the token is answered "expired" (or "released", when the
+/// release already wrote so). Returns how many were removed.
 static DROP_EXPIRED: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         "{NOW}{PARSE}
-local p, task, vol, reason = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local lk = p .. ':leases:' .. task
-local v = redis.call('HGET', lk, vol)
-if v then
-  local token, _, exp = parse(v)
-  if exp > now then return 0 end
-  redis.call('HDEL', lk, vol)
-  redis.call('SET', p .. ':gone:' .. task .. ':' .. vol, token .. '|' .. reason, 'EX', 86400)
+local p = ARGV[1]
+local n = 0
+for i = 2, #ARGV, 2 do
+  local task, vol = ARGV[i], ARGV[i + 1]
+  local lk = p .. ':leases:' .. task
+  local v = redis.call('HGET', lk, vol)
+  local renewed = false
+  if v then
+    local token, _, exp = parse(v)
+    if exp > now then
+      renewed = true
+    else
+      redis.call('HDEL', lk, vol)
+      local gk = p .. ':gone:' .. task .. ':' .. vol
+      if redis.call('GET', gk) ~= token .. '|released' then
+        redis.call('SET', gk, token .. '|expired', 'EX', 86400)
+      end
+    end
+  end
+  if not renewed then
+    redis.call('SREM', p .. ':holder:' .. vol, task)
+    redis.call('ZREM', p .. ':expiry', task .. '|' .. vol)
+    n = n + 1
+  end
 end
-redis.call('SREM', p .. ':holder:' .. vol, task)
-redis.call('ZREM', p .. ':expiry', task .. '|' .. vol)
-return 1
+return n
 "
     ))
+});
+
+/// Takes KEYS[1] for ARGV[1] (ARGV[2] ms), or renews it if ARGV[1] holds it.
+static HOLD_LOCK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "local v = redis.call('GET', KEYS[1])
+if v and v ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1",
+    )
 });
 
 fn lease_error(code: i64) -> LeaseError {
@@ -275,6 +445,7 @@ fn lease_error(code: i64) -> LeaseError {
         -2 => LeaseError::WrongToken,
         -3 => LeaseError::Expired,
         -4 => LeaseError::Released,
+        -5 => LeaseError::QuotaSpent,
         _ => LeaseError::NotFound,
     }
 }
@@ -297,8 +468,8 @@ impl LeaseStore {
 
     /// Tries to lease a slot of the request's task to its volunteer.
     pub async fn claim(&self, req: &ClaimRequest<'_>) -> Result<ClaimResult, StoreError> {
-        let mut invocation = CLAIM.prepare_invoke();
-        invocation
+        let (quota_key, quota_limit) = req.quota.map_or(("", 0), |q| (q.key, q.limit));
+        let reply: Vec<i64> = CLAIM
             .arg(&self.prefix)
             .arg(req.task.to_string())
             .arg(req.volunteer.to_string())
@@ -306,21 +477,65 @@ impl LeaseStore {
             .arg(req.counted)
             .arg(req.ttl_ms)
             .arg(req.cap)
-            .arg(req.token);
-        for voter in req.voters {
-            invocation.arg(voter.to_string());
-        }
-        let reply: Vec<i64> = invocation.invoke_async(&mut self.redis.clone()).await?;
+            .arg(req.token.as_str())
+            .arg(quota_key)
+            .arg(quota_limit)
+            .arg(if req.from_offer { "1" } else { "0" })
+            .invoke_async(&mut self.redis.clone())
+            .await?;
         Ok(match reply.as_slice() {
             [1, fence, exp] => ClaimResult::Granted(Lease {
-                token: req.token.to_owned(),
+                token: req.token.clone(),
                 fence: *fence,
                 expires_at_ms: *exp,
             }),
             [0] => ClaimResult::Full,
             [-2] => ClaimResult::CapReached,
+            [-5] => ClaimResult::QuotaSpent,
             _ => ClaimResult::AlreadyHeld,
         })
+    }
+
+    /// The fence at commit: checks each vote's lease and quota, charges the
+    /// quota and holds the lease for `hold_ms` while the batch commits.
+    /// One answer per vote, in order: the lease's fence, or why it is refused.
+    pub async fn seal(
+        &self,
+        votes: &[SealRequest<'_>],
+        quota_limit: u32,
+        hold_ms: u64,
+    ) -> Result<Vec<Result<i64, LeaseError>>, StoreError> {
+        if votes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut invocation = SEAL.prepare_invoke();
+        invocation.arg(&self.prefix).arg(hold_ms).arg(quota_limit);
+        for v in votes {
+            invocation
+                .arg(v.task.to_string())
+                .arg(v.volunteer.to_string())
+                .arg(v.token.as_str())
+                .arg(v.quota_key);
+        }
+        let codes: Vec<i64> = invocation.invoke_async(&mut self.redis.clone()).await?;
+        Ok(codes
+            .into_iter()
+            .map(|c| if c > 0 { Ok(c) } else { Err(lease_error(c)) })
+            .collect())
+    }
+
+    /// Gives back the quota charged by [`seal`](Self::seal) for votes whose commit failed.
+    pub async fn unseal(&self, quota_keys: &[&str]) -> Result<(), StoreError> {
+        if quota_keys.is_empty() {
+            return Ok(());
+        }
+        let mut invocation = UNSEAL.prepare_invoke();
+        invocation.arg(&self.prefix);
+        for k in quota_keys {
+            invocation.arg(*k);
+        }
+        let _: i64 = invocation.invoke_async(&mut self.redis.clone()).await?;
+        Ok(())
     }
 
     /// Checks that `token` is the volunteer's live lease on `task`; returns its fence and expiry.
@@ -328,7 +543,7 @@ impl LeaseStore {
         &self,
         task: TaskId,
         volunteer: UserId,
-        token: &str,
+        token: &LeaseToken,
     ) -> Result<(i64, i64), StoreError> {
         self.check_or_extend(task, volunteer, token, 0).await
     }
@@ -338,7 +553,7 @@ impl LeaseStore {
         &self,
         task: TaskId,
         volunteer: UserId,
-        token: &str,
+        token: &LeaseToken,
         ttl_ms: u64,
     ) -> Result<(i64, i64), StoreError> {
         self.check_or_extend(task, volunteer, token, ttl_ms.max(1))
@@ -349,14 +564,14 @@ impl LeaseStore {
         &self,
         task: TaskId,
         volunteer: UserId,
-        token: &str,
+        token: &LeaseToken,
         ttl_ms: u64,
     ) -> Result<(i64, i64), StoreError> {
         let reply: Vec<i64> = CHECK_OR_EXTEND
             .arg(&self.prefix)
             .arg(task.to_string())
             .arg(volunteer.to_string())
-            .arg(token)
+            .arg(token.as_str())
             .arg(ttl_ms)
             .invoke_async(&mut self.redis.clone())
             .await?;
@@ -367,40 +582,76 @@ impl LeaseStore {
         }
     }
 
-    /// Ends the lease after its vote committed, and counts the vote.
-    pub async fn finish(
-        &self,
-        task: TaskId,
-        volunteer: UserId,
-        token: &str,
-    ) -> Result<i64, StoreError> {
-        Ok(FINISH
-            .arg(&self.prefix)
-            .arg(task.to_string())
-            .arg(volunteer.to_string())
-            .arg(token)
-            .invoke_async(&mut self.redis.clone())
-            .await?)
+    /// Ends the leases of votes that committed; returns how many ended.
+    pub async fn finish(&self, votes: &[(TaskId, UserId, &LeaseToken)]) -> Result<i64, StoreError> {
+        if votes.is_empty() {
+            return Ok(0);
+        }
+        let mut invocation = FINISH.prepare_invoke();
+        invocation.arg(&self.prefix);
+        for (task, volunteer, token) in votes {
+            invocation
+                .arg(task.to_string())
+                .arg(volunteer.to_string())
+                .arg(token.as_str());
+        }
+        Ok(invocation.invoke_async(&mut self.redis.clone()).await?)
     }
 
-    /// Marks the volunteer's live lease expired now (a release, or a vote on a closed task).
-    ///
-    /// The reaper leaves it alone for `hold_ms`, so a caller that re-offers the
-    /// slot itself (a release) is not raced; should that caller die, the reaper
-    /// re-offers it after the hold.
+    /// What covers each task's slots in Redis: lease entries, voters, and
+    /// offers published but not yet taken (negative counts read as none).
+    pub async fn coverage(&self, tasks: &[TaskId]) -> Result<Vec<Coverage>, StoreError> {
+        if tasks.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut invocation = COVERAGE.prepare_invoke();
+        invocation.arg(&self.prefix);
+        for t in tasks {
+            invocation.arg(t.to_string());
+        }
+        let flat: Vec<i64> = invocation.invoke_async(&mut self.redis.clone()).await?;
+        Ok(flat
+            .chunks_exact(3)
+            .map(|c| Coverage {
+                leases: c[0].max(0),
+                voters: c[1].max(0),
+                offers: c[2].max(0),
+            })
+            .collect())
+    }
+
+    /// Counts slot offers just published (one entry per offer), for the audit.
+    pub async fn count_offers(&self, tasks: &[TaskId]) -> Result<(), StoreError> {
+        if tasks.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for t in tasks {
+            let key = format!("{}:offers:{t}", self.prefix);
+            pipe.cmd("INCR").arg(&key).ignore();
+            pipe.cmd("EXPIRE").arg(&key).arg(7 * 86_400).ignore();
+        }
+        let _: () = pipe.query_async(&mut self.redis.clone()).await?;
+        Ok(())
+    }
+
+    /// Marks the volunteer's live lease expired now, so the reaper re-offers its
+    /// slot after `hold_ms`: a release (`end` = released), or a vote that cannot count.
     pub async fn expire_now(
         &self,
         task: TaskId,
         volunteer: UserId,
-        token: &str,
+        token: &LeaseToken,
         hold_ms: u64,
+        end: LeaseEnd,
     ) -> Result<(), StoreError> {
         let code: i64 = EXPIRE_NOW
             .arg(&self.prefix)
             .arg(task.to_string())
             .arg(volunteer.to_string())
-            .arg(token)
+            .arg(token.as_str())
             .arg(hold_ms)
+            .arg(end.as_str())
             .invoke_async(&mut self.redis.clone())
             .await?;
         if code == 1 {
@@ -431,21 +682,17 @@ impl LeaseStore {
             .collect())
     }
 
-    /// Removes an expired lease whose slot is already re-offered.
-    pub async fn drop_expired(
-        &self,
-        task: TaskId,
-        volunteer: UserId,
-        end: LeaseEnd,
-    ) -> Result<bool, StoreError> {
-        let done: i64 = DROP_EXPIRED
-            .arg(&self.prefix)
-            .arg(task.to_string())
-            .arg(volunteer.to_string())
-            .arg(end.as_str())
-            .invoke_async(&mut self.redis.clone())
-            .await?;
-        Ok(done == 1)
+    /// Removes expired leases whose slots are already re-offered; returns how many.
+    pub async fn drop_expired(&self, leases: &[(TaskId, UserId)]) -> Result<i64, StoreError> {
+        if leases.is_empty() {
+            return Ok(0);
+        }
+        let mut invocation = DROP_EXPIRED.prepare_invoke();
+        invocation.arg(&self.prefix);
+        for (task, volunteer) in leases {
+            invocation.arg(task.to_string()).arg(volunteer.to_string());
+        }
+        Ok(invocation.invoke_async(&mut self.redis.clone()).await?)
     }
 
     /// Whether Redis still holds the lease state it was given: the sentinel is
@@ -471,6 +718,23 @@ impl LeaseStore {
             .query_async(&mut conn)
             .await?;
         Ok(ok.is_some())
+    }
+
+    /// Takes or renews the lock `name` for `owner` for `ttl`; false while
+    /// another owner holds it.
+    pub async fn hold_lock(
+        &self,
+        name: &str,
+        owner: &str,
+        ttl: std::time::Duration,
+    ) -> Result<bool, StoreError> {
+        let held: i64 = HOLD_LOCK
+            .key(format!("{}:lock:{name}", self.prefix))
+            .arg(owner)
+            .arg(ttl.as_millis() as u64)
+            .invoke_async(&mut self.redis.clone())
+            .await?;
+        Ok(held == 1)
     }
 
     /// Marks the reconciliation done: writes the sentinel and frees the lock.
@@ -503,6 +767,13 @@ impl LeaseStore {
             .query_async(&mut conn)
             .await?;
         Ok(n)
+    }
+
+    /// The value of a counter under this store (a quota, say); 0 when absent.
+    pub async fn counter(&self, key: &str) -> Result<i64, StoreError> {
+        let mut conn = self.redis.clone();
+        let n: Option<i64> = redis::cmd("GET").arg(key).query_async(&mut conn).await?;
+        Ok(n.unwrap_or(0))
     }
 
     /// Number of leases in the expiry index (live plus awaiting the reaper).

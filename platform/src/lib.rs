@@ -10,6 +10,7 @@ pub mod lease;
 pub mod outbox;
 pub mod reliability;
 pub mod shutdown;
+pub mod standing;
 pub mod subscription;
 pub mod telemetry;
 pub mod watchdog;

@@ -24,6 +24,43 @@ pub async fn enqueue(
     notify(conn).await
 }
 
+/// Adds one message per payload to the outbox in one statement, and wakes the
+/// relay once at commit (never once per message: PostgreSQL serialises the
+/// commits of notifying transactions).
+pub async fn enqueue_many<T: Serialize>(
+    conn: &mut PgConnection,
+    topic: Topic,
+    payloads: &[T],
+) -> sqlx::Result<()> {
+    if payloads.is_empty() {
+        return Ok(());
+    }
+    let payloads = payloads
+        .iter()
+        .map(serde_json::to_value)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    sqlx::query("INSERT INTO outbox (topic, payload) SELECT $1, p FROM unnest($2::jsonb[]) AS p")
+        .bind(topic.as_str())
+        .bind(payloads)
+        .execute(&mut *conn)
+        .await?;
+    notify(conn).await
+}
+
+/// The SQL of a slot offer's payload (a [`SlotOffer`] with the claim's
+/// snapshot), for a task row `t` joined with its listing row `l`.
+#[macro_export]
+macro_rules! offer_payload_sql {
+    () => {
+        "jsonb_build_object('v', 1, 'task_id', t.id, 'required', t.votes_required,
+             'counted', t.votes_counted, 'listing', jsonb_build_object(
+                 'listing_id', l.listing_id, 'title', l.title, 'description', l.description,
+                 'brand', l.brand, 'category', l.category, 'region', l.region, 'price', l.price,
+                 'currency', l.currency, 'image_urls', l.image_urls, 'seller_id', l.seller_id))"
+    };
+}
+
 /// Adds `count` slot offers for each entry of `task_ids` whose task is an open
 /// review task; closed tasks get none, and gold tasks are never offered (they are
 /// served from PostgreSQL). An id listed twice gets twice the offers (one per expired lease).
@@ -35,18 +72,18 @@ pub async fn offer_slots(
     count: i32,
 ) -> sqlx::Result<u64> {
     let ids: Vec<uuid::Uuid> = task_ids.iter().map(|t| t.0).collect();
-    let done = sqlx::query(
-        "INSERT INTO outbox (topic, payload)
-         SELECT 'tasks', jsonb_build_object('v', $3::int, 'task_id', t.id)
-         FROM unnest($1::uuid[]) WITH ORDINALITY AS e(id, n)
+    let done = sqlx::query(concat!(
+        "INSERT INTO outbox (topic, payload) SELECT 'tasks', ",
+        offer_payload_sql!(),
+        " FROM unnest($1::uuid[]) WITH ORDINALITY AS e(id, n)
          JOIN tasks t ON t.id = e.id
+         JOIN listings l ON l.listing_id = t.listing_id
          CROSS JOIN generate_series(1, $2) AS s(k)
          WHERE t.state = 'open' AND t.kind = 'review'
-         ORDER BY e.n, s.k",
-    )
+         ORDER BY e.n, s.k"
+    ))
     .bind(&ids)
     .bind(count)
-    .bind(MESSAGE_VERSION as i32)
     .execute(&mut *conn)
     .await?;
     if done.rows_affected() > 0 {
@@ -55,11 +92,15 @@ pub async fn offer_slots(
     Ok(done.rows_affected())
 }
 
-/// The slot offer message for a task (what `offer_slots` writes).
+/// A slot offer message naming only the task (what offers of the first shape
+/// carried; a claim reads the rest from the database).
 pub fn slot_offer(task_id: TaskId) -> SlotOffer {
     SlotOffer {
         v: MESSAGE_VERSION,
         task_id,
+        required: None,
+        counted: None,
+        listing: None,
     }
 }
 

@@ -94,56 +94,152 @@ pub struct Learning {
     pub abuse: AbusePolicy,
 }
 
-/// What accounting a vote found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Accounted {
-    /// Already accounted (a redelivery): nothing changed.
-    Before,
-    /// Accounted now; the abuse rules stopped the volunteer if `Some`.
-    Now(Option<AbuseReason>),
-}
+/// A vote being accounted: id, volunteer, verdict, seconds taken, gold answer.
+type AccountedRow = (Uuid, Uuid, String, Option<f64>, Option<String>);
 
-/// Applies one vote to its volunteer, exactly once: its pace (was it fast?) and,
-/// on a gold task, the known answer (confusion and gold tallies); then the
-/// abuse rules. Runs in the caller's transaction.
-pub async fn account_vote(
+/// Applies each vote of `votes` to its volunteer, exactly once (a vote already
+/// accounted is skipped): its pace (was it fast?) and, on a gold task, the
+/// known answer (confusion and gold tallies); then the abuse rules. Votes and
+/// volunteers are locked in id order, so concurrent batches cannot deadlock,
+/// and the whole batch is a fixed handful of statements. Runs in the caller's
+/// transaction; returns the volunteers the abuse rules stopped now.
+pub async fn account_votes(
     conn: &mut PgConnection,
-    vote: Uuid,
+    votes: &[Uuid],
     learning: &Learning,
-) -> sqlx::Result<Accounted> {
-    let row: Option<(Uuid, String, Option<f64>, Option<String>)> = sqlx::query_as(
-        "UPDATE votes v SET accounted_at = now()
-         WHERE v.id = $1 AND v.accounted_at IS NULL
-         RETURNING v.volunteer_id, v.verdict, v.seconds_taken,
+) -> sqlx::Result<Vec<(Uuid, AbuseReason)>> {
+    let mut rows: Vec<AccountedRow> = sqlx::query_as(
+        "WITH due AS (SELECT id FROM votes WHERE id = ANY($1) AND accounted_at IS NULL
+                      ORDER BY id FOR UPDATE)
+         UPDATE votes v SET accounted_at = now() FROM due WHERE v.id = due.id
+         RETURNING v.id, v.volunteer_id, v.verdict, v.seconds_taken,
                    (SELECT g.answer FROM gold_answers g WHERE g.task_id = v.task_id)",
     )
-    .bind(vote)
-    .fetch_optional(&mut *conn)
+    .bind(votes)
+    .fetch_all(&mut *conn)
     .await?;
-    let Some((volunteer, verdict, seconds, gold)) = row else {
-        return Ok(Accounted::Before);
-    };
-    let verdict: Verdict = verdict.parse().unwrap_or(Verdict::Unsure);
-    let mut r = lock(conn, volunteer, &learning.prior).await?;
-    if let Some(secs) = seconds {
-        let stats = &mut r.stats;
-        if stats.recent_votes >= PACE_WINDOW {
-            stats.recent_votes /= 2;
-            stats.recent_fast_votes /= 2;
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    rows.sort_by_key(|r| r.0);
+    let mut volunteers: Vec<Uuid> = rows.iter().map(|r| r.1).collect();
+    volunteers.sort_unstable();
+    volunteers.dedup();
+    let mut locked = lock_many(conn, &volunteers, &learning.prior).await?;
+    for (_, volunteer, verdict, seconds, gold) in &rows {
+        let Some(r) = locked.get_mut(volunteer) else {
+            continue;
+        };
+        let verdict: Verdict = verdict.parse().unwrap_or(Verdict::Unsure);
+        if let Some(secs) = seconds {
+            let stats = &mut r.stats;
+            if stats.recent_votes >= PACE_WINDOW {
+                stats.recent_votes /= 2;
+                stats.recent_fast_votes /= 2;
+            }
+            stats.recent_votes += 1;
+            stats.recent_fast_votes += u32::from(learning.abuse.is_fast(*secs));
         }
-        stats.recent_votes += 1;
-        stats.recent_fast_votes += u32::from(learning.abuse.is_fast(secs));
+        if let Some(answer) = gold {
+            let truth = answer == "counterfeit";
+            let right = verdict == expected_verdict(truth);
+            r.confusion.observe(truth, verdict, 1.0);
+            r.stats.record_gold(truth, right);
+            metrics::counter!("spotcheck_gold_answers_total", "correct" => right.to_string())
+                .increment(1);
+        }
     }
-    if let Some(answer) = gold {
-        let truth = answer == "counterfeit";
-        r.confusion.observe(truth, verdict, 1.0);
-        r.stats
-            .record_gold(truth, verdict == expected_verdict(truth));
-        metrics::counter!("spotcheck_gold_answers_total", "correct" => (verdict == expected_verdict(truth)).to_string()).increment(1);
+    let mut stopped = Vec::new();
+    let mut updates = Vec::with_capacity(volunteers.len());
+    for id in &volunteers {
+        let r = &locked[id];
+        let stop = learning.abuse.assess(&r.stats).filter(|_| r.counting);
+        if let Some(reason) = stop {
+            metrics::counter!("spotcheck_volunteers_stopped_total", "reason" => reason.as_str())
+                .increment(1);
+            tracing::warn!(volunteer.id = %id, reason = reason.as_str(), "volunteer stopped counting");
+            stopped.push((*id, reason));
+        }
+        updates.push((*id, r, stop));
     }
-    let stop = learning.abuse.assess(&r.stats);
-    store(conn, volunteer, &r, stop).await?;
-    Ok(Accounted::Now(stop))
+    store_many(conn, &updates).await?;
+    Ok(stopped)
+}
+
+/// Locks and reads the rows of `volunteers` (sorted), creating newcomers' rows.
+async fn lock_many(
+    conn: &mut PgConnection,
+    volunteers: &[Uuid],
+    prior: &ReliabilityPrior,
+) -> sqlx::Result<std::collections::HashMap<Uuid, Reliability>> {
+    sqlx::query(
+        "INSERT INTO volunteer_reliability (volunteer_id, confusion, stats)
+         SELECT id, $2, $3 FROM unnest($1::uuid[]) AS id ORDER BY id
+         ON CONFLICT (volunteer_id) DO NOTHING",
+    )
+    .bind(volunteers)
+    .bind(serde_json::to_value(Confusion::prior(prior)).expect("serializable"))
+    .bind(serde_json::to_value(VolunteerStats::default()).expect("serializable"))
+    .execute(&mut *conn)
+    .await?;
+    let rows: Vec<(Uuid, serde_json::Value, serde_json::Value, bool)> = sqlx::query_as(
+        "SELECT volunteer_id, confusion, stats, counting FROM volunteer_reliability
+         WHERE volunteer_id = ANY($1) ORDER BY volunteer_id FOR UPDATE",
+    )
+    .bind(volunteers)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, confusion, stats, counting)| {
+            let r = Reliability {
+                confusion: serde_json::from_value(confusion)
+                    .unwrap_or_else(|_| Confusion::prior(prior)),
+                stats: serde_json::from_value(stats).unwrap_or_default(),
+                counting,
+            };
+            (id, r)
+        })
+        .collect())
+}
+
+/// Writes rows back in one statement; a `Some` stop stops that volunteer and
+/// flags them to staff with the reason.
+async fn store_many(
+    conn: &mut PgConnection,
+    updates: &[(Uuid, &Reliability, Option<AbuseReason>)],
+) -> sqlx::Result<()> {
+    let ids: Vec<Uuid> = updates.iter().map(|u| u.0).collect();
+    let confusions: Vec<serde_json::Value> = updates
+        .iter()
+        .map(|u| serde_json::to_value(u.1.confusion).expect("serializable"))
+        .collect();
+    let stats: Vec<serde_json::Value> = updates
+        .iter()
+        .map(|u| serde_json::to_value(u.1.stats).expect("serializable"))
+        .collect();
+    let stops: Vec<bool> = updates.iter().map(|u| u.2.is_some()).collect();
+    let flags: Vec<Option<&str>> = updates
+        .iter()
+        .map(|u| u.2.map(AbuseReason::as_str))
+        .collect();
+    sqlx::query(
+        "UPDATE volunteer_reliability r SET confusion = c.confusion, stats = c.stats,
+             updated_at = now(), counting = r.counting AND NOT c.stop,
+             flag = CASE WHEN c.stop THEN c.flag ELSE r.flag END,
+             flagged_at = CASE WHEN c.stop THEN now() ELSE r.flagged_at END
+         FROM unnest($1::uuid[], $2::jsonb[], $3::jsonb[], $4::bool[], $5::text[])
+              AS c(id, confusion, stats, stop, flag)
+         WHERE r.volunteer_id = c.id",
+    )
+    .bind(&ids)
+    .bind(&confusions)
+    .bind(&stats)
+    .bind(&stops)
+    .bind(&flags)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
 /// The verdict that is right for a truth.

@@ -10,9 +10,10 @@
 //! listings, so a gold answer tests both kinds alike.
 
 use crate::abuse::{AbusePolicy, AbuseReason, VolunteerStats};
-use crate::aggregate::{Outcome, Verdict, majority};
+use crate::aggregate::{Outcome, Verdict};
+use crate::decision::{DecisionRule, Judgement, TaskFacts, WeighedVote};
 use crate::gold::{GoldSchedule, is_gold_turn};
-use crate::posterior::{DEFAULT_PRIOR_COUNTERFEIT, RiskThresholds, Step, posterior_counterfeit};
+use crate::posterior::{DEFAULT_PRIOR_COUNTERFEIT, RiskThresholds};
 use crate::reliability::{Confusion, ReliabilityPrior};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -95,6 +96,17 @@ pub struct SimTask {
     pub seller_risk_tier: &'static str,
     /// The listing's price.
     pub price: f64,
+}
+
+impl SimTask {
+    /// What the decision needs of the task once it has asked for `slots` votes.
+    fn facts(&self, slots: u32) -> TaskFacts<'static> {
+        TaskFacts {
+            slots,
+            seller_risk_tier: self.seller_risk_tier,
+            price: self.price,
+        }
+    }
 }
 
 /// `n` tasks, each counterfeit with probability `counterfeit_rate`.
@@ -326,7 +338,7 @@ impl Simulation {
         k: u32,
         members: &mut [Member],
         rng: &mut ChaCha8Rng,
-    ) -> Outcome {
+    ) -> Judgement {
         let mut chosen: Vec<usize> = Vec::new();
         while chosen.len() < (k as usize).min(self.crowd.len()) {
             let v = rng.random_range(0..self.crowd.len());
@@ -334,14 +346,17 @@ impl Simulation {
                 chosen.push(v);
             }
         }
-        let verdicts: Vec<Verdict> = chosen
+        let votes: Vec<WeighedVote> = chosen
             .iter()
             .map(|v| {
                 members[*v].votes += 1;
-                self.crowd[*v].answer(task.counterfeit, rng)
+                WeighedVote {
+                    verdict: self.crowd[*v].answer(task.counterfeit, rng),
+                    confusion: None,
+                }
             })
             .collect();
-        majority(&verdicts)
+        DecisionRule::Majority.judge(&votes, task.facts(k))
     }
 
     /// One task under the adaptive policy: returns its outcome, real votes and
@@ -352,18 +367,29 @@ impl Simulation {
         members: &mut [Member],
         active: &mut Vec<u32>,
         rng: &mut ChaCha8Rng,
-    ) -> (Outcome, u32, u32) {
+    ) -> (Judgement, u32, u32) {
         let config = &self.config;
-        let rule = config
-            .thresholds
-            .rule_for(task.seller_risk_tier, task.price);
+        // The coordinator's rule, with no cap on slots: the simulation stops
+        // when the stopping rule's own vote budget is spent.
+        let rule = DecisionRule::Adaptive {
+            prior: config.prior,
+            thresholds: config.thresholds.clone(),
+            max_slots: u32::MAX,
+        };
         let key = config.seed.to_be_bytes();
         let mut voters: Vec<(u32, Verdict)> = Vec::new();
         let mut gold = 0;
         loop {
             // Every active volunteer already voted here: the task cannot go on.
             if active.iter().all(|v| voters.iter().any(|(w, _)| w == v)) {
-                return (Outcome::Uncertain, voters.len() as u32, gold);
+                let exhausted = DecisionRule::Adaptive {
+                    prior: config.prior,
+                    thresholds: config.thresholds.clone(),
+                    max_slots: 0,
+                };
+                let votes = self.weighed(&voters, members);
+                let judged = exhausted.judge(&votes, task.facts(voters.len() as u32));
+                return (judged, voters.len() as u32, gold);
             }
             let slot = rng.random_range(0..active.len());
             let id = active[slot];
@@ -402,33 +428,44 @@ impl Simulation {
             }
             member.votes += 1;
             voters.push((id, behaviour.answer(task.counterfeit, rng)));
-            let counting = |id: u32| members[id as usize].stopped.is_none();
-            let posterior = posterior_counterfeit(
-                config.prior,
-                voters.iter().map(|(id, v)| {
-                    (
-                        counting(*id).then_some(&members[*id as usize].confusion),
-                        *v,
-                    )
-                }),
-            );
-            let counted = voters.iter().filter(|(id, _)| counting(*id)).count() as u32;
-            match rule.step(posterior, counted) {
-                Step::NeedMore => {}
-                step => {
-                    let outcome = step.outcome().unwrap_or(Outcome::Uncertain);
-                    return (outcome, voters.len() as u32, gold);
-                }
+            let votes = self.weighed(&voters, members);
+            let judged = rule.judge(&votes, task.facts(voters.len() as u32));
+            if !matches!(judged, Judgement::MoreVotes { .. }) {
+                return (judged, voters.len() as u32, gold);
             }
         }
     }
 
-    fn report(&self, policy: Policy, outcomes: &[Outcome], votes: u64, gold: u64) -> PolicyReport {
+    /// The votes so far as the decision weighs them (stopped voters weigh nothing).
+    fn weighed(&self, voters: &[(u32, Verdict)], members: &[Member]) -> Vec<WeighedVote> {
+        voters
+            .iter()
+            .map(|(id, verdict)| {
+                let m = &members[*id as usize];
+                WeighedVote {
+                    verdict: *verdict,
+                    confusion: m.stopped.is_none().then_some(m.confusion),
+                }
+            })
+            .collect()
+    }
+
+    fn report(
+        &self,
+        policy: Policy,
+        outcomes: &[Judgement],
+        votes: u64,
+        gold: u64,
+    ) -> PolicyReport {
         let n = self.tasks.len().max(1) as f64;
         let (mut right, mut uncertain, mut escalated, mut caught, mut counterfeits) =
             (0, 0, 0, 0, 0);
-        for (task, outcome) in self.tasks.iter().zip(outcomes) {
-            let escalates = *outcome != Outcome::Genuine;
+        for (task, judged) in self.tasks.iter().zip(outcomes) {
+            let escalates = judged.escalates();
+            let outcome = &match judged {
+                Judgement::Decided { outcome, .. } => *outcome,
+                Judgement::MoreVotes { .. } => Outcome::Uncertain,
+            };
             right += usize::from(matches!(
                 (outcome, task.counterfeit),
                 (Outcome::Counterfeit, true) | (Outcome::Genuine, false)

@@ -12,8 +12,10 @@ use std::collections::BTreeMap;
 pub const DEFAULT_RISK_TIER: &str = "standard";
 
 /// A listing as published by the marketplace (feed and import shape).
+///
+/// Fields Spotcheck does not know are ignored, never refused: a marketplace
+/// that adds a field to its feed must not stop inspection.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Listing {
     /// The marketplace's id of the listing.
     pub listing_id: ListingId,
@@ -204,11 +206,9 @@ mod tests {
             Err(ListingError::Malformed(_))
         ));
         let mut v = sample();
-        v["surprise"] = serde_json::json!(1);
-        assert!(matches!(
-            Listing::from_json(v.to_string().as_bytes()),
-            Err(ListingError::Malformed(_))
-        ));
+        v["surprise"] = serde_json::json!({"added": "by the marketplace later"});
+        let tolerated = Listing::from_json(v.to_string().as_bytes()).unwrap();
+        assert_eq!(tolerated.listing_id.as_str(), sample()["listing_id"]);
         let mut v = sample();
         v["price"] = serde_json::json!(-1);
         assert!(matches!(

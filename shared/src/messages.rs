@@ -13,12 +13,51 @@ use uuid::Uuid;
 pub const MESSAGE_VERSION: u32 = 1;
 
 /// An offer of one vote slot on a task; a claim turns it into a lease.
+///
+/// Besides the task it carries what a claim needs, as the task stood when the
+/// offer was written: the votes it asked for and had counted, and the listing
+/// the volunteer is shown. So a claim needs no database read. Offers written
+/// before these fields existed carry only the task; a claim then reads the rest.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SlotOffer {
     /// Schema version.
     pub v: u32,
     /// The task with an open slot.
     pub task_id: TaskId,
+    /// Votes the task asked for when the offer was written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub required: Option<i32>,
+    /// Votes counted on it then (only ever grows, so a floor).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counted: Option<i32>,
+    /// The listing as a volunteer sees it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listing: Option<OfferedListing>,
+}
+
+/// The listing as a volunteer sees it in a claim.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OfferedListing {
+    /// The marketplace's id of the listing.
+    pub listing_id: String,
+    /// Title.
+    pub title: String,
+    /// Description.
+    pub description: String,
+    /// Brand claimed.
+    pub brand: String,
+    /// Category.
+    pub category: String,
+    /// Region shipped from.
+    pub region: String,
+    /// Asking price.
+    pub price: f64,
+    /// ISO 4217 currency.
+    pub currency: String,
+    /// Image addresses.
+    pub image_urls: Vec<String>,
+    /// The seller (conflict-of-interest links are checked against it).
+    pub seller_id: String,
 }
 
 /// A vote was committed; the aggregator should look at the task.
@@ -84,11 +123,18 @@ mod tests {
         let offer = SlotOffer {
             v: MESSAGE_VERSION,
             task_id: TaskId::new(),
+            required: Some(3),
+            counted: Some(1),
+            listing: None,
         };
         let bytes = serde_json::to_vec(&offer).unwrap();
         assert_eq!(decode::<SlotOffer>(&bytes).unwrap(), offer);
         let future = serde_json::json!({"v": 9, "task_id": offer.task_id});
         assert!(decode::<SlotOffer>(future.to_string().as_bytes()).is_err());
         assert!(decode::<SlotOffer>(b"garbage").is_err());
+        // An offer of the first shape (the task only) still reads.
+        let bare = serde_json::json!({"v": 1, "task_id": offer.task_id});
+        let read = decode::<SlotOffer>(bare.to_string().as_bytes()).unwrap();
+        assert_eq!((read.required, read.listing), (None, None));
     }
 }

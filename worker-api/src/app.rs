@@ -2,8 +2,11 @@
 
 use crate::auth::keys::KeySet;
 use crate::auth::tokens::TokenIssuer;
+use crate::ballot_box::{BallotBox, BallotConfig};
 use crate::config::Config;
 use crate::dispatch::{self, OfferBuffer};
+use crate::gold::GoldPool;
+use crate::idempotency::Idempotency;
 use crate::quota::Quotas;
 use crate::ratelimit::RateLimits;
 use crate::state::AppState;
@@ -16,6 +19,7 @@ use lapin::Connection;
 use spotcheck_platform::amqp::{self, Names, ResilientPublisher};
 use spotcheck_platform::db;
 use spotcheck_platform::lease::LeaseStore;
+use spotcheck_platform::standing::StandingCache;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -111,10 +115,25 @@ impl App {
             config.access_token_ttl_secs,
         );
         let quotas = Quotas::new(redis.clone(), &config.services.redis_prefix, &config.limits);
+        let prefix = config.services.redis_prefix.clone();
+        let leases = LeaseStore::new(redis.clone(), &prefix);
+        let ballots = BallotBox::start(
+            pool.clone(),
+            leases.clone(),
+            BallotConfig {
+                max_batch: config.vote_batch as usize,
+                writers: config.vote_writers as usize,
+                fence_delay: Duration::from_millis(config.test_fence_delay_ms),
+            },
+        );
         let state = AppState {
             limits: Arc::new(RateLimits::new(&config.limits)),
             quotas,
-            leases: LeaseStore::new(redis, &config.services.redis_prefix),
+            standing: StandingCache::new(redis.clone(), &prefix),
+            idempotency: Idempotency::new(redis, &prefix),
+            ballots,
+            gold_pool: GoldPool::unknown(),
+            leases,
             offers: OfferBuffer::new(publisher, names.tasks_queue()),
             tokens: Arc::new(tokens),
             pool,
@@ -155,6 +174,11 @@ impl App {
         tokio::spawn(dispatch::recycle_loop(
             self.state.offers.clone(),
             Duration::from_secs(self.state.config.offer_max_idle_secs.max(1)),
+            cancel.clone(),
+        ));
+        tokio::spawn(self.state.gold_pool.clone().refresh_loop(
+            self.state.pool.clone(),
+            Duration::from_secs(self.state.config.gold_pool_refresh_secs.max(1)),
             cancel.clone(),
         ));
         let stop = cancel.clone();

@@ -79,6 +79,25 @@ pub struct Config {
     /// (so a replica with few claims does not sit on slots others could fill).
     #[arg(long, env = "SPOTCHECK_OFFER_MAX_IDLE_SECS", default_value_t = 30)]
     pub offer_max_idle_secs: u64,
+    /// Votes one group commit takes at most.
+    #[arg(long, env = "SPOTCHECK_VOTE_BATCH", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    pub vote_batch: u32,
+    /// Vote batches committed side by side by this process.
+    #[arg(long, env = "SPOTCHECK_VOTE_WRITERS", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
+    pub vote_writers: u32,
+    /// A pause before each vote batch's fence, in milliseconds: only for tests
+    /// of what a slow commit does. Never set it in service.
+    #[arg(
+        long,
+        env = "SPOTCHECK_TEST_FENCE_DELAY_MS",
+        default_value_t = 0,
+        hide = true
+    )]
+    pub test_fence_delay_ms: u64,
+    /// Seconds between reads of whether any gold task exists (a gold task added
+    /// through this process is seen at once).
+    #[arg(long, env = "SPOTCHECK_GOLD_POOL_REFRESH_SECS", default_value_t = 5)]
+    pub gold_pool_refresh_secs: u64,
     /// Votes a task asks for (used to size dry runs of the sampling rules).
     #[arg(long, env = "SPOTCHECK_MIN_VOTES", default_value_t = 3)]
     pub min_votes: u32,

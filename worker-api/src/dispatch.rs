@@ -1,10 +1,13 @@
 //! Slot offers from RabbitMQ, buffered in-process for claim requests.
 //!
 //! A consumer with bounded prefetch fills the buffer (no polling); a claim takes
-//! an offer, and acks it only once the lease is granted or the offer is known to
-//! be surplus. An offer that many volunteers could not take (they had voted on
-//! that task already) is re-published to the back of the queue, so a buffer full
-//! of such offers never starves the others.
+//! an offer as a [`TakenOffer`], and acks it only once the lease is granted or
+//! the offer is known to be surplus. Whatever happens to the claim (an error, a
+//! panic, a dropped future), a taken offer that was not settled goes back to the
+//! buffer when the guard is dropped, so no offer is ever stranded unacked. An
+//! offer that many volunteers could not take (they had voted on that task
+//! already) is re-published to the back of the queue, so a buffer full of such
+//! offers never starves the others.
 
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
@@ -23,10 +26,61 @@ const MAX_SKIPS: u32 = 16;
 /// One buffered delivery.
 pub struct Offer {
     delivery: Delivery,
-    /// The task offered, or `None` if the message is malformed.
-    pub task: Option<TaskId>,
+    /// The offer, or `None` if the message is malformed.
+    pub message: Option<SlotOffer>,
     skips: u32,
     since: std::time::Instant,
+}
+
+impl Offer {
+    /// The task offered, if the message is well-formed.
+    pub fn task(&self) -> Option<TaskId> {
+        self.message.as_ref().map(|m| m.task_id)
+    }
+}
+
+/// An offer taken from the buffer for one claim. Settle it, put it back, or
+/// drop it: dropped unsettled (the claim failed, panicked or was cancelled),
+/// it returns to the front of the buffer.
+pub struct TakenOffer {
+    buffer: OfferBuffer,
+    offer: Option<Offer>,
+}
+
+impl TakenOffer {
+    /// The offer.
+    pub fn offer(&self) -> &Offer {
+        self.offer
+            .as_ref()
+            .expect("a taken offer is held until settled")
+    }
+
+    /// Acknowledges or dead-letters it.
+    pub async fn settle(mut self, how: Settle) {
+        if let Some(offer) = self.offer.take() {
+            self.buffer.settle(offer, how).await;
+        }
+    }
+
+    /// Returns it for another volunteer (see [`OfferBuffer::put_back`]).
+    pub fn put_back(mut self) {
+        if let Some(offer) = self.offer.take() {
+            self.buffer.put_back(offer);
+        }
+    }
+}
+
+impl Drop for TakenOffer {
+    fn drop(&mut self) {
+        if let Some(offer) = self.offer.take() {
+            metrics::counter!("spotcheck_offers_returned_total").increment(1);
+            self.buffer
+                .queue
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push_front(offer);
+        }
+    }
 }
 
 /// The shared buffer of offers.
@@ -65,28 +119,34 @@ impl OfferBuffer {
     }
 
     /// Takes the oldest offer.
-    pub fn pop(&self) -> Option<Offer> {
-        self.queue.lock().expect("offer lock").pop_front()
+    pub fn take(&self) -> Option<TakenOffer> {
+        let offer = self.queue.lock().expect("offer lock").pop_front()?;
+        Some(TakenOffer {
+            buffer: self.clone(),
+            offer: Some(offer),
+        })
     }
 
-    /// Returns an offer this caller could not take, for another volunteer.
-    pub async fn put_back(&self, mut offer: Offer) {
+    /// Returns an offer this caller could not take, for another volunteer; one
+    /// passed over too often is re-published (in the background, so no claim's
+    /// fate can interrupt it).
+    fn put_back(&self, mut offer: Offer) {
         offer.skips += 1;
         if offer.skips < MAX_SKIPS {
             self.queue.lock().expect("offer lock").push_back(offer);
             return;
         }
-        self.republish(offer).await;
+        let buffer = self.clone();
+        tokio::spawn(async move { buffer.republish(offer).await });
     }
 
     /// Sends an offer back to the queue (to any replica) and acks this copy;
     /// on failure it stays here.
     async fn republish(&self, offer: Offer) {
-        let Some(task_id) = offer.task else {
+        if offer.message.is_none() {
             return self.settle(offer, Settle::DeadLetter).await;
-        };
-        let body = serde_json::to_vec(&spotcheck_platform::outbox::slot_offer(task_id))
-            .expect("offers serialize");
+        }
+        let body = offer.delivery.data.clone();
         let republished = self
             .publisher
             .publish_all("", &[(self.tasks_queue.clone(), body)])
@@ -119,7 +179,7 @@ impl OfferBuffer {
     }
 
     /// Acknowledges or dead-letters an offer.
-    pub async fn settle(&self, offer: Offer, how: Settle) {
+    async fn settle(&self, offer: Offer, how: Settle) {
         let result = match how {
             Settle::Ack => timed("ack", offer.delivery.acker.ack(BasicAckOptions::default())).await,
             Settle::DeadLetter => {
@@ -139,8 +199,8 @@ impl OfferBuffer {
     }
 
     fn push(&self, delivery: Delivery) {
-        let task = match decode::<SlotOffer>(&delivery.data) {
-            Ok(offer) => Some(offer.task_id),
+        let message = match decode::<SlotOffer>(&delivery.data) {
+            Ok(offer) => Some(offer),
             Err(e) => {
                 tracing::warn!(delivery_tag = delivery.delivery_tag, error = %e, "malformed slot offer");
                 None
@@ -148,7 +208,7 @@ impl OfferBuffer {
         };
         self.queue.lock().expect("offer lock").push_back(Offer {
             delivery,
-            task,
+            message,
             skips: 0,
             since: std::time::Instant::now(),
         });

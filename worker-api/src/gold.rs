@@ -5,37 +5,93 @@
 //! volunteer meets the gold tasks in an order of their own (a hash of volunteer
 //! and task), so releasing one and claiming again brings the same one back
 //! rather than revealing the rest of the pool.
+//!
+//! Whether any gold task exists is known in-process ([`GoldPool`], refreshed in
+//! the background and at once when staff add one here), so a claim on a system
+//! without gold never asks PostgreSQL.
 
+use crate::auth::Caller;
 use crate::error::ApiResult;
-use crate::routes::tasks::{cap_reached, granted, lease_error, new_lease_token};
 use crate::state::AppState;
-use axum::response::Response;
-use spotcheck_platform::lease::{ClaimRequest, ClaimResult};
 use spotcheck_shared::gold::is_gold_turn;
+use spotcheck_shared::messages::OfferedListing;
 use spotcheck_shared::{TaskId, UserId};
+use sqlx::PgPool;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
-/// Any number of volunteers may hold a lease on a gold task at once.
-const GOLD_SLOTS: i32 = 1_000_000;
+/// Whether the gold pool has any task, as last read.
+#[derive(Clone, Default)]
+pub struct GoldPool {
+    any: Arc<AtomicBool>,
+}
 
-/// A gold claim when this is the volunteer's gold turn and a gold task is left
-/// for them; `None` to claim a review task instead.
-pub async fn claim_gold(state: &AppState, me: UserId) -> ApiResult<Option<Response>> {
-    let answers: i64 = sqlx::query_scalar("SELECT count(*) FROM votes WHERE volunteer_id = $1")
-        .bind(me.0)
-        .fetch_one(&state.pool)
-        .await?;
-    let answers = answers.max(0) as u64;
+impl GoldPool {
+    /// Whether any gold task exists. Starts `true` (ask) until first read.
+    pub fn any(&self) -> bool {
+        self.any.load(Ordering::Relaxed)
+    }
+
+    /// Records that a gold task was just added.
+    pub fn added(&self) {
+        self.any.store(true, Ordering::Relaxed);
+    }
+
+    /// A pool that asks PostgreSQL until told otherwise.
+    pub fn unknown() -> Self {
+        let pool = Self::default();
+        pool.added();
+        pool
+    }
+
+    /// Re-reads the pool every `every` until cancelled (another replica may add gold).
+    pub async fn refresh_loop(self, pool: PgPool, every: Duration, cancel: CancellationToken) {
+        loop {
+            let any: Result<bool, _> =
+                sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM tasks WHERE kind = 'gold')")
+                    .fetch_one(&pool)
+                    .await;
+            match any {
+                Ok(any) => self.any.store(any, Ordering::Relaxed),
+                Err(e) => tracing::warn!(error = %e, "could not read the gold pool"),
+            }
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = tokio::time::sleep(every) => {}
+            }
+        }
+    }
+}
+
+/// Whether this claim of `me` is a gold turn.
+pub fn is_turn(state: &AppState, me: &Caller) -> bool {
+    if !state.gold_pool.any() {
+        return false;
+    }
+    let answers = me.standing.answers;
     let rate = state.config.gold.schedule().rate(answers);
-    if !is_gold_turn(
+    is_gold_turn(
         state.config.gold.key.as_bytes(),
-        me.0.as_bytes(),
+        me.id.0.as_bytes(),
         answers,
         rate,
-    ) {
+    )
+}
+
+/// The next gold task left for `me` (none answered, none of a linked seller),
+/// with its listing.
+pub async fn next_for(state: &AppState, me: UserId) -> ApiResult<Option<(TaskId, OfferedListing)>> {
+    if !state.gold_pool.any() {
         return Ok(None);
     }
-    let task: Option<uuid::Uuid> = sqlx::query_scalar(
-        "SELECT t.id FROM tasks t JOIN listings l ON l.listing_id = t.listing_id
+    let row: Option<(uuid::Uuid, sqlx::types::Json<OfferedListing>)> = sqlx::query_as(
+        "SELECT t.id, jsonb_build_object(
+                    'listing_id', l.listing_id, 'title', l.title, 'description', l.description,
+                    'brand', l.brand, 'category', l.category, 'region', l.region, 'price', l.price,
+                    'currency', l.currency, 'image_urls', l.image_urls, 'seller_id', l.seller_id)
+         FROM tasks t JOIN listings l ON l.listing_id = t.listing_id
          WHERE t.kind = 'gold'
            AND NOT EXISTS (SELECT 1 FROM votes v WHERE v.task_id = t.id AND v.volunteer_id = $1)
            AND NOT EXISTS (SELECT 1 FROM volunteer_seller_links k
@@ -45,27 +101,5 @@ pub async fn claim_gold(state: &AppState, me: UserId) -> ApiResult<Option<Respon
     .bind(me.0)
     .fetch_optional(&state.pool)
     .await?;
-    let Some(task) = task.map(TaskId) else {
-        return Ok(None);
-    };
-    let token = new_lease_token();
-    let cap = state.config.max_leases_per_volunteer;
-    let request = ClaimRequest {
-        task,
-        volunteer: me,
-        required: GOLD_SLOTS,
-        counted: 0,
-        ttl_ms: state.config.lease_ttl_ms("gold"),
-        cap,
-        token: &token,
-        voters: &[],
-    };
-    match state.leases.claim(&request).await.map_err(lease_error)? {
-        ClaimResult::Granted(lease) => {
-            metrics::counter!("spotcheck_gold_served_total").increment(1);
-            Ok(Some(granted(state, task, lease).await?))
-        }
-        ClaimResult::CapReached => Err(cap_reached(cap)),
-        ClaimResult::Full | ClaimResult::AlreadyHeld => Ok(None),
-    }
+    Ok(row.map(|(id, listing)| (TaskId(id), listing.0)))
 }

@@ -1,5 +1,6 @@
 //! Quotas that must hold across replicas, so they live in Redis: votes per
-//! volunteer per UTC day, and sign-in attempts per account per window.
+//! volunteer per UTC day (charged only for votes that count), and sign-in
+//! attempts per account per window.
 //!
 //! Each is one counter under the deployment's hash tag, incremented and given
 //! its expiry in one script, so every replica sees the same count and a counter
@@ -74,52 +75,21 @@ impl Quotas {
         Ok((n, ttl.max(1) as u64))
     }
 
-    /// Refuses a claim once today's votes are spent (nothing is counted).
-    pub async fn ensure_votes_left(&self, user: UserId) -> ApiResult<()> {
-        if self.daily_votes == 0 {
-            return Ok(());
-        }
-        let now = Utc::now();
-        let mut redis = self.redis.clone();
-        let used: Option<u64> = redis::cmd("GET")
-            .arg(self.vote_key(user, now))
-            .query_async(&mut redis)
-            .await?;
-        if used.unwrap_or(0) >= u64::from(self.daily_votes) {
-            return Err(self.votes_spent(now));
-        }
-        Ok(())
+    /// Today's vote counter of `user` and the quota, or `None` when there is no
+    /// quota. A claim is refused once it is spent; a vote is charged to it only
+    /// when it counts, in the same atomic step as its lease check (see
+    /// `LeaseStore::seal`).
+    pub fn daily_votes(&self, user: UserId) -> Option<(String, u32)> {
+        (self.daily_votes > 0).then(|| (self.vote_key(user, Utc::now()), self.daily_votes))
     }
 
-    /// Counts one vote of `user` today, or refuses it when the day's quota is spent.
-    pub async fn spend_vote(&self, user: UserId) -> ApiResult<()> {
-        if self.daily_votes == 0 {
-            return Ok(());
-        }
-        let now = Utc::now();
-        // Two days: the counter outlives its day by enough for any clock skew.
-        let (used, _) = self.count(&self.vote_key(user, now), 2 * 86_400).await?;
-        if used > u64::from(self.daily_votes) {
-            return Err(self.votes_spent(now));
-        }
-        Ok(())
+    /// The refusal of a claim or vote once today's quota is spent.
+    pub fn spent(&self) -> ApiError {
+        self.votes_spent(Utc::now())
     }
 
     fn votes_spent(&self, now: DateTime<Utc>) -> ApiError {
-        metrics::counter!("spotcheck_quota_refused_total", "quota" => "daily_votes").increment(1);
-        let midnight = (now.date_naive() + Days::days(1))
-            .and_hms_opt(0, 0, 0)
-            .map(|t| t.and_utc())
-            .unwrap_or(now);
-        let wait = (midnight - now).to_std().unwrap_or(Duration::from_secs(1));
-        ApiError::too_many(
-            "daily_quota_exceeded",
-            format!(
-                "you reached today's quota of {} votes; it resets at midnight UTC",
-                self.daily_votes
-            ),
-            wait,
-        )
+        daily_votes_spent(Some(self.daily_votes), now)
     }
 
     /// Counts a sign-in attempt for `username`, refusing it once the account's
@@ -151,6 +121,25 @@ impl Quotas {
             tracing::warn!(error = %e, "could not reset sign-in attempts");
         }
     }
+}
+
+/// `429 daily_quota_exceeded`, with `Retry-After` until the next UTC midnight.
+pub fn daily_votes_spent(quota: Option<u32>, now: DateTime<Utc>) -> ApiError {
+    metrics::counter!("spotcheck_quota_refused_total", "quota" => "daily_votes").increment(1);
+    let midnight = (now.date_naive() + Days::days(1))
+        .and_hms_opt(0, 0, 0)
+        .map(|t| t.and_utc())
+        .unwrap_or(now);
+    let wait = (midnight - now).to_std().unwrap_or(Duration::from_secs(1));
+    let quota = quota.map_or_else(
+        || "today's quota of votes".to_owned(),
+        |q| format!("today's quota of {q} votes"),
+    );
+    ApiError::too_many(
+        "daily_quota_exceeded",
+        format!("you reached {quota}; it resets at midnight UTC"),
+        wait,
+    )
 }
 
 #[cfg(test)]

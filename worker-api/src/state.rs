@@ -6,6 +6,7 @@ use crate::dispatch::OfferBuffer;
 use crate::quota::Quotas;
 use crate::ratelimit::RateLimits;
 use spotcheck_platform::lease::LeaseStore;
+use spotcheck_platform::standing::StandingCache;
 use sqlx::PgPool;
 use std::sync::Arc;
 
@@ -30,4 +31,12 @@ pub struct AppState {
     pub amqp: Arc<lapin::Connection>,
     /// Exchange and queue names.
     pub names: spotcheck_platform::amqp::Names,
+    /// Users' standing, cached in Redis.
+    pub standing: StandingCache,
+    /// Votes waiting to be committed in the next batch.
+    pub ballots: crate::ballot_box::BallotBox,
+    /// Answers of claims sent with an `Idempotency-Key`.
+    pub idempotency: crate::idempotency::Idempotency,
+    /// Whether any gold task exists (refreshed in the background).
+    pub gold_pool: crate::gold::GoldPool,
 }

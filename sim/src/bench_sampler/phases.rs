@@ -42,7 +42,7 @@ pub async fn relay(
     let started = Instant::now();
     let mut published = 0;
     while published < expected {
-        let n = relay_once(pool, publisher, names, batch)
+        let n = relay_once(pool, publisher, names, None, batch)
             .await
             .context("relaying the outbox")?;
         anyhow::ensure!(

@@ -186,13 +186,7 @@ pub async fn check(pool: &PgPool, published: &[String], ledger: &Ledger) -> sqlx
         acknowledged_votes_missing,
         acknowledged_votes_misfiled,
         pairs_acknowledged_twice: ledger.pairs_with_two_votes() as i64,
-        over_collected_votes: count(
-            pool,
-            "SELECT coalesce(sum(greatest(0, v.n - t.votes_required)), 0)::bigint
-             FROM tasks t JOIN (SELECT task_id, count(*) AS n FROM votes GROUP BY task_id) v
-               ON v.task_id = t.id",
-        )
-        .await?,
+        over_collected_votes: count(pool, spotcheck_platform::figures::OVER_COLLECTED_SQL).await?,
         fence_breaches: {
             let (stolen, expired) = ledger.probes();
             (stolen.accepted.len() + expired.accepted.len()) as i64

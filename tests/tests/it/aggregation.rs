@@ -443,7 +443,7 @@ async fn agreement_decides_at_the_minimum_and_repeated_events_never_decide_twice
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_volunteer_who_does_not_count_adds_no_weight_and_staff_outcomes_teach_reliability() {
+async fn a_volunteer_who_does_not_count_gets_no_review_task_and_staff_outcomes_teach_reliability() {
     let env = adaptive_env(false, |_| {}).await;
     let staff = env.user("weight-staff", Role::Staff).await;
     env.set_policy(&staff, json!({"default_rate": 1.0})).await;
@@ -463,21 +463,18 @@ async fn a_volunteer_who_does_not_count_adds_no_weight_and_staff_outcomes_teach_
     .execute(&env.pool)
     .await
     .unwrap();
-    review_votes(
-        &env,
-        &tokens[..3],
-        &["counterfeit", "counterfeit", "counterfeit"],
-    )
-    .await;
-    count_reaches(
-        &env.pool,
-        "the stopped volunteer's vote is replaced by a fourth slot",
-        "SELECT votes_required::bigint FROM tasks",
-        4,
-        Duration::from_secs(20),
-    )
-    .await;
-    review_votes(&env, &tokens[3..], &["counterfeit"]).await;
+    // The review task is on offer, but a volunteer who does not count is
+    // served gold only, and there is none.
+    let counting = claim_within(&env, &tokens[1], Duration::from_secs(20)).await;
+    let (status, _) = env
+        .call(Method::POST, "/v1/tasks/claim", Some(&tokens[0]), None)
+        .await;
+    assert_eq!(
+        status, 204,
+        "no review task for a volunteer who does not count"
+    );
+    vote(&env, &tokens[1], &counting, "counterfeit").await;
+    review_votes(&env, &tokens[2..], &["counterfeit", "counterfeit"]).await;
     count_reaches(
         &env.pool,
         "escalated",
@@ -486,12 +483,17 @@ async fn a_volunteer_who_does_not_count_adds_no_weight_and_staff_outcomes_teach_
         Duration::from_secs(20),
     )
     .await;
+    assert_eq!(
+        count(&env.pool, "SELECT max(votes_required)::bigint FROM tasks").await,
+        3,
+        "no slot was added"
+    );
     let tally: Value = sqlx::query_scalar("SELECT tally FROM decisions")
         .fetch_one(&env.pool)
         .await
         .unwrap();
     assert_eq!(tally["weighing"], 3, "{tally}");
-    // Staff confirm: the three counting voters (and the stopped one) learn from the outcome.
+    // Staff confirm: the three voters learn from the outcome.
     let escalation: uuid::Uuid = sqlx::query_scalar("SELECT id FROM escalations")
         .fetch_one(&env.pool)
         .await
@@ -511,16 +513,16 @@ async fn a_volunteer_who_does_not_count_adds_no_weight_and_staff_outcomes_teach_
             "SELECT count(*) FROM votes WHERE scored_at IS NOT NULL"
         )
         .await,
-        4
+        3
     );
     let learned: Vec<Value> = sqlx::query_scalar(
         "SELECT r.confusion FROM volunteer_reliability r JOIN users u ON u.id = r.volunteer_id
-         WHERE u.username LIKE 'weight-%'",
+         WHERE u.username LIKE 'weight-%' AND u.username <> 'weight-0'",
     )
     .fetch_all(&env.pool)
     .await
     .unwrap();
-    assert_eq!(learned.len(), 4);
+    assert_eq!(learned.len(), 3);
     for c in learned {
         let c: spotcheck_shared::reliability::Confusion = serde_json::from_value(c).unwrap();
         assert!(c.answers() >= 1.0, "each voter observed the outcome");

@@ -6,6 +6,7 @@ mod aggregation;
 mod auth;
 mod auth_tokens;
 mod authz_matrix;
+mod claim_path;
 mod delivery;
 mod e2e;
 mod fault;

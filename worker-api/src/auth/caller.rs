@@ -1,7 +1,9 @@
 //! The signed-in caller, from `Authorization: Bearer <token>`.
 //!
 //! The token proves who the caller is; the role and status come from the
-//! database on every request, so a suspension or demotion takes effect at once
+//! user's standing on every request (Redis, filled from PostgreSQL and
+//! invalidated on every change, see [`spotcheck_platform::standing`]), so a
+//! suspension or demotion takes effect on the next request on every replica
 //! and a role written into a token by anyone grants nothing. The access guard
 //! (see [`crate::access`]) does this for every route before its handler and
 //! leaves the [`Caller`] in the request; the extractors here take it from
@@ -12,15 +14,19 @@ use crate::state::AppState;
 use axum::extract::FromRequestParts;
 use axum::http::HeaderMap;
 use axum::http::request::Parts;
+use spotcheck_platform::standing::{Standing, StandingError};
 use spotcheck_shared::{Role, UserId, UserStatus};
+use std::sync::Arc;
 
 /// Any signed-in, active user.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Caller {
     /// The user's id.
     pub id: UserId,
     /// The user's current role.
     pub role: Role,
+    /// The rest of their standing (whether they count, answers, seller links).
+    pub standing: Arc<Standing>,
 }
 
 fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
@@ -48,23 +54,31 @@ pub fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<UserId, Api
 }
 
 impl Caller {
-    /// The user `id` as the database has it now: refused when unknown or suspended.
+    /// The user `id` as their standing has it now: refused when unknown or suspended.
     pub async fn load(state: &AppState, id: UserId) -> Result<Self, ApiError> {
-        let row: Option<(String, String)> =
-            sqlx::query_as("SELECT role, status FROM users WHERE id = $1")
-                .bind(id.0)
-                .fetch_optional(&state.pool)
-                .await?;
-        let Some((role, status)) = row else {
+        let standing = state
+            .standing
+            .get(&state.pool, id.0)
+            .await
+            .map_err(|e| match e {
+                StandingError::Db(e) => ApiError::from(e),
+                StandingError::Redis(e) => ApiError::from(e),
+            })?;
+        let Some(standing) = standing else {
             return Err(ApiError::unauthorized("invalid or expired token"));
         };
-        if status.parse::<UserStatus>() != Ok(UserStatus::Active) {
+        if standing.status.parse::<UserStatus>() != Ok(UserStatus::Active) {
             return Err(ApiError::unauthorized("this account is suspended"));
         }
-        let role = role
+        let role = standing
+            .role
             .parse()
             .map_err(|e: String| ApiError::internal(anyhow::anyhow!(e)))?;
-        Ok(Caller { id, role })
+        Ok(Caller {
+            id,
+            role,
+            standing: Arc::new(standing),
+        })
     }
 }
 
@@ -76,7 +90,7 @@ impl FromRequestParts<AppState> for Caller {
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         if let Some(caller) = parts.extensions.get::<Caller>() {
-            return Ok(*caller);
+            return Ok(caller.clone());
         }
         let id = authenticate(state, &parts.headers)?;
         Caller::load(state, id).await
@@ -84,11 +98,11 @@ impl FromRequestParts<AppState> for Caller {
 }
 
 /// A signed-in volunteer (other roles get 403).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Volunteer(pub Caller);
 
 /// A signed-in staff member or admin (volunteers get 403).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Staff(pub Caller);
 
 impl FromRequestParts<AppState> for Volunteer {

@@ -95,6 +95,7 @@ async fn set_status(
     )
     .await?;
     tx.commit().await?;
+    state.standing.invalidate(&[id.0]).await?;
     Ok(Json(json!({"user_id": id, "status": status.as_str()})))
 }
 
@@ -160,6 +161,7 @@ pub async fn link_seller(
     .bind(me.id.0)
     .execute(&state.pool)
     .await?;
+    state.standing.invalidate(&[id.0]).await?;
     let new = json!({"seller_id": body.seller_id, "reason": reason});
     audit::record(
         &state.pool,

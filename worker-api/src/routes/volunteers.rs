@@ -122,6 +122,7 @@ pub async fn add_gold(
     )
     .await?;
     tx.commit().await?;
+    state.gold_pool.added();
     Ok((StatusCode::CREATED, Json(json!({"task_id": task}))))
 }
 
@@ -267,6 +268,7 @@ pub async fn reinstate_counting(
         .await?;
     }
     tx.commit().await?;
+    state.standing.invalidate(&[id.0]).await?;
     Ok(Json(one(&state, id).await?))
 }
 

@@ -1,0 +1,163 @@
+//! The lost-slot audit: finds open review tasks whose needed votes are covered
+//! by nothing (no live or expiring lease, no offer queued or buffered, no
+//! offer waiting in the outbox, no vote) and offers those slots again.
+//!
+//! Redis may lose some writes without losing everything (a failover that drops
+//! the last writes): a lease entry can vanish while the sentinel stays, and
+//! then neither the reaper nor the reconciler would ever see that slot. The
+//! audit needs no sentinel: it compares what PostgreSQL says a task still needs
+//! with what covers it ([`LeaseStore::coverage`], the outbox), and re-offers a
+//! shortfall once it has lasted longer than a lease TTL plus a grace period, so
+//! a lease in flight or an offer between publish and count is never mistaken
+//! for a lost one. One replica audits at a time (a lock it renews).
+
+use spotcheck_platform::lease::LeaseStore;
+use spotcheck_platform::outbox;
+use spotcheck_shared::TaskId;
+use sqlx::PgPool;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// Open tasks read per page.
+const PAGE: i64 = 1000;
+
+/// How the audit runs.
+#[derive(Debug, Clone)]
+pub struct AuditConfig {
+    /// Pause between audits.
+    pub interval: Duration,
+    /// How long a shortfall must last before its slots are offered again
+    /// (a lease TTL plus a grace period).
+    pub patience: Duration,
+    /// This replica's name for the audit lock.
+    pub replica: String,
+}
+
+/// Shortfalls seen and since when, kept between audits.
+#[derive(Debug, Default)]
+pub struct Suspects {
+    since: HashMap<TaskId, Instant>,
+}
+
+impl Suspects {
+    /// Tasks currently short of cover.
+    pub fn len(&self) -> usize {
+        self.since.len()
+    }
+
+    /// Whether no task is short of cover.
+    pub fn is_empty(&self) -> bool {
+        self.since.is_empty()
+    }
+}
+
+/// One audit; returns the slots offered again.
+pub async fn audit_once(
+    pool: &PgPool,
+    leases: &LeaseStore,
+    config: &AuditConfig,
+    suspects: &mut Suspects,
+) -> anyhow::Result<u64> {
+    let hold = config
+        .interval
+        .saturating_mul(3)
+        .max(Duration::from_secs(1));
+    if !leases.hold_lock("audit", &config.replica, hold).await? {
+        suspects.since.clear();
+        return Ok(0);
+    }
+    // After a total loss the reconciler re-offers everything; the audit waits.
+    if !leases.sentinel_present().await? {
+        return Ok(0);
+    }
+    let pending: HashMap<Uuid, i64> = sqlx::query_as::<_, (Uuid, i64)>(
+        "SELECT (payload->>'task_id')::uuid, count(*) FROM outbox
+         WHERE topic = 'tasks' GROUP BY 1",
+    )
+    .fetch_all(pool)
+    .await?
+    .into_iter()
+    .collect();
+    let now = Instant::now();
+    let mut short_now: HashMap<TaskId, i64> = HashMap::new();
+    let mut after = Uuid::nil();
+    loop {
+        let page: Vec<(Uuid, i32, i32)> = sqlx::query_as(
+            "SELECT id, votes_required, votes_counted FROM tasks
+             WHERE state = 'open' AND kind = 'review' AND id > $1 ORDER BY id LIMIT $2",
+        )
+        .bind(after)
+        .bind(PAGE)
+        .fetch_all(pool)
+        .await?;
+        let Some(last) = page.last() else {
+            break;
+        };
+        after = last.0;
+        let ids: Vec<TaskId> = page.iter().map(|r| TaskId(r.0)).collect();
+        let cover = leases.coverage(&ids).await?;
+        for ((id, required, counted), c) in page.iter().zip(cover) {
+            let votes = i64::from(*counted).max(c.voters);
+            let queued = pending.get(id).copied().unwrap_or(0);
+            let short = i64::from(*required) - votes - c.leases - c.offers - queued;
+            if short > 0 {
+                short_now.insert(TaskId(*id), short);
+            }
+        }
+        if (page.len() as i64) < PAGE {
+            break;
+        }
+    }
+    suspects
+        .since
+        .retain(|task, _| short_now.contains_key(task));
+    let mut reoffer: Vec<TaskId> = Vec::new();
+    for (task, short) in &short_now {
+        let since = *suspects.since.entry(*task).or_insert(now);
+        if now.duration_since(since) >= config.patience {
+            reoffer.extend(std::iter::repeat_n(*task, *short as usize));
+            suspects.since.remove(task);
+        }
+    }
+    metrics::gauge!("spotcheck_audit_short_tasks").set(suspects.len() as f64);
+    if reoffer.is_empty() {
+        return Ok(0);
+    }
+    let mut conn = pool.acquire().await?;
+    let offered = outbox::offer_slots(&mut conn, &reoffer, 1).await?;
+    metrics::counter!("spotcheck_lost_slots_reoffered_total").increment(offered);
+    tracing::warn!(
+        slots = offered,
+        "offered again vote slots that nothing covered (lost lease or offer)"
+    );
+    Ok(offered)
+}
+
+/// Audits every interval until cancelled.
+pub async fn run(
+    pool: PgPool,
+    leases: LeaseStore,
+    config: AuditConfig,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut suspects = Suspects::default();
+    let mut failures = 0u32;
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return Ok(()),
+            () = tokio::time::sleep(config.interval) => {}
+        }
+        match audit_once(&pool, &leases, &config, &mut suspects).await {
+            Ok(_) => failures = 0,
+            Err(e) => {
+                failures += 1;
+                tracing::warn!(error = %e, failures, "lost-slot audit failed; will retry");
+                if failures >= 60 {
+                    return Err(e.context("lost-slot audit failed 60 times in a row"));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,169 @@
+//! A user's standing on the hot path: role, status, whether their votes count,
+//! how many answers they have given and which sellers they are linked to,
+//! cached in Redis so a claim needs no PostgreSQL round trip.
+//!
+//! PostgreSQL stays the record. Every change of these (suspension, role,
+//! abuse stop, reinstatement, seller link) is committed there first and then
+//! invalidates the entry ([`StandingCache::invalidate`]), which every replica
+//! sees on its next request. A per-user generation number closes the race of a
+//! reader that loaded the old row just before the change: its fill is refused
+//! when the generation moved meanwhile. Entries also expire after
+//! [`ENTRY_TTL_SECS`], which bounds staleness should Redis lose an invalidation.
+
+use redis::Script;
+use redis::aio::ConnectionManager;
+use sqlx::PgPool;
+use std::sync::LazyLock;
+use uuid::Uuid;
+
+/// How long an entry lives without being invalidated.
+pub const ENTRY_TTL_SECS: u64 = 600;
+
+/// What the hot path knows of a user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Standing {
+    /// `volunteer`, `staff`, `admin`.
+    pub role: String,
+    /// `active` or `suspended`.
+    pub status: String,
+    /// Whether their votes carry weight (not stopped by the abuse rules).
+    pub counting: bool,
+    /// Votes they have given (review and gold), which paces gold turns.
+    pub answers: u64,
+    /// Sellers they are linked to (conflict of interest).
+    pub seller_links: Vec<String>,
+}
+
+/// Errors of the cache: the record or the cache failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StandingError {
+    /// PostgreSQL failed.
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+    /// Redis failed.
+    #[error(transparent)]
+    Redis(#[from] redis::RedisError),
+}
+
+/// Returns the generation and the entry's fields (empty strings when absent).
+/// Declared read-only (Redis 7 script flags), so it runs on replicas and while
+/// writes are paused.
+static READ: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "#!lua flags=no-writes
+local h = redis.call('HMGET', KEYS[1], 'r', 's', 'c', 'a', 'l')
+return {redis.call('GET', KEYS[2]) or '0', h[1] or '', h[2] or '', h[3] or '', h[4] or '', h[5] or ''}",
+    )
+});
+
+/// Writes the entry only if the generation is still ARGV[1].
+static FILL: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "if (redis.call('GET', KEYS[2]) or '0') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'r', ARGV[2], 's', ARGV[3], 'c', ARGV[4], 'a', ARGV[5], 'l', ARGV[6])
+redis.call('EXPIRE', KEYS[1], ARGV[7])
+return 1",
+    )
+});
+
+/// The standing cache of one deployment (keys under `{prefix}`).
+#[derive(Clone)]
+pub struct StandingCache {
+    redis: ConnectionManager,
+    prefix: String,
+}
+
+impl StandingCache {
+    /// A cache with keys under the `{prefix}` hash tag.
+    pub fn new(redis: ConnectionManager, prefix: &str) -> Self {
+        Self {
+            redis,
+            prefix: format!("{{{prefix}}}"),
+        }
+    }
+
+    fn keys(&self, user: Uuid) -> (String, String) {
+        (
+            format!("{}:standing:{user}", self.prefix),
+            format!("{}:standing-gen:{user}", self.prefix),
+        )
+    }
+
+    /// The user's standing: from Redis, or loaded from PostgreSQL and cached.
+    /// `None` when the user does not exist.
+    pub async fn get(&self, pool: &PgPool, user: Uuid) -> Result<Option<Standing>, StandingError> {
+        let (key, gen_key) = self.keys(user);
+        let fields: Vec<String> = READ
+            .key(&key)
+            .key(&gen_key)
+            .invoke_async(&mut self.redis.clone())
+            .await?;
+        if let [_, role, status, counting, answers, links] = fields.as_slice()
+            && !role.is_empty()
+        {
+            return Ok(Some(Standing {
+                role: role.clone(),
+                status: status.clone(),
+                counting: counting == "1",
+                answers: answers.parse().unwrap_or(0),
+                seller_links: serde_json::from_str(links).unwrap_or_default(),
+            }));
+        }
+        let generation = fields.first().cloned().unwrap_or_else(|| "0".into());
+        let Some(standing) = load(pool, user).await? else {
+            return Ok(None);
+        };
+        let links = serde_json::to_string(&standing.seller_links).unwrap_or_else(|_| "[]".into());
+        let _: i64 = FILL
+            .key(&key)
+            .key(&gen_key)
+            .arg(generation)
+            .arg(&standing.role)
+            .arg(&standing.status)
+            .arg(if standing.counting { "1" } else { "0" })
+            .arg(standing.answers)
+            .arg(links)
+            .arg(ENTRY_TTL_SECS)
+            .invoke_async(&mut self.redis.clone())
+            .await?;
+        Ok(Some(standing))
+    }
+
+    /// Forgets the cached standing of `users` after a change to it committed.
+    pub async fn invalidate(&self, users: &[Uuid]) -> Result<(), redis::RedisError> {
+        if users.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for user in users {
+            let (key, gen_key) = self.keys(*user);
+            pipe.cmd("INCR").arg(&gen_key).ignore();
+            pipe.cmd("EXPIRE").arg(&gen_key).arg(7 * 86_400).ignore();
+            pipe.cmd("DEL").arg(&key).ignore();
+        }
+        pipe.query_async(&mut self.redis.clone()).await
+    }
+}
+
+/// The standing as PostgreSQL has it.
+pub async fn load(pool: &PgPool, user: Uuid) -> sqlx::Result<Option<Standing>> {
+    let row: Option<(String, String, bool, i64, Vec<String>)> = sqlx::query_as(
+        "SELECT u.role, u.status,
+                coalesce((SELECT r.counting FROM volunteer_reliability r WHERE r.volunteer_id = u.id), true),
+                (SELECT count(*) FROM votes v WHERE v.volunteer_id = u.id),
+                ARRAY(SELECT k.seller_id FROM volunteer_seller_links k WHERE k.volunteer_id = u.id ORDER BY 1)
+         FROM users u WHERE u.id = $1",
+    )
+    .bind(user)
+    .fetch_optional(pool)
+    .await?;
+    Ok(
+        row.map(|(role, status, counting, answers, seller_links)| Standing {
+            role,
+            status,
+            counting,
+            answers: answers.max(0) as u64,
+            seller_links,
+        }),
+    )
+}

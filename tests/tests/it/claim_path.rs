@@ -1,0 +1,541 @@
+//! The claim and vote path: cancellation safety, lost leases, the fence at
+//! commit, volunteers who do not count, standing across replicas,
+//! idempotent claims and votes, and a tolerant feed.
+
+use crate::harness::{
+    PrivateRedis, TestEnv, claim_within, count, count_reaches, import_lines, wait_until,
+};
+use reqwest::Method;
+use serde_json::{Value, json};
+use spotcheck_platform::amqp::Publisher;
+use spotcheck_shared::Role;
+use spotcheck_shared::demo::generate;
+use std::time::{Duration, Instant};
+
+/// An environment with `listings` review tasks of `votes` votes each.
+async fn env_with(
+    votes: i32,
+    listings: usize,
+    redis: Option<PrivateRedis>,
+    coordinator: impl FnOnce(&mut coordinator::Config),
+    api: impl FnOnce(&mut worker_api::Config),
+) -> TestEnv {
+    let mut env = TestEnv::db_only().await;
+    env.min_votes = votes;
+    env.redis = redis;
+    env.start_coordinator(coordinator).await;
+    env.start_api(api).await;
+    let staff = env.user("staff-claims", Role::Staff).await;
+    env.set_policy(&staff, json!({"default_rate": 1.0})).await;
+    let lines: Vec<String> = generate(7, listings)
+        .iter()
+        .map(|d| serde_json::to_string(&d.listing).unwrap())
+        .collect();
+    assert_eq!(
+        import_lines(&env, &lines).await.ingest.tasks,
+        listings as u64
+    );
+    env
+}
+
+async fn redis(env: &TestEnv) -> redis::aio::MultiplexedConnection {
+    let url = env
+        .redis
+        .as_ref()
+        .map(PrivateRedis::url)
+        .unwrap_or_else(|| "redis://127.0.0.1:6379/".to_owned());
+    redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+async fn user_id(env: &TestEnv, token: &str) -> String {
+    let (status, me) = env.call(Method::GET, "/v1/me", Some(token), None).await;
+    assert_eq!(status, 200, "{me}");
+    me["user_id"].as_str().unwrap().to_owned()
+}
+
+fn vote_body(claim: &Value, verdict: &str) -> Value {
+    json!({"lease_token": claim["lease_token"], "verdict": verdict, "reasons": []})
+}
+
+fn votes_path(claim: &Value) -> String {
+    format!("/v1/tasks/{}/votes", claim["task_id"].as_str().unwrap())
+}
+
+/// Unacknowledged messages of a queue, as the broker counts them.
+fn unacked(queue: &str) -> u64 {
+    let out = std::process::Command::new("rabbitmqctl")
+        .args([
+            "list_queues",
+            "name",
+            "messages_unacknowledged",
+            "--no-table-headers",
+            "-q",
+        ])
+        .output()
+        .expect("rabbitmqctl runs");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once(char::is_whitespace))
+        .find(|(name, _)| *name == queue)
+        .and_then(|(_, n)| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_claim_cancelled_while_redis_is_slow_strands_no_offer() {
+    let env = env_with(
+        1,
+        1,
+        Some(PrivateRedis::start().await),
+        |_| {},
+        |c| c.services.lease_ttl_secs = 2,
+    )
+    .await;
+    let gone = env.user("vol-gone", Role::Volunteer).await;
+    let next = env.user("vol-next", Role::Volunteer).await;
+    // Both standings cached, and the only offer in worker-api's buffer.
+    user_id(&env, &gone).await;
+    user_id(&env, &next).await;
+    let tasks = env.names().tasks_queue();
+    let pool = env.pool.clone();
+    wait_until("the offer is buffered", Duration::from_secs(20), || {
+        let (pool, queue) = (pool.clone(), tasks.clone());
+        async move {
+            count(&pool, "SELECT count(*) FROM outbox").await == 0 && unacked(&queue) == 1
+        }
+    })
+    .await;
+    // Writes stall for 3 s: the claim takes the offer, then waits on its lease
+    // script while the client gives up and goes away.
+    let mut conn = redis(&env).await;
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(3000)
+        .arg("WRITE")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let paused_at = Instant::now();
+    let cancelled = env
+        .http
+        .post(env.url("/v1/tasks/claim"))
+        .bearer_auth(&gone)
+        .timeout(Duration::from_millis(500))
+        .send()
+        .await;
+    assert!(cancelled.is_err(), "the client gave up: {cancelled:?}");
+    // The claim went on without its client: its lease expires like any other,
+    // and the slot comes back to another volunteer (once Redis takes writes again).
+    tokio::time::sleep(Duration::from_millis(3200).saturating_sub(paused_at.elapsed())).await;
+    let started = Instant::now();
+    let taken = claim_within(&env, &next, Duration::from_secs(20)).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(12),
+        "{:?}",
+        started.elapsed()
+    );
+    let task: String = sqlx::query_scalar("SELECT id::text FROM tasks")
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+    assert_eq!(taken["task_id"], task.as_str());
+    // The broker's figures lag a little behind the acks.
+    let queue = env.names().tasks_queue();
+    wait_until("no offer left behind", Duration::from_secs(15), || {
+        let queue = queue.clone();
+        async move { unacked(&queue) == 0 }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lease_lost_from_redis_with_the_sentinel_kept_is_offered_again_by_the_audit() {
+    const TTL: u64 = 2;
+    const AUDIT_MS: u64 = 300;
+    let env = env_with(
+        1,
+        1,
+        None,
+        |c| {
+            c.services.lease_ttl_secs = TTL;
+            c.audit_interval_ms = AUDIT_MS;
+            c.audit_grace_ms = 0;
+        },
+        |c| c.services.lease_ttl_secs = TTL,
+    )
+    .await;
+    let holder = env.user("vol-holder", Role::Volunteer).await;
+    let next = env.user("vol-after", Role::Volunteer).await;
+    let claim = claim_within(&env, &holder, Duration::from_secs(20)).await;
+    let (task, holder_id) = (
+        claim["task_id"].as_str().unwrap().to_owned(),
+        user_id(&env, &holder).await,
+    );
+    // The lease's writes are lost (a failover dropped them); the sentinel stays.
+    let p = format!("{{{}}}", env.id);
+    let mut conn = redis(&env).await;
+    let removed: (i64, i64) = redis::pipe()
+        .cmd("HDEL")
+        .arg(format!("{p}:leases:{task}"))
+        .arg(&holder_id)
+        .cmd("ZREM")
+        .arg(format!("{p}:expiry"))
+        .arg(format!("{task}|{holder_id}"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(removed, (1, 1));
+    let sentinel: bool = redis::cmd("EXISTS")
+        .arg(format!("{p}:sentinel"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(sentinel);
+    let lost_at = Instant::now();
+    let again = claim_within(&env, &next, Duration::from_secs(20)).await;
+    assert_eq!(again["task_id"], task.as_str());
+    // TTL plus an audit period to notice, plus the relay and the broker.
+    let bound = Duration::from_millis(TTL * 1000 + 2 * AUDIT_MS + 2500);
+    assert!(
+        lost_at.elapsed() <= bound,
+        "{:?} > {bound:?}",
+        lost_at.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_vote_that_reaches_its_fence_after_the_lease_expired_is_refused_and_the_slot_comes_back()
+{
+    let env = env_with(
+        1,
+        1,
+        None,
+        |_| {},
+        |c| {
+            c.services.lease_ttl_secs = 1;
+            c.test_fence_delay_ms = 2500;
+            c.limits.daily_vote_quota = 5;
+        },
+    )
+    .await;
+    let late = env.user("vol-late", Role::Volunteer).await;
+    let next = env.user("vol-next-late", Role::Volunteer).await;
+    let claim = claim_within(&env, &late, Duration::from_secs(20)).await;
+    let (status, problem) = env
+        .call(
+            Method::POST,
+            &votes_path(&claim),
+            Some(&late),
+            Some(vote_body(&claim, "genuine")),
+        )
+        .await;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (410, Some("lease_expired")),
+        "{problem}"
+    );
+    assert_eq!(count(&env.pool, "SELECT count(*) FROM votes").await, 0);
+    assert_eq!(
+        count(&env.pool, "SELECT votes_counted::bigint FROM tasks").await,
+        0
+    );
+    // Nothing was charged to the quota.
+    let late_id = user_id(&env, &late).await;
+    let day = chrono::Utc::now().format("%Y%m%d");
+    let charged: Option<i64> = redis::cmd("GET")
+        .arg(format!("{{{}}}:quota:{late_id}:{day}", env.id))
+        .query_async(&mut redis(&env).await)
+        .await
+        .unwrap();
+    assert_eq!(charged.unwrap_or(0), 0);
+    let again = claim_within(&env, &next, Duration::from_secs(10)).await;
+    assert_eq!(again["task_id"], claim["task_id"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stopped_volunteer_gets_gold_only_adds_no_slot_and_reviews_again_once_reinstated() {
+    let env = env_with(
+        1,
+        4,
+        None,
+        |_| {},
+        |c| {
+            c.gold.start_rate = 0.0;
+            c.gold.end_rate = 0.0;
+        },
+    )
+    .await;
+    let staff = env.user("staff-gold", Role::Staff).await;
+    let gold_listing = json!({
+        "listing_id": "gold-only-1", "version": 1, "seller_id": "s-gold", "brand": "Acme",
+        "category": "bags", "region": "r1", "price": 10.0, "currency": "EUR",
+        "title": "gold", "description": "", "image_urls": [], "signals": {}
+    });
+    let (status, gold) = env
+        .call(
+            Method::POST,
+            "/v1/staff/gold-tasks",
+            Some(&staff),
+            Some(json!({"listing": gold_listing, "answer": "genuine"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{gold}");
+    let volunteer = env.user("vol-stopped", Role::Volunteer).await;
+    let other = env.user("vol-other", Role::Volunteer).await;
+    let review = claim_within(&env, &volunteer, Duration::from_secs(20)).await;
+    assert_ne!(review["task_id"], gold["task_id"], "gold turns are off");
+    // The abuse rules stop the volunteer while they hold a review lease.
+    let id: uuid::Uuid = user_id(&env, &volunteer).await.parse().unwrap();
+    sqlx::query(
+        "INSERT INTO volunteer_reliability (volunteer_id, confusion, stats, counting, flag)
+         VALUES ($1, $2, '{}', false, 'gold_failures')",
+    )
+    .bind(id)
+    .bind(json!(spotcheck_shared::reliability::Confusion::default()))
+    .execute(&env.pool)
+    .await
+    .unwrap();
+    let redis_client = redis::Client::open("redis://127.0.0.1:6379/").unwrap();
+    let manager = redis::aio::ConnectionManager::new(redis_client)
+        .await
+        .unwrap();
+    spotcheck_platform::standing::StandingCache::new(manager, &env.id)
+        .invalidate(&[id])
+        .await
+        .unwrap();
+    let (status, problem) = env
+        .call(
+            Method::POST,
+            &votes_path(&review),
+            Some(&volunteer),
+            Some(vote_body(&review, "counterfeit")),
+        )
+        .await;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (403, Some("not_counting")),
+        "{problem}"
+    );
+    assert_eq!(
+        count(
+            &env.pool,
+            "SELECT sum(votes_required)::bigint FROM tasks WHERE kind = 'review'"
+        )
+        .await,
+        4,
+        "their vote added no slot"
+    );
+    // They are served the gold task only, though review tasks are on offer.
+    let gold_claim = claim_within(&env, &volunteer, Duration::from_secs(10)).await;
+    assert_eq!(gold_claim["task_id"], gold["task_id"]);
+    let (status, _) = env
+        .call(
+            Method::POST,
+            &votes_path(&gold_claim),
+            Some(&volunteer),
+            Some(vote_body(&gold_claim, "genuine")),
+        )
+        .await;
+    assert_eq!(status, 201, "gold answers still count for their record");
+    let open_review = count(
+        &env.pool,
+        "SELECT count(*) FROM tasks WHERE kind = 'review' AND state = 'open'",
+    )
+    .await;
+    assert_eq!(open_review, 4, "review tasks are still on offer");
+    let (status, _) = env
+        .call(Method::POST, "/v1/tasks/claim", Some(&volunteer), None)
+        .await;
+    assert_eq!(status, 204, "no gold left and no review task for them");
+    // The slot they held went back to others (who vote on what they get).
+    let wanted = review["task_id"].as_str().unwrap().to_owned();
+    let mut reviewed = Vec::new();
+    while !reviewed.contains(&wanted) {
+        assert!(
+            reviewed.len() < 4,
+            "the handed-back slot came back: {reviewed:?}"
+        );
+        let claim = claim_within(&env, &other, Duration::from_secs(20)).await;
+        let (status, _) = env
+            .call(
+                Method::POST,
+                &votes_path(&claim),
+                Some(&other),
+                Some(vote_body(&claim, "genuine")),
+            )
+            .await;
+        assert_eq!(status, 201);
+        reviewed.push(claim["task_id"].as_str().unwrap().to_owned());
+    }
+    // Reinstated, they review again.
+    let (status, _) = env
+        .call(
+            Method::POST,
+            &format!("/v1/staff/volunteers/{id}/reinstate-counting"),
+            Some(&staff),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    let mut fresh = serde_json::to_value(&generate(9, 1)[0].listing).unwrap();
+    fresh["listing_id"] = json!("after-reinstatement");
+    import_lines(&env, &[fresh.to_string()]).await;
+    let claim = claim_within(&env, &volunteer, Duration::from_secs(20)).await;
+    let kind: String = sqlx::query_scalar("SELECT kind FROM tasks WHERE id::text = $1")
+        .bind(claim["task_id"].as_str().unwrap())
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+    assert_eq!(kind, "review");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_suspension_through_one_replica_refuses_the_next_claim_on_another() {
+    let mut env = env_with(1, 1, None, |_| {}, |_| {}).await;
+    let first = env.api.clone();
+    env.start_api(|_| {}).await;
+    let second = env.api.clone();
+    let staff = env.user("staff-suspend", Role::Staff).await;
+    let volunteer = env.user("vol-suspended", Role::Volunteer).await;
+    let claim = |base: String, token: String| {
+        let http = env.http.clone();
+        async move {
+            http.post(format!("{base}/v1/tasks/claim"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert!(matches!(
+        claim(second.clone(), volunteer.clone()).await,
+        200 | 204
+    ));
+    let id = user_id(&env, &volunteer).await;
+    let suspended = env
+        .http
+        .post(format!("{first}/v1/staff/users/{id}/suspend"))
+        .bearer_auth(&staff)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(suspended.status(), 200);
+    assert_eq!(claim(second, volunteer).await, 401);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_same_idempotency_key_gets_the_same_lease_and_fifty_identical_votes_count_once() {
+    let env = env_with(2, 3, None, |_| {}, |c| c.limits.daily_vote_quota = 10).await;
+    let volunteer = env.user("vol-idem", Role::Volunteer).await;
+    let claim_with_key = |key: &'static str| {
+        let (http, url, token) = (
+            env.http.clone(),
+            env.url("/v1/tasks/claim"),
+            volunteer.clone(),
+        );
+        async move {
+            let r = http
+                .post(url)
+                .bearer_auth(token)
+                .header("Idempotency-Key", key)
+                .send()
+                .await
+                .unwrap();
+            (
+                r.status().as_u16(),
+                r.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    let first = loop {
+        match claim_with_key("retry-me").await {
+            (200, body) => break body,
+            (204, _) => tokio::time::sleep(Duration::from_millis(20)).await,
+            (status, body) => panic!("claim answered {status}: {body}"),
+        }
+    };
+    let (status, retried) = claim_with_key("retry-me").await;
+    assert_eq!(status, 200);
+    assert_eq!(retried["lease_token"], first["lease_token"]);
+    assert_eq!(retried["task_id"], first["task_id"]);
+    let (status, other) = claim_with_key("another-claim").await;
+    assert_eq!(status, 200);
+    assert_ne!(other["lease_token"], first["lease_token"]);
+    assert_eq!(count(&env.pool, "SELECT count(*) FROM votes").await, 0);
+    // Fifty copies of one vote at once: one vote, one charge.
+    let mut sent = Vec::new();
+    for _ in 0..50 {
+        let (http, url, token, body) = (
+            env.http.clone(),
+            env.url(&votes_path(&first)),
+            volunteer.clone(),
+            vote_body(&first, "counterfeit"),
+        );
+        sent.push(tokio::spawn(async move {
+            let r = http
+                .post(url)
+                .bearer_auth(token)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            (
+                r.status().as_u16(),
+                r.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }));
+    }
+    let mut ids = std::collections::HashSet::new();
+    for s in sent {
+        let (status, body) = s.await.unwrap();
+        assert_eq!(status, 201, "{body}");
+        ids.insert(body["vote_id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    assert_eq!(count(&env.pool, "SELECT count(*) FROM votes").await, 1);
+    let id = user_id(&env, &volunteer).await;
+    let day = chrono::Utc::now().format("%Y%m%d");
+    let charged: i64 = redis::cmd("GET")
+        .arg(format!("{{{}}}:quota:{id}:{day}", env.id))
+        .query_async(&mut redis(&env).await)
+        .await
+        .unwrap();
+    assert_eq!(charged, 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_feed_listing_with_fields_spotcheck_does_not_know_is_ingested() {
+    let env = env_with(1, 1, None, |_| {}, |_| {}).await;
+    let mut listing = serde_json::to_value(&generate(8, 1)[0].listing).unwrap();
+    listing["listing_id"] = json!("tolerant-1");
+    listing["shipping_options"] = json!([{"carrier": "x", "days": 3}]);
+    listing["seller"] = json!({"rating": 4.5});
+    let conn = spotcheck_platform::amqp::connect(&env.amqp_url(), "tests")
+        .await
+        .unwrap();
+    let publisher = Publisher::open(&conn).await.unwrap();
+    publisher
+        .publish_all(
+            &env.names().listings_exchange(),
+            &[("listing.new".into(), serde_json::to_vec(&listing).unwrap())],
+        )
+        .await
+        .unwrap();
+    let _ = conn.close(200, "done".into()).await;
+    count_reaches(
+        &env.pool,
+        "the listing with unknown fields is ingested",
+        "SELECT count(*) FROM tasks WHERE listing_id = 'tolerant-1'",
+        1,
+        Duration::from_secs(20),
+    )
+    .await;
+    let dead = spotcheck_platform::amqp::Names::dead_queue(&env.names().ingest_queue());
+    assert_eq!(env.queue_depth(&dead).await, 0);
+}
