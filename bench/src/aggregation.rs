@@ -1,7 +1,7 @@
 //! The `aggregation` benchmark: three vote policies on one simulated crowd,
 //! and how fast the adaptive policy stops spammers from counting.
 
-use spotcheck_shared::crowdsim::{Behaviour, Policy, SimConfig, Simulation, VolunteerReport};
+use spotcheck_simulation::crowdsim::{Behaviour, Policy, SimConfig, Simulation, VolunteerReport};
 
 /// Runs the three policies and prints their table and the abuse summary.
 pub fn run(tasks: usize, volunteers: usize, seed: u64) -> anyhow::Result<()> {

@@ -2,8 +2,8 @@
 //! million votes, timed as the median of several runs.
 
 use anyhow::Context;
-use spotcheck_shared::crowdsim::vote_set;
 use spotcheck_shared::dawid_skene::{DawidSkeneFit, DawidSkeneOptions, dawid_skene};
+use spotcheck_simulation::crowdsim::vote_set;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;

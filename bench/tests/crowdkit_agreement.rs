@@ -3,8 +3,8 @@
 //! Needs a Python with crowd-kit: `$SPOTCHECK_PYTHON`, else the workspace's
 //! `.venv`. Without one the test is skipped with a notice, except in CI.
 
-use spotcheck_shared::crowdsim::vote_set;
 use spotcheck_shared::dawid_skene::{DawidSkeneOptions, dawid_skene};
+use spotcheck_simulation::crowdsim::vote_set;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;

@@ -233,7 +233,7 @@ mod tests {
 
     #[test]
     fn a_batch_is_split_where_a_listing_id_comes_again() {
-        let market: Vec<Listing> = spotcheck_shared::demo::generate(3, 3)
+        let market: Vec<Listing> = spotcheck_simulation::demo::generate(3, 3)
             .into_iter()
             .map(|d| d.listing)
             .collect();

@@ -6,10 +6,8 @@
 pub mod abuse;
 pub mod aggregate;
 pub mod capacity;
-pub mod crowdsim;
 pub mod dawid_skene;
 pub mod decision;
-pub mod demo;
 pub mod escalation;
 pub mod gold;
 pub mod ids;

@@ -22,7 +22,7 @@ use report::RunFigures;
 use scratch::{JsonlFile, Scratch};
 use spotcheck_platform::amqp::{self, Publisher, ResilientPublisher, timed};
 use spotcheck_shared::capacity::Throttle;
-use spotcheck_shared::demo::generate;
+use spotcheck_simulation::demo::generate;
 use sqlx::PgPool;
 use std::path::Path;
 use std::sync::{Arc, RwLock};

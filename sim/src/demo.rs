@@ -11,7 +11,7 @@ use crate::stats::{Recorder, Report};
 use crate::truth::Score;
 use serde::Serialize;
 use serde_json::Value;
-use spotcheck_shared::demo::{DemoListing, generate};
+use spotcheck_simulation::demo::{DemoListing, generate};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;

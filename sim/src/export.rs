@@ -4,7 +4,7 @@
 use crate::cli::GenerateArgs;
 use anyhow::Context;
 use serde_json::json;
-use spotcheck_shared::demo::{DemoListing, generate};
+use spotcheck_simulation::demo::{DemoListing, generate};
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;

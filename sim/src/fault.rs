@@ -33,7 +33,7 @@ use ledger::Ledger;
 use phases::{Clock, Run};
 use report::FaultReport;
 use serde_json::json;
-use spotcheck_shared::demo::generate;
+use spotcheck_simulation::demo::generate;
 use std::path::Path;
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};

@@ -4,7 +4,7 @@
 use crate::cli::{AmqpArgs, PublishArgs};
 use anyhow::Context;
 use spotcheck_platform::amqp::{Names, Publisher, connect, declare_topology, timed};
-use spotcheck_shared::demo::{DemoListing, generate};
+use spotcheck_simulation::demo::{DemoListing, generate};
 use std::time::Duration;
 
 /// Attempts per batch; a retried batch may duplicate messages, which ingest tolerates.

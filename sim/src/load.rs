@@ -9,7 +9,7 @@ use crate::stats::{Recorder, Report};
 use crate::truth::Truth;
 use crate::volunteer::{Crew, Volunteer};
 use anyhow::Context;
-use spotcheck_shared::demo::generate;
+use spotcheck_simulation::demo::generate;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
@@ -117,7 +117,7 @@ pub fn crew(
     args: &CrewArgs,
     seed: u64,
     listings: usize,
-    gold: &[spotcheck_shared::demo::DemoListing],
+    gold: &[spotcheck_simulation::demo::DemoListing],
 ) -> Crew {
     Crew {
         api,

@@ -2,7 +2,7 @@
 //! score against it (precision and recall).
 
 use serde::Serialize;
-use spotcheck_shared::demo::DemoListing;
+use spotcheck_simulation::demo::DemoListing;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 
@@ -138,7 +138,7 @@ impl fmt::Display for Score {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use spotcheck_shared::demo::generate;
+    use spotcheck_simulation::demo::generate;
 
     fn set(ids: &[&str]) -> HashSet<String> {
         ids.iter().map(|s| (*s).to_owned()).collect()

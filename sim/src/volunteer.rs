@@ -8,7 +8,7 @@ use crate::truth::Truth;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use spotcheck_shared::Verdict;
-use spotcheck_shared::demo::Profile;
+use spotcheck_simulation::demo::Profile;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -165,7 +165,7 @@ impl Volunteer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use spotcheck_shared::demo::generate;
+    use spotcheck_simulation::demo::generate;
 
     #[test]
     fn think_time_stays_within_half_to_one_and_a_half_times_the_mean() {

@@ -9,7 +9,7 @@ use lapin::Channel;
 use lapin::options::{QueueDeclareOptions, QueueDeleteOptions, QueuePurgeOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use spotcheck_platform::amqp::{self, Names, timed};
-use spotcheck_shared::demo::DemoListing;
+use spotcheck_simulation::demo::DemoListing;
 use sqlx::PgPool;
 use std::io::Write;
 use std::path::{Path, PathBuf};

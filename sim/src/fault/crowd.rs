@@ -16,7 +16,7 @@ use crate::volunteer::{pause, reasons, verdict_on};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use spotcheck_shared::Verdict;
-use spotcheck_shared::demo::Profile;
+use spotcheck_simulation::demo::Profile;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::task::JoinSet;

@@ -6,7 +6,7 @@ use crate::feed::messages;
 use anyhow::Context;
 use lapin::Connection;
 use spotcheck_platform::amqp::{Names, Publisher, connect, declare_topology, timed};
-use spotcheck_shared::demo::DemoListing;
+use spotcheck_simulation::demo::DemoListing;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::time::{Instant, sleep, sleep_until};

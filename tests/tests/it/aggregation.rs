@@ -7,7 +7,7 @@ use crate::harness::{TestEnv, claim_within, count, count_reaches, import_lines, 
 use reqwest::Method;
 use serde_json::{Value, json};
 use spotcheck_shared::Role;
-use spotcheck_shared::demo::generate;
+use spotcheck_simulation::demo::generate;
 use std::collections::BTreeSet;
 use std::time::Duration;
 

@@ -12,7 +12,7 @@ use crate::harness::{PASSWORD, TestEnv, import_lines};
 use reqwest::Method;
 use serde_json::{Value, json};
 use spotcheck_shared::Role;
-use spotcheck_shared::demo::generate;
+use spotcheck_simulation::demo::generate;
 use std::time::{Duration, Instant};
 use worker_api::routes::ROUTES;
 

@@ -5,7 +5,7 @@ use reqwest::Method;
 use serde_json::json;
 use spotcheck_platform::amqp::{Names, Publisher};
 use spotcheck_shared::Role;
-use spotcheck_shared::demo::generate;
+use spotcheck_simulation::demo::generate;
 use std::time::{Duration, Instant};
 
 async fn started(votes: i32) -> TestEnv {

@@ -6,7 +6,7 @@ use rand::SeedableRng;
 use reqwest::Method;
 use serde_json::json;
 use spotcheck_shared::Role;
-use spotcheck_shared::demo::{Profile, generate};
+use spotcheck_simulation::demo::{Profile, generate};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;

@@ -634,7 +634,7 @@ pub fn free_port() -> u16 {
 }
 
 /// The listings of a demo marketplace as JSONL lines (the feed's shape).
-pub fn lines_of(market: &[spotcheck_shared::demo::DemoListing]) -> Vec<String> {
+pub fn lines_of(market: &[spotcheck_simulation::demo::DemoListing]) -> Vec<String> {
     market
         .iter()
         .map(|d| serde_json::to_string(&d.listing).expect("a listing serializes"))

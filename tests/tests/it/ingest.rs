@@ -3,7 +3,7 @@
 
 use crate::harness::{TestEnv, count, import_lines, wait_until};
 use spotcheck_platform::amqp::{Names, Publisher};
-use spotcheck_shared::demo::generate;
+use spotcheck_simulation::demo::generate;
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread")]

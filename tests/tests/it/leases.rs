@@ -5,7 +5,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use spotcheck_platform::amqp::Publisher;
 use spotcheck_shared::Role;
-use spotcheck_shared::demo::generate;
+use spotcheck_simulation::demo::generate;
 use std::time::{Duration, Instant};
 
 const TTL_SECS: u64 = 1;

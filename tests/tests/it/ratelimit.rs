@@ -10,7 +10,7 @@ use reqwest::Method;
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
 use spotcheck_shared::Role;
-use spotcheck_shared::demo::generate;
+use spotcheck_simulation::demo::generate;
 use std::net::{IpAddr, Ipv6Addr};
 use std::num::NonZeroU32;
 use std::time::{Duration, Instant};

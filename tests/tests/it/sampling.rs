@@ -9,7 +9,7 @@ use crate::harness::{
 use reqwest::Method;
 use serde_json::{Value, json};
 use spotcheck_shared::Role;
-use spotcheck_shared::demo::generate;
+use spotcheck_simulation::demo::generate;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 

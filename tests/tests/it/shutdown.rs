@@ -3,7 +3,7 @@
 
 use crate::harness::{TestEnv, binary, count, free_port, import_lines};
 use serde_json::json;
-use spotcheck_shared::demo::generate;
+use spotcheck_simulation::demo::generate;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 

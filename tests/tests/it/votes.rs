@@ -5,7 +5,7 @@ use crate::harness::{TestEnv, claim_within, count, import_lines};
 use reqwest::Method;
 use serde_json::{Value, json};
 use spotcheck_shared::Role;
-use spotcheck_shared::demo::generate;
+use spotcheck_simulation::demo::generate;
 use std::time::Duration;
 
 async fn one_task_env() -> (TestEnv, String) {

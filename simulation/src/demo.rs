@@ -7,11 +7,11 @@
 //! risk signals (brand complaints, failed test purchases, prices far below the
 //! brand's usual) are far more common on counterfeits.
 
-use crate::aggregate::Verdict;
-use crate::ids::ListingId;
-use crate::listing::Listing;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use spotcheck_shared::aggregate::Verdict;
+use spotcheck_shared::ids::ListingId;
+use spotcheck_shared::listing::Listing;
 use std::collections::BTreeMap;
 
 /// The ten regions counterfeits concentrate in, most affected first, with weights.

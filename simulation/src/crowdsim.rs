@@ -9,15 +9,15 @@
 //! and at lower prices. The gold pool holds as many counterfeits as genuine
 //! listings, so a gold answer tests both kinds alike.
 
-use crate::abuse::{AbusePolicy, AbuseReason, VolunteerStats};
-use crate::aggregate::{Outcome, Verdict};
-use crate::decision::{DecisionRule, Judgement, TaskFacts, WeighedVote};
-use crate::gold::{GoldSchedule, is_gold_turn};
-use crate::posterior::{DEFAULT_PRIOR_COUNTERFEIT, RiskThresholds};
-use crate::reliability::{Confusion, ReliabilityPrior};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
+use spotcheck_shared::abuse::{AbusePolicy, AbuseReason, VolunteerStats};
+use spotcheck_shared::aggregate::{Outcome, Verdict};
+use spotcheck_shared::decision::{DecisionRule, Judgement, TaskFacts, WeighedVote};
+use spotcheck_shared::gold::{GoldSchedule, is_gold_turn};
+use spotcheck_shared::posterior::{DEFAULT_PRIOR_COUNTERFEIT, RiskThresholds};
+use spotcheck_shared::reliability::{Confusion, ReliabilityPrior};
 
 /// How often an honest volunteer says "unsure" (at most; never more than 1 - accuracy).
 const HONEST_UNSURE: f64 = 0.04;
