@@ -257,7 +257,11 @@ pub async fn on_votes(
         && !stopped.is_empty()
     {
         let ids: Vec<Uuid> = stopped.iter().map(|(id, _)| *id).collect();
-        standing.invalidate(&ids).await?;
+        // Not fatal: the entries expire by themselves, and the vote path reads
+        // whether a voter counts from the record.
+        if let Err(e) = standing.invalidate(&ids).await {
+            tracing::warn!(error = %e, "could not invalidate the standing of stopped volunteers");
+        }
     }
     let tasks: Vec<TaskId> = events.iter().map(|e| e.task_id).collect();
     decide_many(pool, agg, &tasks).await

@@ -104,8 +104,11 @@ where
         cancel: &cancel,
         alive,
     };
+    // Busy while a batch is handled or the hand-over is full: then silence
+    // from the broker is not a stall.
+    let handling = AtomicBool::new(false);
     let fill = subscription.run(
-        || tx.capacity() == 0,
+        || tx.capacity() == 0 || handling.load(std::sync::atomic::Ordering::Relaxed),
         |delivery| {
             let generation = {
                 let mut seen = channel_seen.lock().expect("channel tag lock");
@@ -123,18 +126,33 @@ where
         },
     );
     let drain = async {
-        while let Some(first) = rx.recv().await {
-            let mut batch = vec![first];
+        // A delivery of a newer channel than the batch's starts the next batch,
+        // so a batch's multiple ack always goes to the channel of all its deliveries.
+        let mut carried: Option<(u64, Delivery)> = None;
+        loop {
+            let first = match carried.take() {
+                Some(d) => d,
+                None => match rx.recv().await {
+                    Some(d) => d,
+                    None => return,
+                },
+            };
+            let generation = first.0;
+            let mut batch = vec![first.1];
             while batch.len() < max_batch.max(1) {
                 match rx.try_recv() {
-                    Ok(next) => batch.push(next),
+                    Ok((g, d)) if g == generation => batch.push(d),
+                    Ok(other) => {
+                        carried = Some(other);
+                        break;
+                    }
                     Err(_) => break,
                 }
             }
-            let generations: std::collections::HashMap<u64, u64> =
-                batch.iter().map(|(g, d)| (d.delivery_tag, *g)).collect();
-            let deliveries = batch.into_iter().map(|(_, d)| d).collect();
-            settle_batch(queue, handler(deliveries).await, &generations).await;
+            handling.store(true, std::sync::atomic::Ordering::Relaxed);
+            let handled = handler(batch).await;
+            settle_batch(queue, handled).await;
+            handling.store(false, std::sync::atomic::Ordering::Relaxed);
         }
     };
     tokio::select! {
@@ -143,27 +161,19 @@ where
     }
 }
 
-/// Settles a handled batch: failures one by one (one pause before handing
-/// back the retries), then the acks of each channel with one multiple ack.
-async fn settle_batch(
-    queue: &str,
-    handled: Vec<(Delivery, Handled)>,
-    generations: &std::collections::HashMap<u64, u64>,
-) {
-    let mut last_ack: std::collections::HashMap<u64, Delivery> = Default::default();
+/// Settles a handled batch (all from one channel): failures one by one (one
+/// pause before handing back the retries), then every ack with one multiple ack.
+async fn settle_batch(queue: &str, handled: Vec<(Delivery, Handled)>) {
+    let mut last_ack: Option<Delivery> = None;
     let mut others = Vec::new();
     for (delivery, handled) in handled {
         match handled {
             Handled::Ack => {
-                let generation = generations
-                    .get(&delivery.delivery_tag)
-                    .copied()
-                    .unwrap_or(0);
-                let later = last_ack
-                    .get(&generation)
-                    .is_none_or(|d| d.delivery_tag < delivery.delivery_tag);
-                if later {
-                    last_ack.insert(generation, delivery);
+                if last_ack
+                    .as_ref()
+                    .is_none_or(|d| d.delivery_tag < delivery.delivery_tag)
+                {
+                    last_ack = Some(delivery);
                 }
             }
             other => others.push((delivery, other)),
@@ -175,10 +185,14 @@ async fn settle_batch(
     for (delivery, handled) in others {
         settle_now(queue, delivery, handled).await;
     }
-    for delivery in last_ack.into_values() {
+    if let Some(delivery) = last_ack {
         let ack = BasicAckOptions { multiple: true };
-        if let Err(e) = timed("ack", delivery.acker.ack(ack)).await {
-            tracing::warn!(queue, error = %e, "could not ack a batch; it will be redelivered");
+        match timed("ack", delivery.acker.ack(ack)).await {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!(queue, "a batch's channel is gone; it will be redelivered"),
+            Err(e) => {
+                tracing::warn!(queue, error = %e, "could not ack a batch; it will be redelivered")
+            }
         }
     }
 }

@@ -8,11 +8,12 @@
 //! 2. finds earlier votes of the same volunteers on them: a repeat of the same
 //!    vote is answered as the first (no charge, no lease needed), a different
 //!    one is refused `already_voted`;
-//! 3. refuses votes on closed or full tasks, and review votes of volunteers who
-//!    do not count (their votes never add slots);
+//! 3. refuses votes on closed tasks, and review votes of volunteers who do not
+//!    count, as the record says (their votes never add slots);
 //! 4. fences the rest in Redis in one script ([`LeaseStore::seal`]): the lease
 //!    must be the voter's current, unexpired one and the daily quota unspent;
-//!    the quota is charged there, and the lease is held for the commit;
+//!    the quota is charged there, and the lease is held for the commit; the
+//!    slots a task still has go to sealed votes only, in arrival order;
 //! 5. inserts the votes, bumps the tasks' counts, writes one outbox event per
 //!    vote, and commits; only then does any request get its `201`;
 //! 6. ends the leases in Redis (voters move from the leases to the voted set).
@@ -264,12 +265,19 @@ impl Writer {
             })
             .collect();
         let earlier = earlier_votes(&mut tx, ballots, &candidates).await?;
+        // Whether a voter counts is read from the record too: a standing cached
+        // before an abuse stop cannot let their review votes in.
+        let stopped = not_counting(&mut tx, ballots, &candidates).await?;
         let mut to_seal: Vec<usize> = Vec::new();
+        let mut repeated: Vec<usize> = Vec::new();
         let mut to_hand_back: Vec<usize> = Vec::new();
         for &i in &candidates {
             let b = &ballots[i];
             let gold_answer = tasks.get(&b.task.0).and_then(|t| t.gold_answer);
             if let Some((id, verdict, reasons)) = earlier.get(&(b.task, b.volunteer)) {
+                // Any lease they hold on it (granted after Redis lost its set of
+                // voters) ends with the answer.
+                repeated.push(i);
                 answers[i] = Some(if *verdict == b.verdict && *reasons == b.reasons {
                     Ok(Receipt {
                         vote_id: *id,
@@ -289,12 +297,11 @@ impl Writer {
                 to_hand_back.push(i);
                 continue;
             }
-            if !task.gold && !b.counting {
+            if !task.gold && (!b.counting || stopped.contains(&b.volunteer.0)) {
                 answers[i] = Some(Err(Refusal::NotCounting));
                 to_hand_back.push(i);
                 continue;
             }
-            task.left -= 1;
             to_seal.push(i);
         }
         if !self.config.fence_delay.is_zero() {
@@ -317,12 +324,27 @@ impl Writer {
             })
             .collect();
         let fences = self.leases.seal(&seals, quota_limit, SEAL_HOLD_MS).await?;
+        // Slots go to sealed votes only, in arrival order; a sealed vote past
+        // what its task still needs gets its charge back and is refused.
         let mut sealed: Vec<(usize, i64)> = Vec::new();
+        let mut surplus: Vec<&str> = Vec::new();
         for (&i, fence) in to_seal.iter().zip(fences) {
-            match fence {
-                Ok(fence) => sealed.push((i, fence)),
-                Err(e) => answers[i] = Some(Err(Refusal::Lease(e))),
+            let task = tasks.get_mut(&ballots[i].task.0);
+            match (fence, task) {
+                (Ok(fence), Some(task)) if task.left > 0 => {
+                    task.left -= 1;
+                    sealed.push((i, fence));
+                }
+                (Ok(_), _) => {
+                    answers[i] = Some(Err(Refusal::TaskClosed));
+                    to_hand_back.push(i);
+                    surplus.extend(ballots[i].quota.as_ref().map(|(k, _)| k.as_str()));
+                }
+                (Err(e), _) => answers[i] = Some(Err(Refusal::Lease(e))),
             }
+        }
+        if let Err(e) = self.leases.unseal(&surplus).await {
+            tracing::warn!(error = %e, "could not give back the quota of surplus votes");
         }
         let charged: Vec<&str> = sealed
             .iter()
@@ -344,7 +366,9 @@ impl Writer {
         };
         let finished: Vec<(TaskId, UserId, &LeaseToken)> = sealed
             .iter()
-            .map(|(i, _)| (ballots[*i].task, ballots[*i].volunteer, &ballots[*i].token))
+            .map(|(i, _)| *i)
+            .chain(repeated.iter().copied())
+            .map(|i| (ballots[i].task, ballots[i].volunteer, &ballots[i].token))
             .collect();
         if let Err(e) = self.leases.finish(&finished).await {
             // The votes are committed; the leases expire and their surplus offers are refused.
@@ -390,6 +414,23 @@ struct TaskState {
 
 fn same_vote(a: &Ballot, b: &Ballot) -> bool {
     a.verdict == b.verdict && a.reasons == b.reasons
+}
+
+/// The candidates' voters whose votes do not count (stopped by the abuse rules).
+async fn not_counting(
+    conn: &mut sqlx::PgConnection,
+    ballots: &[Ballot],
+    candidates: &[usize],
+) -> sqlx::Result<std::collections::HashSet<Uuid>> {
+    let voters: Vec<Uuid> = candidates.iter().map(|&i| ballots[i].volunteer.0).collect();
+    let stopped: Vec<Uuid> = sqlx::query_scalar(
+        "SELECT volunteer_id FROM volunteer_reliability
+         WHERE volunteer_id = ANY($1) AND NOT counting",
+    )
+    .bind(&voters)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(stopped.into_iter().collect())
 }
 
 type EarlierVotes = HashMap<(TaskId, UserId), (Uuid, Verdict, Vec<String>)>;
