@@ -32,6 +32,9 @@ pub enum Command {
     /// Measure listings sampled/s and tasks published/s through the real ingest and
     /// outbox relay, beside RabbitMQ's publish-with-confirms rate in the same run.
     BenchSampler(crate::bench_sampler::BenchSamplerArgs),
+    /// Measure the claim-and-vote cycle end to end on an isolated stack, phase by
+    /// phase, beside a `FOR UPDATE SKIP LOCKED` baseline and the raw service limits.
+    BenchCycle(crate::bench_cycle::BenchCycleArgs),
 }
 
 /// Which marketplace: the same seed and count always give the same listings.

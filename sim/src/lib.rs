@@ -3,6 +3,7 @@
 //! and the sampler benchmark.
 
 pub mod api;
+pub mod bench_cycle;
 pub mod bench_sampler;
 pub mod cli;
 pub mod demo;
@@ -29,5 +30,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo(args) => demo::run(args).await,
         Command::Fault(args) => fault::run(args).await,
         Command::BenchSampler(args) => bench_sampler::run(args).await,
+        Command::BenchCycle(args) => bench_cycle::run(args).await,
     }
 }

@@ -92,6 +92,11 @@ impl Proc {
         &self.spec.role
     }
 
+    /// Its operating-system process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(Child::id)
+    }
+
     /// Starts it, in a process group of its own so a Ctrl-C in the terminal
     /// reaches only this tool, which then stops it.
     pub fn spawn(&mut self) -> anyhow::Result<()> {
