@@ -35,7 +35,7 @@ use report::Report;
 use serde_json::json;
 use spotcheck_platform::amqp::{self, Names, Publisher, declare_topology, timed};
 use spotcheck_shared::capacity::Throttle;
-use spotcheck_shared::demo::{DemoListing, generate};
+use spotcheck_simulation::demo::{DemoListing, generate};
 use sqlx::PgPool;
 use stack::Stack;
 use std::path::Path;
