@@ -1,10 +1,19 @@
 //! Access tokens: short-lived JWTs signed with EdDSA, carrying a key id; the
 //! algorithm is pinned and `exp`, `nbf`, `iat`, `iss`, `aud` and `sub` are required.
+//!
+//! A signature check costs tens of microseconds, more than the rest of a claim,
+//! and a volunteer sends the same token with every request. So a token that
+//! verified is remembered (by its SHA-256) until it expires: a later request
+//! with exactly that token skips the signature check, never the expiry. The
+//! memory is bounded: past [`MAX_REMEMBERED`] entries the cache starts over.
 
 use super::keys::KeySet;
+use dashmap::DashMap;
 use jsonwebtoken::{Algorithm, Header, Validation, decode, decode_header, encode};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use spotcheck_shared::{Role, UserId};
+use std::sync::Arc;
 
 /// The claims of an access token.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -27,6 +36,9 @@ pub struct Claims {
     pub jti: String,
 }
 
+/// Verified tokens remembered at most (about 100 bytes each).
+pub const MAX_REMEMBERED: usize = 200_000;
+
 /// Issues and verifies access tokens.
 #[derive(Clone)]
 pub struct TokenIssuer {
@@ -35,6 +47,7 @@ pub struct TokenIssuer {
     audience: String,
     ttl_secs: i64,
     validation: Validation,
+    verified: Arc<DashMap<[u8; 32], (UserId, Claims)>>,
 }
 
 /// Why a token was refused (never shown to the client beyond "invalid token").
@@ -66,6 +79,7 @@ impl TokenIssuer {
             audience: audience.to_owned(),
             ttl_secs: ttl_secs as i64,
             validation,
+            verified: Arc::default(),
         }
     }
 
@@ -98,6 +112,26 @@ impl TokenIssuer {
 
     /// Verifies a token and returns the user it names.
     pub fn verify(&self, token: &str) -> Result<(UserId, Claims), TokenError> {
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let now = chrono::Utc::now().timestamp();
+        let leeway = self.validation.leeway as i64;
+        if let Some(known) = self.verified.get(&digest) {
+            if now <= known.1.exp + leeway {
+                return Ok(known.clone());
+            }
+            drop(known);
+            self.verified.remove(&digest);
+        }
+        let verified = self.verify_signature(token)?;
+        if self.verified.len() >= MAX_REMEMBERED {
+            self.verified.clear();
+        }
+        self.verified.insert(digest, verified.clone());
+        Ok(verified)
+    }
+
+    /// Verifies a token's signature and claims.
+    fn verify_signature(&self, token: &str) -> Result<(UserId, Claims), TokenError> {
         let header = decode_header(token)?;
         let key = header
             .kid
@@ -125,6 +159,29 @@ mod tests {
             "spotcheck-api",
             900,
         )
+    }
+
+    #[test]
+    fn a_remembered_token_still_expires_and_a_changed_one_is_checked_afresh() {
+        let issuer = issuer();
+        let user = UserId(uuid::Uuid::now_v7());
+        let now = chrono::Utc::now().timestamp();
+        let token = issuer.issue(user, Role::Volunteer, now).unwrap();
+        assert_eq!(issuer.verify(&token).unwrap().0, user);
+        assert_eq!(issuer.verify(&token).unwrap().0, user, "from memory");
+        let mut forged = token.clone();
+        forged.pop();
+        assert!(issuer.verify(&forged).is_err());
+        // Remembered with an expiry that has passed: refused, and forgotten.
+        let (_, mut claims) = issuer.verify(&token).unwrap();
+        claims.exp = now - 60;
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        issuer.verified.insert(digest, (user, claims));
+        let (_, again) = issuer.verify(&token).unwrap();
+        assert_ne!(again.exp, now - 60, "the lapsed memory was not used");
+        let expired = issuer.issue(user, Role::Volunteer, now - 2_000).unwrap();
+        assert!(issuer.verify(&expired).is_err());
+        assert!(issuer.verify(&expired).is_err());
     }
 
     #[test]
