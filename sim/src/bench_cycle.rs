@@ -3,13 +3,19 @@
 //! coordinator processes), phase by phase: closed loop, claims beside a
 //! `FOR UPDATE SKIP LOCKED` baseline, open loop, listing-to-decision latency,
 //! worker-api memory, feed ingest, and the raw limits of RabbitMQ and Redis in
-//! the same run. It prints a table against targets and an earlier report, writes
-//! its own report as JSON, and removes everything it made, also on error,
-//! Ctrl-C or `--max-secs`.
+//! the same run, with who used the cores in each window. It prints a table
+//! against targets and an earlier report, writes its own report as JSON, and
+//! removes everything it made, also on error, Ctrl-C or `--max-secs`.
+//!
+//! ```sh
+//! cargo build --release -p spotcheck-sim -p worker-api -p coordinator
+//! target/release/spotcheck-sim bench-cycle --out after.json --compare before.json
+//! ```
 
 pub mod args;
 pub mod auth;
 pub mod baseline;
+pub mod cpu;
 pub mod flow;
 pub mod load;
 pub mod memory;
@@ -171,6 +177,8 @@ pub struct Bench<'a> {
     pub sampler: Sampler,
     /// worker-api's resident memory per replica once started, before any load.
     pub idle_rss_mb: Vec<f64>,
+    /// Who uses the cores.
+    pub cpu: cpu::Watch,
     truth: Truth,
     markets: u64,
 }
@@ -265,6 +273,7 @@ impl<'a> Bench<'a> {
                 throttle: Arc::new(RwLock::new(Throttle::none())),
             },
             idle_rss_mb,
+            cpu: cpu::Watch::new(stack),
             truth: Truth::default(),
             markets: 0,
         })

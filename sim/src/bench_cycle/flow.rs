@@ -5,6 +5,7 @@
 
 use super::Bench;
 use super::load::{ClosedLoop, Work};
+use super::phases::note_cpu;
 use super::prefill::{queue_depth, settle};
 use super::report::{Target, Unit};
 use super::rules;
@@ -72,6 +73,7 @@ pub async fn latency(bench: &mut Bench<'_>) -> anyhow::Result<()> {
     let crowd = ClosedLoop::start(&crew, tokens, Work::Vote, everything);
     let exchange = bench.names.listings_exchange();
     let mut published: HashMap<String, DateTime<Utc>> = HashMap::new();
+    let cpu = bench.cpu.snapshot();
     let started = Instant::now();
     for (i, message) in messages(&listings)?.into_iter().enumerate() {
         let slot = started + Duration::from_secs_f64(i as f64 / args.latency_rate);
@@ -100,6 +102,8 @@ pub async fn latency(bench: &mut Bench<'_>) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
+    let cpu = bench.cpu.since(&cpu);
+    note_cpu(bench, "latency", Some(&cpu));
     let volunteers = crowd.finish().await;
     let mut us: Vec<u64> = decided
         .iter()
@@ -152,7 +156,7 @@ pub async fn latency(bench: &mut Bench<'_>) -> anyhow::Result<()> {
         json!({
             "published": ids.len(), "decided": decided.len(), "drained_first": drained,
             "rate_per_sec": args.latency_rate, "volunteers": args.latency_volunteers,
-            "decision_ms": summary, "errors": volunteers.errors,
+            "decision_ms": summary, "errors": volunteers.errors, "cpu": cpu,
         }),
     );
     Ok(())
@@ -185,6 +189,7 @@ pub async fn ingest(bench: &mut Bench<'_>) -> anyhow::Result<()> {
     let before = stored(bench).await?;
     let want = before + i64::try_from(all.len())?;
     let exchange = bench.names.listings_exchange();
+    let cpu = bench.cpu.snapshot();
     let started = Instant::now();
     for batch in all.chunks(INGEST_BATCH) {
         bench.publisher.publish_all(&exchange, batch).await?;
@@ -197,6 +202,8 @@ pub async fn ingest(bench: &mut Bench<'_>) -> anyhow::Result<()> {
         now_stored = stored(bench).await?;
     }
     let took = started.elapsed();
+    let cpu = bench.cpu.since(&cpu);
+    note_cpu(bench, "ingest", Some(&cpu));
     let done = now_stored - before;
     let per_sec = done as f64 / took.as_secs_f64();
     eprintln!(
@@ -232,7 +239,7 @@ pub async fn ingest(bench: &mut Bench<'_>) -> anyhow::Result<()> {
         "ingest",
         json!({
             "listings": all.len(), "stored": done, "secs": took.as_secs_f64(),
-            "publish_secs": published.as_secs_f64(), "sampling_rate": rate,
+            "publish_secs": published.as_secs_f64(), "sampling_rate": rate, "cpu": cpu,
         }),
     );
     Ok(())

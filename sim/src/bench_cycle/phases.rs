@@ -5,6 +5,7 @@
 
 use super::Bench;
 use super::baseline;
+use super::cpu::CpuUse;
 use super::load::{Crew, Work, closed_window};
 use super::open::open_window;
 use super::prefill::{ensure_slots, settle};
@@ -39,6 +40,13 @@ fn p99(s: &Option<LatencySummary>) -> Option<f64> {
     s.as_ref().map(|s| s.p99_ms)
 }
 
+/// Warns when processes outside the run used the cores during `what`'s window.
+pub fn note_cpu(bench: &mut Bench<'_>, what: &str, cpu: Option<&CpuUse>) {
+    if let Some(warning) = cpu.and_then(|c| c.disturbance(what)) {
+        bench.report.warn(warning);
+    }
+}
+
 /// Warns when claims came back empty inside a window: the rates then understate.
 fn warn_empty(bench: &mut Bench<'_>, phase: &str, f: &LoadFigures) {
     if f.claims_empty > 0 {
@@ -57,9 +65,12 @@ pub async fn closed(bench: &mut Bench<'_>) -> anyhow::Result<()> {
     let crew = bench.crew();
     let tokens = bench.users.tokens(0, args.volunteers);
     let window = Window::after(args.warmup(), args.window());
+    let cpu = bench.cpu.over(window);
     let f = closed_window(&crew, tokens, Work::Vote, window)
         .await
         .figures(&window);
+    let cpu = cpu.await.ok();
+    note_cpu(bench, "closed", cpu.as_ref());
     // Votes the aggregation has not taken yet: whether it keeps up with the votes.
     let votes_queued = Scratch::depth(&bench.channel, &bench.names.votes_queue()).await?;
     eprintln!(
@@ -113,7 +124,7 @@ pub async fn closed(bench: &mut Bench<'_>) -> anyhow::Result<()> {
     );
     r.detail(
         "closed",
-        json!({ "queue_depth_before": depth, "votes_queued_after": votes_queued, "figures": f, "errors": f.errors }),
+        json!({ "queue_depth_before": depth, "votes_queued_after": votes_queued, "figures": f, "errors": f.errors, "cpu": cpu }),
     );
     Ok(())
 }
@@ -126,9 +137,12 @@ pub async fn claims(bench: &mut Bench<'_>) -> anyhow::Result<()> {
     let crew = bench.crew();
     let tokens = bench.users.tokens(0, args.claim_clients);
     let window = Window::after(args.warmup(), args.window());
+    let cpu = bench.cpu.over(window);
     let spot = closed_window(&crew, tokens.clone(), Work::Release, window)
         .await
         .figures(&window);
+    let spot_cpu = cpu.await.ok();
+    note_cpu(bench, "claims (Spotcheck)", spot_cpu.as_ref());
     eprintln!(
         "bench-cycle: claims: Spotcheck, {} clients: {}",
         args.claim_clients,
@@ -150,9 +164,12 @@ pub async fn claims(bench: &mut Bench<'_>) -> anyhow::Result<()> {
         empty_backoff: args.empty_backoff(),
     });
     let window = Window::after(args.warmup(), args.window());
+    let cpu = bench.cpu.over(window);
     let base = closed_window(&base_crew, tokens, Work::Release, window)
         .await
         .figures(&window);
+    let base_cpu = cpu.await.ok();
+    note_cpu(bench, "claims (baseline)", base_cpu.as_ref());
     drop(server);
     eprintln!(
         "bench-cycle: claims: baseline (JWT + FOR UPDATE SKIP LOCKED), {} clients: {}",
@@ -204,7 +221,10 @@ pub async fn claims(bench: &mut Bench<'_>) -> anyhow::Result<()> {
     );
     r.detail(
         "claims",
-        json!({ "spotcheck": spot, "baseline": base, "errors": errors }),
+        json!({
+            "spotcheck": spot, "baseline": base, "errors": errors,
+            "spotcheck_cpu": spot_cpu, "baseline_cpu": base_cpu,
+        }),
     );
     Ok(())
 }
@@ -217,7 +237,10 @@ pub async fn open(bench: &mut Bench<'_>) -> anyhow::Result<()> {
     let crew = bench.crew();
     let tokens = bench.users.tokens(0, args.open_max_in_flight);
     let window = Window::after(args.warmup(), args.window());
+    let cpu = bench.cpu.over(window);
     let (tally, schedule) = open_window(&crew, tokens, args.open_rate, window).await;
+    let cpu = cpu.await.ok();
+    note_cpu(bench, "open", cpu.as_ref());
     let f = tally.figures(&window);
     eprintln!(
         "bench-cycle: open: {:.0}/s offered, {} due, {} dropped, {} late: {}",
@@ -270,7 +293,7 @@ pub async fn open(bench: &mut Bench<'_>) -> anyhow::Result<()> {
     );
     r.detail(
         "open",
-        json!({ "schedule": schedule, "figures": f, "errors": f.errors }),
+        json!({ "schedule": schedule, "figures": f, "errors": f.errors, "cpu": cpu }),
     );
     Ok(())
 }

@@ -204,6 +204,13 @@ impl Report {
                 let _ = writeln!(out, "errors in {phase}: {list}");
             }
         }
+        for (phase, details) in &self.details {
+            for (what, value) in details.as_object().into_iter().flatten() {
+                if let Some(summary) = value.get("summary").and_then(Value::as_str) {
+                    let _ = writeln!(out, "{phase} ({what}): {summary}");
+                }
+            }
+        }
         for w in &self.warnings {
             let _ = writeln!(out, "warning: {w}");
         }
