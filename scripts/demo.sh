@@ -78,9 +78,18 @@ echo "== risk-weighted sampling rules"
 TOKEN=$(curl -fs "$API/v1/auth/login" -H 'content-type: application/json' \
     -d "{\"username\":\"admin\",\"password\":\"${ADMIN_PASSWORD}\"}" |
     python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
-curl -fs -X PUT "$API/v1/staff/sampling-rules" -H "authorization: Bearer $TOKEN" \
-    -H 'content-type: application/json' -d @scripts/demo-sampling-rules.json
-echo
+RULES=$(curl -fs -X PUT "$API/v1/staff/sampling-rules" -H "authorization: Bearer $TOKEN" \
+    -H 'content-type: application/json' -d @scripts/demo-sampling-rules.json)
+echo "$RULES"
+# Ingest is fast: wait until the coordinator samples with these rules (it re-reads
+# them every SPOTCHECK_POLICY_REFRESH_MS) before the marketplace is published.
+VERSION=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["version"])' "$RULES")
+METRICS="http://${SPOTCHECK_METRICS_ADDR:-127.0.0.1:9091}/metrics"
+for _ in $(seq 1 100); do
+    IN_FORCE=$(curl -fs "$METRICS" 2>/dev/null | awk '/^spotcheck_sampling_policy_version/ {print int($2)}')
+    [[ -n "$IN_FORCE" && "$IN_FORCE" -ge "$VERSION" ]] && break
+    sleep 0.1
+done
 
 cat <<MSG
 == running: coordinator and worker-api are up
