@@ -48,16 +48,29 @@ pub async fn enqueue_many<T: Serialize>(
     notify(conn).await
 }
 
+/// The SQL of the listing as a volunteer sees it (an `OfferedListing`), for a
+/// listing row `l`.
+#[macro_export]
+macro_rules! offered_listing_sql {
+    () => {
+        "jsonb_build_object(
+             'listing_id', l.listing_id, 'title', l.title, 'description', l.description,
+             'brand', l.brand, 'category', l.category, 'region', l.region, 'price', l.price,
+             'currency', l.currency, 'image_urls', l.image_urls, 'seller_id', l.seller_id)"
+    };
+}
+
 /// The SQL of a slot offer's payload (a [`SlotOffer`] with the claim's
 /// snapshot), for a task row `t` joined with its listing row `l`.
 #[macro_export]
 macro_rules! offer_payload_sql {
     () => {
-        "jsonb_build_object('v', 1, 'task_id', t.id, 'required', t.votes_required,
-             'counted', t.votes_counted, 'listing', jsonb_build_object(
-                 'listing_id', l.listing_id, 'title', l.title, 'description', l.description,
-                 'brand', l.brand, 'category', l.category, 'region', l.region, 'price', l.price,
-                 'currency', l.currency, 'image_urls', l.image_urls, 'seller_id', l.seller_id))"
+        concat!(
+            "jsonb_build_object('v', 1, 'task_id', t.id, 'required', t.votes_required,
+                 'counted', t.votes_counted, 'listing', ",
+            $crate::offered_listing_sql!(),
+            ")"
+        )
     };
 }
 

@@ -264,14 +264,12 @@ async fn task_snapshot(
     state: &AppState,
     task: TaskId,
 ) -> ApiResult<Option<(i32, i32, OfferedListing)>> {
-    let row: Option<(i32, i32, sqlx::types::Json<OfferedListing>)> = sqlx::query_as(
-        "SELECT t.votes_required, t.votes_counted, jsonb_build_object(
-                    'listing_id', l.listing_id, 'title', l.title, 'description', l.description,
-                    'brand', l.brand, 'category', l.category, 'region', l.region, 'price', l.price,
-                    'currency', l.currency, 'image_urls', l.image_urls, 'seller_id', l.seller_id)
-         FROM tasks t JOIN listings l ON l.listing_id = t.listing_id
-         WHERE t.id = $1 AND t.state = 'open' AND t.kind = 'review'",
-    )
+    let row: Option<(i32, i32, sqlx::types::Json<OfferedListing>)> = sqlx::query_as(concat!(
+        "SELECT t.votes_required, t.votes_counted, ",
+        spotcheck_platform::offered_listing_sql!(),
+        " FROM tasks t JOIN listings l ON l.listing_id = t.listing_id
+         WHERE t.id = $1 AND t.state = 'open' AND t.kind = 'review'"
+    ))
     .bind(task.0)
     .fetch_optional(&state.pool)
     .await?;

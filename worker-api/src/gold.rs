@@ -86,18 +86,16 @@ pub async fn next_for(state: &AppState, me: UserId) -> ApiResult<Option<(TaskId,
     if !state.gold_pool.any() {
         return Ok(None);
     }
-    let row: Option<(uuid::Uuid, sqlx::types::Json<OfferedListing>)> = sqlx::query_as(
-        "SELECT t.id, jsonb_build_object(
-                    'listing_id', l.listing_id, 'title', l.title, 'description', l.description,
-                    'brand', l.brand, 'category', l.category, 'region', l.region, 'price', l.price,
-                    'currency', l.currency, 'image_urls', l.image_urls, 'seller_id', l.seller_id)
-         FROM tasks t JOIN listings l ON l.listing_id = t.listing_id
+    let row: Option<(uuid::Uuid, sqlx::types::Json<OfferedListing>)> = sqlx::query_as(concat!(
+        "SELECT t.id, ",
+        spotcheck_platform::offered_listing_sql!(),
+        " FROM tasks t JOIN listings l ON l.listing_id = t.listing_id
          WHERE t.kind = 'gold'
            AND NOT EXISTS (SELECT 1 FROM votes v WHERE v.task_id = t.id AND v.volunteer_id = $1)
            AND NOT EXISTS (SELECT 1 FROM volunteer_seller_links k
                            WHERE k.volunteer_id = $1 AND k.seller_id = l.seller_id)
-         ORDER BY md5($1::text || t.id::text) LIMIT 1",
-    )
+         ORDER BY md5($1::text || t.id::text) LIMIT 1"
+    ))
     .bind(me.0)
     .fetch_optional(&state.pool)
     .await?;

@@ -155,6 +155,12 @@ async fn gold_tasks_look_like_any_task_teach_reliability_and_are_never_decided()
         Duration::from_secs(20),
     )
     .await;
+    // Three answers to a gold task asking for one vote are no over-collection.
+    let (status, stats) = env
+        .call(Method::GET, "/v1/staff/stats", Some(&staff), None)
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(stats["votes_over_collected"], 0, "{stats}");
     let (status, view) = env
         .call(
             Method::GET,
