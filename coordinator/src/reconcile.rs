@@ -8,8 +8,11 @@
 //! on their next extend, release or vote and simply claim again, while their
 //! slots are already back on offer. Offers still queued from before become
 //! surplus; the claim cap refuses them and they are dropped when the task closes.
+//! The voters of open tasks are written back too, so nobody is leased a task
+//! they voted on.
 
 use spotcheck_platform::lease::LeaseStore;
+use spotcheck_shared::{TaskId, UserId};
 use sqlx::PgPool;
 
 /// How long one replica may hold the reconciliation lock.
@@ -39,6 +42,7 @@ pub async fn check(pool: &PgPool, leases: &LeaseStore) -> anyhow::Result<u64> {
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
+    restore_voters(pool, leases).await?;
     leases
         .mark_reconciled(chrono::Utc::now().timestamp())
         .await?;
@@ -50,4 +54,31 @@ pub async fn check(pool: &PgPool, leases: &LeaseStore) -> anyhow::Result<u64> {
         );
     }
     Ok(offered)
+}
+
+/// Writes back the voters of every open review task, a page at a time.
+async fn restore_voters(pool: &PgPool, leases: &LeaseStore) -> anyhow::Result<()> {
+    let mut after = uuid::Uuid::nil();
+    loop {
+        let page: Vec<(uuid::Uuid, Vec<uuid::Uuid>)> = sqlx::query_as(
+            "SELECT t.id, ARRAY(SELECT v.volunteer_id FROM votes v WHERE v.task_id = t.id)
+             FROM tasks t WHERE t.state = 'open' AND t.kind = 'review' AND t.id > $1
+             ORDER BY t.id LIMIT 1000",
+        )
+        .bind(after)
+        .fetch_all(pool)
+        .await?;
+        let Some(last) = page.last() else {
+            return Ok(());
+        };
+        after = last.0;
+        let entries: Vec<(TaskId, Vec<UserId>)> = page
+            .iter()
+            .map(|(t, v)| (TaskId(*t), v.iter().copied().map(UserId).collect()))
+            .collect();
+        leases.restore_voters(&entries).await?;
+        if page.len() < 1000 {
+            return Ok(());
+        }
+    }
 }

@@ -620,6 +620,23 @@ impl LeaseStore {
             .collect())
     }
 
+    /// Writes the voters of tasks back (after Redis lost its data), so a claim
+    /// again refuses a volunteer a task they voted on.
+    pub async fn restore_voters(&self, tasks: &[(TaskId, Vec<UserId>)]) -> Result<(), StoreError> {
+        let mut pipe = redis::pipe();
+        for (task, voters) in tasks.iter().filter(|(_, v)| !v.is_empty()) {
+            let key = format!("{}:voters:{task}", self.prefix);
+            pipe.cmd("SADD").arg(&key);
+            for v in voters {
+                pipe.arg(v.to_string());
+            }
+            pipe.ignore();
+            pipe.cmd("EXPIRE").arg(&key).arg(7 * 86_400).ignore();
+        }
+        let _: () = pipe.query_async(&mut self.redis.clone()).await?;
+        Ok(())
+    }
+
     /// Counts slot offers just published (one entry per offer), for the audit.
     pub async fn count_offers(&self, tasks: &[TaskId]) -> Result<(), StoreError> {
         if tasks.is_empty() {

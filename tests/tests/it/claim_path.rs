@@ -539,3 +539,48 @@ async fn a_feed_listing_with_fields_spotcheck_does_not_know_is_ingested() {
     let dead = spotcheck_platform::amqp::Names::dead_queue(&env.names().ingest_queue());
     assert_eq!(env.queue_depth(&dead).await, 0);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn after_redis_loses_everything_a_volunteer_is_not_leased_a_task_they_voted_on() {
+    let env = env_with(2, 1, Some(PrivateRedis::start().await), |_| {}, |_| {}).await;
+    let voter = env.user("vol-voted", Role::Volunteer).await;
+    let other = env.user("vol-second", Role::Volunteer).await;
+    let claim = claim_within(&env, &voter, Duration::from_secs(20)).await;
+    let (status, _) = env
+        .call(
+            Method::POST,
+            &votes_path(&claim),
+            Some(&voter),
+            Some(vote_body(&claim, "genuine")),
+        )
+        .await;
+    assert_eq!(status, 201);
+    env.redis.as_ref().unwrap().flushall().await;
+    // The reconciler re-offers the open slot and writes the voters back.
+    let conn = redis(&env).await;
+    let sentinel = format!("{{{}}}:sentinel", env.id);
+    wait_until("reconciled", Duration::from_secs(20), || {
+        let (mut conn, key) = (conn.clone(), sentinel.clone());
+        async move {
+            redis::cmd("EXISTS")
+                .arg(&key)
+                .query_async::<bool>(&mut conn)
+                .await
+                .unwrap_or(false)
+        }
+    })
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline {
+        let (status, body) = env
+            .call(Method::POST, "/v1/tasks/claim", Some(&voter), None)
+            .await;
+        assert_eq!(
+            status, 204,
+            "the voter is leased their own task again: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let second = claim_within(&env, &other, Duration::from_secs(20)).await;
+    assert_eq!(second["task_id"], claim["task_id"]);
+}
