@@ -340,7 +340,13 @@ impl Writer {
                     to_hand_back.push(i);
                     surplus.extend(ballots[i].quota.as_ref().map(|(k, _)| k.as_str()));
                 }
-                (Err(e), _) => answers[i] = Some(Err(Refusal::Lease(e))),
+                (Err(e), _) => {
+                    // A spent quota will not come back today: the slot goes to others.
+                    if e == LeaseError::QuotaSpent {
+                        to_hand_back.push(i);
+                    }
+                    answers[i] = Some(Err(Refusal::Lease(e)));
+                }
             }
         }
         if let Err(e) = self.leases.unseal(&surplus).await {
