@@ -538,16 +538,6 @@ impl LeaseStore {
         Ok(())
     }
 
-    /// Checks that `token` is the volunteer's live lease on `task`; returns its fence and expiry.
-    pub async fn check(
-        &self,
-        task: TaskId,
-        volunteer: UserId,
-        token: &LeaseToken,
-    ) -> Result<(i64, i64), StoreError> {
-        self.check_or_extend(task, volunteer, token, 0).await
-    }
-
     /// Extends the volunteer's live lease to now + `ttl_ms`; returns its fence and new expiry.
     pub async fn extend(
         &self,

@@ -9,21 +9,6 @@ use sqlx::PgConnection;
 /// The channel the relay listens on to wake up early.
 pub const NOTIFY_CHANNEL: &str = "spotcheck_outbox";
 
-/// Adds one message to the outbox and wakes the relay at commit.
-pub async fn enqueue(
-    conn: &mut PgConnection,
-    topic: Topic,
-    payload: &impl Serialize,
-) -> sqlx::Result<()> {
-    let payload = serde_json::to_value(payload).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-    sqlx::query("INSERT INTO outbox (topic, payload) VALUES ($1, $2)")
-        .bind(topic.as_str())
-        .bind(payload)
-        .execute(&mut *conn)
-        .await?;
-    notify(conn).await
-}
-
 /// Adds one message per payload to the outbox in one statement, and wakes the
 /// relay once at commit (never once per message: PostgreSQL serialises the
 /// commits of notifying transactions).

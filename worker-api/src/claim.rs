@@ -152,7 +152,7 @@ async fn claim_detached(state: &AppState, me: &Caller) -> ApiResult<Option<Claim
 /// Whether today's vote quota of `me` is spent (one Redis read; only asked
 /// when no offer was left to try, since the claim script checks it otherwise).
 async fn quota_spent(state: &AppState, me: UserId) -> ApiResult<bool> {
-    Ok(match quota_of(state, me) {
+    Ok(match state.quotas.daily_votes(me) {
         Some((key, limit)) => {
             state.leases.counter(&key).await.map_err(lease_error)? >= i64::from(limit)
         }
@@ -160,13 +160,8 @@ async fn quota_spent(state: &AppState, me: UserId) -> ApiResult<bool> {
     })
 }
 
-/// The quota the claim script checks.
-fn quota_of(state: &AppState, me: UserId) -> Option<(String, u32)> {
-    state.quotas.daily_votes(me)
-}
-
 async fn claim_review(state: &AppState, me: &Caller) -> ApiResult<Option<Claimed>> {
-    let quota = quota_of(state, me.id);
+    let quota = state.quotas.daily_votes(me.id);
     let cap = state.config.max_leases_per_volunteer;
     let ttl_ms = state.config.lease_ttl_ms("review");
     // Tasks this attempt found unavailable to the caller: their other offers
@@ -281,7 +276,7 @@ async fn claim_gold(state: &AppState, me: &Caller) -> ApiResult<Option<Claimed>>
     let Some((task, listing)) = crate::gold::next_for(state, me.id).await? else {
         return Ok(None);
     };
-    let quota = quota_of(state, me.id);
+    let quota = state.quotas.daily_votes(me.id);
     let token = LeaseToken::generate(Utc::now().timestamp_millis());
     let cap = state.config.max_leases_per_volunteer;
     let request = ClaimRequest {
