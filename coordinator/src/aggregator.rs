@@ -14,7 +14,7 @@ use spotcheck_platform::outbox;
 use spotcheck_platform::reliability::{self, Learning};
 use spotcheck_platform::standing::StandingCache;
 use spotcheck_shared::decision::{DecisionRule, Judgement, TaskFacts, WeighedVote};
-use spotcheck_shared::messages::{VoteRecorded, decode};
+use spotcheck_shared::messages::{VoteRecorded, decode_votes};
 use spotcheck_shared::reliability::Confusion;
 use spotcheck_shared::{EscalationId, Outcome, TaskId, Verdict};
 use sqlx::PgPool;
@@ -63,26 +63,45 @@ pub async fn decide_many(
     let mut ids: Vec<Uuid> = tasks.iter().map(|t| t.0).collect();
     ids.sort_unstable();
     ids.dedup();
-    let mut tx = pool.begin().await?;
-    let rows: Vec<TaskRow> = sqlx::query_as(
-        "SELECT t.id, t.state, t.kind, t.votes_required, t.votes_counted, t.listing_id,
-                l.seller_risk_tier, l.price
-         FROM tasks t JOIN listings l ON l.listing_id = t.listing_id
-         WHERE t.id = ANY($1) ORDER BY t.id FOR UPDATE OF t",
+    // First without locks: most tasks of a batch still wait for votes, and
+    // locking them would queue the vote writers counting on them behind us.
+    let seen: Vec<(Uuid, String, String, i32, i32)> = sqlx::query_as(
+        "SELECT id, state, kind, votes_required, votes_counted FROM tasks WHERE id = ANY($1)",
     )
     .bind(&ids)
-    .fetch_all(&mut *tx)
+    .fetch_all(pool)
     .await?;
     let mut decisions: HashMap<TaskId, Decision> = HashMap::new();
-    let mut ready: Vec<TaskRow> = Vec::new();
-    for row in rows {
-        let (id, state, kind, required, counted) = (row.0, &row.1, &row.2, row.3, row.4);
+    let mut candidates: Vec<Uuid> = Vec::new();
+    for (id, state, kind, required, counted) in seen {
         if state != "open" || kind == "gold" {
             decisions.insert(TaskId(id), Decision::AlreadyDecided);
         } else if counted < required {
             decisions.insert(TaskId(id), Decision::Pending);
         } else {
-            ready.push(row);
+            candidates.push(id);
+        }
+    }
+    if candidates.is_empty() {
+        return Ok(decisions);
+    }
+    // Then the ready ones, locked in id order and checked again under the lock.
+    let mut tx = pool.begin().await?;
+    let ready: Vec<TaskRow> = sqlx::query_as(
+        "SELECT t.id, t.state, t.kind, t.votes_required, t.votes_counted, t.listing_id,
+                l.seller_risk_tier, l.price
+         FROM tasks t JOIN listings l ON l.listing_id = t.listing_id
+         WHERE t.id = ANY($1) AND t.state = 'open' AND t.kind = 'review'
+           AND t.votes_counted >= t.votes_required
+         ORDER BY t.id FOR UPDATE OF t",
+    )
+    .bind(&candidates)
+    .fetch_all(&mut *tx)
+    .await?;
+    for id in candidates {
+        // Judged meanwhile by another aggregator (decided, or given one more slot).
+        if !ready.iter().any(|r| r.0 == id) {
+            decisions.insert(TaskId(id), Decision::AlreadyDecided);
         }
     }
     if ready.is_empty() {
@@ -280,8 +299,9 @@ pub async fn on_vote(
         .ok_or_else(|| anyhow::anyhow!("vote event for unknown task {}", event.task_id))
 }
 
-/// Handles a batch of vote events: malformed ones are dead-lettered, the rest
-/// acked together once their work committed (or all handed back on failure).
+/// Handles a batch of vote events (each may name many votes): malformed ones
+/// are dead-lettered, the rest acked together once their work committed (or
+/// all handed back on failure).
 pub async fn handle(
     pool: &PgPool,
     agg: &Aggregation,
@@ -289,17 +309,17 @@ pub async fn handle(
     deliveries: Vec<Delivery>,
 ) -> Vec<(Delivery, Handled)> {
     let mut out = Vec::with_capacity(deliveries.len());
-    let mut good: Vec<(Delivery, VoteRecorded)> = Vec::new();
+    let mut good: Vec<(Delivery, Vec<VoteRecorded>)> = Vec::new();
     for delivery in deliveries {
-        match decode::<VoteRecorded>(&delivery.data) {
-            Ok(event) => good.push((delivery, event)),
+        match decode_votes(&delivery.data) {
+            Ok(events) => good.push((delivery, events)),
             Err(e) => out.push((
                 delivery,
                 Handled::DeadLetter(format!("malformed vote event: {e}")),
             )),
         }
     }
-    let events: Vec<VoteRecorded> = good.iter().map(|(_, e)| e.clone()).collect();
+    let events: Vec<VoteRecorded> = good.iter().flat_map(|(_, e)| e.iter().cloned()).collect();
     let result = if events.is_empty() {
         Ok(HashMap::new())
     } else {
@@ -307,16 +327,18 @@ pub async fn handle(
     };
     match result {
         Ok(decisions) => {
-            for (delivery, event) in good {
+            for (delivery, events) in good {
                 // An event for a task that does not exist can never be processed:
                 // retried until the delivery limit dead-letters it.
-                let handled = if decisions.contains_key(&event.task_id) {
-                    Handled::Ack
-                } else {
-                    Handled::Retry(anyhow::anyhow!(
+                let unknown = events
+                    .iter()
+                    .find(|e| !decisions.contains_key(&e.task_id));
+                let handled = match unknown {
+                    None => Handled::Ack,
+                    Some(e) => Handled::Retry(anyhow::anyhow!(
                         "vote event for unknown task {}",
-                        event.task_id
-                    ))
+                        e.task_id
+                    )),
                 };
                 out.push((delivery, handled));
             }

@@ -2,7 +2,8 @@
 //!
 //! Queues (names prefixed by the configured namespace, `spotcheck` by default):
 //! `<ns>.tasks` carries one [`SlotOffer`] per vote a task still needs;
-//! `<ns>.votes` carries [`VoteRecorded`] events for the aggregator;
+//! `<ns>.votes` carries [`VotesRecorded`] events for the aggregator, one per
+//! committed batch of votes (a single [`VoteRecorded`] of the first shape still reads);
 //! `<ns>.ingest` is bound to the `<ns>.listings` feed exchange.
 
 use crate::ids::{TaskId, UserId};
@@ -73,6 +74,31 @@ pub struct VoteRecorded {
     pub volunteer_id: UserId,
 }
 
+/// A batch of votes was committed together; the aggregator should look at their tasks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VotesRecorded {
+    /// Schema version.
+    pub v: u32,
+    /// The votes, each as a [`VoteRecorded`] would name it.
+    pub votes: Vec<VoteRecorded>,
+}
+
+/// Reads a vote event of either shape: a batch ([`VotesRecorded`]) or, as
+/// written before batches, one vote ([`VoteRecorded`]).
+pub fn decode_votes(bytes: &[u8]) -> Result<Vec<VoteRecorded>, String> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Shape {
+        Batch(VotesRecorded),
+        One(VoteRecorded),
+    }
+    match decode::<Shape>(bytes)? {
+        Shape::Batch(batch) if batch.votes.is_empty() => Err("an empty batch of votes".into()),
+        Shape::Batch(batch) => Ok(batch.votes),
+        Shape::One(vote) => Ok(vec![vote]),
+    }
+}
+
 /// Where an outbox row goes: the queue suffix after the namespace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Topic {
@@ -136,5 +162,28 @@ mod tests {
         let bare = serde_json::json!({"v": 1, "task_id": offer.task_id});
         let read = decode::<SlotOffer>(bare.to_string().as_bytes()).unwrap();
         assert_eq!((read.required, read.listing), (None, None));
+    }
+
+    #[test]
+    fn vote_events_read_in_both_shapes() {
+        let vote = |n: u128| VoteRecorded {
+            v: MESSAGE_VERSION,
+            task_id: TaskId(Uuid::from_u128(n)),
+            vote_id: Uuid::from_u128(n + 100),
+            volunteer_id: UserId(Uuid::from_u128(n + 200)),
+        };
+        let batch = VotesRecorded {
+            v: MESSAGE_VERSION,
+            votes: vec![vote(1), vote(2)],
+        };
+        let bytes = serde_json::to_vec(&batch).unwrap();
+        assert_eq!(decode_votes(&bytes).unwrap(), batch.votes);
+        let one = serde_json::to_vec(&vote(3)).unwrap();
+        assert_eq!(decode_votes(&one).unwrap(), vec![vote(3)]);
+        let empty = serde_json::json!({"v": 1, "votes": []});
+        assert!(decode_votes(empty.to_string().as_bytes()).is_err());
+        let future = serde_json::json!({"v": 2, "votes": [vote(4)]});
+        assert!(decode_votes(future.to_string().as_bytes()).is_err());
+        assert!(decode_votes(b"{\"v\": 1}").is_err());
     }
 }

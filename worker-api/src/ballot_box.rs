@@ -14,8 +14,8 @@
 //!    must be the voter's current, unexpired one and the daily quota unspent;
 //!    the quota is charged there, and the lease is held for the commit; the
 //!    slots a task still has go to sealed votes only, in arrival order;
-//! 5. inserts the votes, bumps the tasks' counts, writes one outbox event per
-//!    vote, and commits; only then does any request get its `201`;
+//! 5. inserts the votes, bumps the tasks' counts, writes one outbox event for
+//!    the batch, and commits; only then does any request get its `201`;
 //! 6. ends the leases in Redis (voters move from the leases to the voted set).
 //!
 //! If the commit fails, the quota charges are given back and every vote of the
@@ -27,7 +27,7 @@ use axum::http::StatusCode;
 use spotcheck_platform::lease::{LeaseEnd, LeaseError, LeaseStore, SealRequest};
 use spotcheck_platform::outbox;
 use spotcheck_shared::lease_token::LeaseToken;
-use spotcheck_shared::messages::{MESSAGE_VERSION, Topic, VoteRecorded};
+use spotcheck_shared::messages::{MESSAGE_VERSION, Topic, VoteRecorded, VotesRecorded};
 use spotcheck_shared::{TaskId, UserId, Verdict};
 use sqlx::PgPool;
 use std::collections::HashMap;
@@ -536,16 +536,21 @@ async fn write_votes(
     .bind(&tasks)
     .execute(&mut *conn)
     .await?;
-    let events: Vec<VoteRecorded> = sealed
-        .iter()
-        .zip(&ids)
-        .map(|((i, _), id)| VoteRecorded {
-            v: MESSAGE_VERSION,
-            task_id: ballots[*i].task,
-            vote_id: *id,
-            volunteer_id: ballots[*i].volunteer,
-        })
-        .collect();
-    outbox::enqueue_many(conn, Topic::Votes, &events).await?;
+    // One event for the whole batch: the relay and the broker carry a message
+    // a batch, not a vote.
+    let event = VotesRecorded {
+        v: MESSAGE_VERSION,
+        votes: sealed
+            .iter()
+            .zip(&ids)
+            .map(|((i, _), id)| VoteRecorded {
+                v: MESSAGE_VERSION,
+                task_id: ballots[*i].task,
+                vote_id: *id,
+                volunteer_id: ballots[*i].volunteer,
+            })
+            .collect(),
+    };
+    outbox::enqueue_many(conn, Topic::Votes, &[event]).await?;
     Ok(ids)
 }

@@ -74,7 +74,7 @@ pub async fn closed(bench: &mut Bench<'_>) -> anyhow::Result<()> {
     // Votes the aggregation has not taken yet: whether it keeps up with the votes.
     let votes_queued = Scratch::depth(&bench.channel, &bench.names.votes_queue()).await?;
     eprintln!(
-        "bench-cycle: closed: {} volunteers: {}; {votes_queued} votes queued for aggregation at the end",
+        "bench-cycle: closed: {} volunteers: {}; {votes_queued} vote events queued for aggregation at the end",
         args.volunteers,
         f.line()
     );
@@ -117,7 +117,7 @@ pub async fn closed(bench: &mut Bench<'_>) -> anyhow::Result<()> {
     );
     r.add(
         "closed.votes_queued",
-        "closed: votes queued for aggregation at the end",
+        "closed: vote events queued for aggregation at the end",
         Unit::Count,
         Some(votes_queued as f64),
         None,
