@@ -81,9 +81,25 @@ pub struct ClaimRequest<'a> {
     pub token: &'a LeaseToken,
     /// The volunteer's daily vote quota: refused once it is spent.
     pub quota: Option<QuotaRef<'a>>,
-    /// Whether the claim consumes a slot offer from the queue (review tasks;
-    /// gold tasks are served from PostgreSQL).
-    pub from_offer: bool,
+    /// Where the slot comes from.
+    pub source: SlotSource,
+}
+
+/// Where a claimed slot comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlotSource {
+    /// A slot offer from the queue (review tasks).
+    Queue,
+    /// The slot of a lease its holder released on this replica, handed to the
+    /// next claim without going through the queue: the released lease entry
+    /// stays in Redis (so the reaper re-offers it should nobody take it) until
+    /// this claim replaces it, in the same script.
+    Handback {
+        /// Who released it.
+        released_by: UserId,
+    },
+    /// A gold task, served from PostgreSQL: any number may hold it at once.
+    Gold,
 }
 
 /// A quota counter and its limit.
@@ -110,6 +126,9 @@ pub enum ClaimResult {
     CapReached,
     /// The volunteer's daily vote quota is spent.
     QuotaSpent,
+    /// A handed-back slot whose released lease is gone (the reaper took it, or
+    /// another claim did): the hand-back is void.
+    Stale,
 }
 
 /// Why a lease check failed.
@@ -186,9 +205,26 @@ static CLAIM: LazyLock<Script> = LazyLock::new(|| {
 local p, task, vol = ARGV[1], ARGV[2], ARGV[3]
 local required, counted_floor = tonumber(ARGV[4]), tonumber(ARGV[5])
 local ttl, cap, token = tonumber(ARGV[6]), tonumber(ARGV[7]), ARGV[8]
-local quota_key, quota_limit, from_offer = ARGV[9], tonumber(ARGV[10]), ARGV[11] == '1'
+local quota_key, quota_limit, source, old = ARGV[9], tonumber(ARGV[10]), ARGV[11], ARGV[12]
+local from_offer = source ~= 'gold'
 local lk = p .. ':leases:' .. task
 local vk = p .. ':voters:' .. task
+local ek = p .. ':expiry'
+-- A hand-back is only good while the released lease it replaces is there
+-- and ended; once the reaper has re-offered it, it is gone or about to be.
+if source == 'handback' then
+  local ov = redis.call('HGET', lk, old)
+  if not ov then return {{-6}} end
+  local _, _, oexp = parse(ov)
+  if oexp > now then return {{-6}} end
+end
+local function replace_old()
+  if source == 'handback' then
+    redis.call('HDEL', lk, old)
+    redis.call('ZREM', ek, task .. '|' .. old)
+    redis.call('SREM', p .. ':holder:' .. old, task)
+  end
+end
 -- An ended lease of this volunteer's on a gold task may be taken again at once;
 -- on a review task it waits for the reaper, which offers its slot again.
 local mine = redis.call('HGET', lk, vol)
@@ -207,7 +243,8 @@ for i = 1, #entries, 2 do
 end
 local counted = math.max(counted_floor, redis.call('SCARD', vk))
 if live + counted >= required then
-  if from_offer then redis.call('DECR', ok) end
+  if source == 'queue' then redis.call('DECR', ok) end
+  replace_old()
   return {{0}}
 end
 local hk = p .. ':holder:' .. vol
@@ -226,8 +263,9 @@ local fence = redis.call('INCR', p .. ':fence')
 local exp = now + ttl
 redis.call('HSET', lk, vol, token .. '|' .. fence .. '|' .. exp)
 redis.call('SADD', hk, task)
-redis.call('ZADD', p .. ':expiry', exp, task .. '|' .. vol)
-if from_offer then redis.call('DECR', ok) end
+redis.call('ZADD', ek, exp, task .. '|' .. vol)
+if source == 'queue' then redis.call('DECR', ok) end
+replace_old()
 return {{1, fence, exp}}
 "
     ))
@@ -380,6 +418,21 @@ return 1
     ))
 });
 
+/// Makes a released lease (ARGV[2] task, ARGV[3] volunteer) due for the reaper
+/// now, if it is still there and ended: a hand-back nobody here could take.
+static HAND_TO_REAPER: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{NOW}{PARSE}
+local p, task, vol = ARGV[1], ARGV[2], ARGV[3]
+local v = redis.call('HGET', p .. ':leases:' .. task, vol)
+if not v then return 0 end
+local _, _, exp = parse(v)
+if exp > now then return 0 end
+return redis.call('ZADD', p .. ':expiry', 'XX', 'CH', now, task .. '|' .. vol)
+"
+    ))
+});
+
 /// Picks up to ARGV[2] expired leases and hides them from other reapers for ARGV[3] ms.
 static TAKE_EXPIRED: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
@@ -480,7 +533,15 @@ impl LeaseStore {
             .arg(req.token.as_str())
             .arg(quota_key)
             .arg(quota_limit)
-            .arg(if req.from_offer { "1" } else { "0" })
+            .arg(match req.source {
+                SlotSource::Queue => "queue",
+                SlotSource::Handback { .. } => "handback",
+                SlotSource::Gold => "gold",
+            })
+            .arg(match req.source {
+                SlotSource::Handback { released_by } => released_by.to_string(),
+                _ => String::new(),
+            })
             .invoke_async(&mut self.redis.clone())
             .await?;
         Ok(match reply.as_slice() {
@@ -492,6 +553,7 @@ impl LeaseStore {
             [0] => ClaimResult::Full,
             [-2] => ClaimResult::CapReached,
             [-5] => ClaimResult::QuotaSpent,
+            [-6] => ClaimResult::Stale,
             _ => ClaimResult::AlreadyHeld,
         })
     }
@@ -666,6 +728,18 @@ impl LeaseStore {
         } else {
             Err(lease_error(code).into())
         }
+    }
+
+    /// Hands a released lease to the reaper now (a hand-back nobody on this
+    /// replica could take); nothing if a claim replaced it meanwhile.
+    pub async fn hand_to_reaper(&self, task: TaskId, released_by: UserId) -> Result<(), StoreError> {
+        let _: i64 = HAND_TO_REAPER
+            .arg(&self.prefix)
+            .arg(task.to_string())
+            .arg(released_by.to_string())
+            .invoke_async(&mut self.redis.clone())
+            .await?;
+        Ok(())
     }
 
     /// Takes up to `limit` expired leases, hidden from other reapers for `hold_ms`.

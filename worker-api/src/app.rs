@@ -126,6 +126,14 @@ impl App {
                 fence_delay: Duration::from_millis(config.test_fence_delay_ms),
             },
         );
+        let offers = OfferBuffer::new(
+            publisher,
+            names.tasks_queue(),
+            leases.clone(),
+            // Half the hold: the reaper gets a hand-back nobody here took
+            // before its hold would give it anyway.
+            Duration::from_millis(config.handback_hold_ms / 2),
+        );
         let state = AppState {
             limits: Arc::new(RateLimits::new(&config.limits)),
             quotas,
@@ -134,7 +142,8 @@ impl App {
             ballots,
             gold_pool: GoldPool::unknown(),
             leases,
-            offers: OfferBuffer::new(publisher, names.tasks_queue()),
+            offers,
+            grants: crate::handback::Grants::default(),
             tokens: Arc::new(tokens),
             pool,
             config: Arc::new(config),
@@ -174,6 +183,12 @@ impl App {
         tokio::spawn(dispatch::recycle_loop(
             self.state.offers.clone(),
             Duration::from_secs(self.state.config.offer_max_idle_secs.max(1)),
+            cancel.clone(),
+        ));
+        tokio::spawn(crate::handback::purge_loop(
+            self.state.grants.clone(),
+            // A grant outlives its lease by then, however it was extended.
+            Duration::from_millis(self.state.config.lease_ttl_ms("review") * 4),
             cancel.clone(),
         ));
         tokio::spawn(self.state.gold_pool.clone().refresh_loop(

@@ -24,7 +24,7 @@ use axum::http::StatusCode;
 use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 use spotcheck_platform::lease::{
-    ClaimRequest, ClaimResult, Lease, LeaseError, QuotaRef, StoreError,
+    ClaimRequest, ClaimResult, Lease, LeaseError, QuotaRef, SlotSource, StoreError,
 };
 use spotcheck_shared::lease_token::LeaseToken;
 use spotcheck_shared::messages::OfferedListing;
@@ -175,6 +175,10 @@ async fn claim_review(state: &AppState, me: &Caller) -> ApiResult<Option<Claimed
             taken.settle(Settle::DeadLetter).await;
             continue;
         };
+        let source = match taken.offer().released_by {
+            Some(released_by) => SlotSource::Handback { released_by },
+            None => SlotSource::Queue,
+        };
         let task = message.task_id;
         if passed_over.contains(&task) {
             taken.put_back();
@@ -213,7 +217,7 @@ async fn claim_review(state: &AppState, me: &Caller) -> ApiResult<Option<Claimed
             quota: quota
                 .as_ref()
                 .map(|(key, limit)| QuotaRef { key, limit: *limit }),
-            from_offer: true,
+            source,
         };
         match state.leases.claim(&request).await {
             Err(e) => {
@@ -223,11 +227,15 @@ async fn claim_review(state: &AppState, me: &Caller) -> ApiResult<Option<Claimed
             Ok(ClaimResult::Granted(lease)) => {
                 taken.settle(Settle::Ack).await;
                 tracing::debug!(task.id = %task, volunteer.id = %me.id, fence = lease.fence, "lease granted");
+                state
+                    .grants
+                    .remember(task, me.id, required, counted, &listing);
                 return Ok(Some(claimed(task, lease, listing)));
             }
             // Surplus (a duplicate, or an offer for a slot a live lease holds):
-            // dropped; a lease that lapses gets its slot offered again.
-            Ok(ClaimResult::Full) => taken.settle(Settle::Ack).await,
+            // dropped; a lease that lapses gets its slot offered again. A stale
+            // hand-back: the reaper has its slot.
+            Ok(ClaimResult::Full | ClaimResult::Stale) => taken.settle(Settle::Ack).await,
             Ok(ClaimResult::AlreadyHeld) => {
                 passed_over.insert(task);
                 taken.put_back();
@@ -290,7 +298,7 @@ async fn claim_gold(state: &AppState, me: &Caller) -> ApiResult<Option<Claimed>>
         quota: quota
             .as_ref()
             .map(|(key, limit)| QuotaRef { key, limit: *limit }),
-        from_offer: false,
+        source: SlotSource::Gold,
     };
     match state.leases.claim(&request).await.map_err(lease_error)? {
         ClaimResult::Granted(lease) => {
@@ -299,6 +307,6 @@ async fn claim_gold(state: &AppState, me: &Caller) -> ApiResult<Option<Claimed>>
         }
         ClaimResult::CapReached => Err(cap_reached(cap)),
         ClaimResult::QuotaSpent => Err(state.quotas.spent()),
-        ClaimResult::Full | ClaimResult::AlreadyHeld => Ok(None),
+        ClaimResult::Full | ClaimResult::AlreadyHeld | ClaimResult::Stale => Ok(None),
     }
 }

@@ -79,6 +79,11 @@ pub struct Config {
     /// (so a replica with few claims does not sit on slots others could fill).
     #[arg(long, env = "SPOTCHECK_OFFER_MAX_IDLE_SECS", default_value_t = 30)]
     pub offer_max_idle_secs: u64,
+    /// How long a slot released here is kept for the next claim here (a
+    /// hand-back) before the reaper offers it through the queue; 0 sends every
+    /// released slot through the reaper.
+    #[arg(long, env = "SPOTCHECK_HANDBACK_HOLD_MS", default_value_t = 10_000)]
+    pub handback_hold_ms: u64,
     /// Votes one group commit takes at most.
     #[arg(long, env = "SPOTCHECK_VOTE_BATCH", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
     pub vote_batch: u32,

@@ -8,12 +8,17 @@
 //! offer that many volunteers could not take (they had voted on that task
 //! already) is re-published to the back of the queue, so a buffer full of such
 //! offers never starves the others.
+//!
+//! The buffer also holds hand-backs: slots released on this replica, served to
+//! the next claim here without the queue (see [`crate::handback`]). They carry
+//! no delivery; one nobody here takes in time goes to the reaper.
 
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
 use spotcheck_platform::amqp::{ResilientPublisher, timed};
+use spotcheck_platform::lease::LeaseStore;
 use spotcheck_platform::subscription::Subscription;
-use spotcheck_shared::TaskId;
+use spotcheck_shared::{TaskId, UserId};
 use spotcheck_shared::messages::{SlotOffer, decode};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,11 +28,14 @@ use tokio_util::sync::CancellationToken;
 /// Skips after which an offer is re-published instead of kept.
 const MAX_SKIPS: u32 = 16;
 
-/// One buffered delivery.
+/// One buffered offer: a delivery from the queue, or a hand-back.
 pub struct Offer {
-    delivery: Delivery,
+    /// The delivery, for an offer from the queue.
+    delivery: Option<Delivery>,
     /// The offer, or `None` if the message is malformed.
     pub message: Option<SlotOffer>,
+    /// For a hand-back, who released the slot.
+    pub released_by: Option<UserId>,
     skips: u32,
     since: std::time::Instant,
 }
@@ -90,17 +98,40 @@ pub struct OfferBuffer {
     alive: Arc<AtomicBool>,
     publisher: ResilientPublisher,
     tasks_queue: String,
+    leases: LeaseStore,
+    /// How long a hand-back may wait here before the reaper gets it.
+    handback_idle: std::time::Duration,
 }
 
 impl OfferBuffer {
-    /// An empty buffer that re-publishes to `tasks_queue` through `publisher`.
-    pub fn new(publisher: ResilientPublisher, tasks_queue: String) -> Self {
+    /// An empty buffer that re-publishes to `tasks_queue` through `publisher`
+    /// and gives hand-backs idle for `handback_idle` to the reaper of `leases`.
+    pub fn new(
+        publisher: ResilientPublisher,
+        tasks_queue: String,
+        leases: LeaseStore,
+        handback_idle: std::time::Duration,
+    ) -> Self {
         Self {
             queue: Arc::default(),
             alive: Arc::default(),
             publisher,
             tasks_queue,
+            leases,
+            handback_idle,
         }
+    }
+
+    /// Hands the slot of a lease `released_by` released here to the next claim.
+    pub fn hand_back(&self, offer: SlotOffer, released_by: UserId) {
+        metrics::counter!("spotcheck_offers_handed_back_total").increment(1);
+        self.queue.lock().expect("offer lock").push_front(Offer {
+            delivery: None,
+            message: Some(offer),
+            released_by: Some(released_by),
+            skips: 0,
+            since: std::time::Instant::now(),
+        });
     }
 
     /// Offers currently buffered.
@@ -141,12 +172,12 @@ impl OfferBuffer {
     }
 
     /// Sends an offer back to the queue (to any replica) and acks this copy;
-    /// on failure it stays here.
+    /// on failure it stays here. A hand-back goes to the reaper instead.
     async fn republish(&self, offer: Offer) {
-        if offer.message.is_none() {
+        let (Some(delivery), Some(_)) = (&offer.delivery, &offer.message) else {
             return self.settle(offer, Settle::DeadLetter).await;
-        }
-        let body = offer.delivery.data.clone();
+        };
+        let body = delivery.data.clone();
         let republished = self
             .publisher
             .publish_all("", &[(self.tasks_queue.clone(), body)])
@@ -161,12 +192,20 @@ impl OfferBuffer {
     }
 
     /// Returns offers buffered longer than `max_idle` to the queue, so a replica
-    /// with few claims never sits on slots that others could fill.
+    /// with few claims never sits on slots that others could fill (hand-backs
+    /// idle for their shorter limit go to the reaper).
     pub async fn recycle_stale(&self, max_idle: std::time::Duration) -> usize {
         let stale: Vec<Offer> = {
             let mut queue = self.queue.lock().expect("offer lock");
             let (old, fresh): (VecDeque<Offer>, VecDeque<Offer>) =
-                queue.drain(..).partition(|o| o.since.elapsed() >= max_idle);
+                queue.drain(..).partition(|o| {
+                    let limit = if o.released_by.is_some() {
+                        self.handback_idle
+                    } else {
+                        max_idle
+                    };
+                    o.since.elapsed() >= limit
+                });
             *queue = fresh;
             old.into()
         };
@@ -178,17 +217,28 @@ impl OfferBuffer {
         n
     }
 
-    /// Acknowledges or dead-letters an offer.
+    /// Acknowledges or dead-letters an offer. A hand-back has nothing to
+    /// acknowledge: taken, it is done; given up, the reaper gets its slot now.
     async fn settle(&self, offer: Offer, how: Settle) {
+        let Some(delivery) = offer.delivery else {
+            if let (Settle::DeadLetter, Some(by), Some(task)) =
+                (how, offer.released_by, offer.message.map(|m| m.task_id))
+                && let Err(e) = self.leases.hand_to_reaper(task, by).await
+            {
+                // The hold ends by itself and the reaper re-offers then.
+                tracing::warn!(error = %e, "could not hand a released slot to the reaper");
+            }
+            return;
+        };
         let result = match how {
-            Settle::Ack => timed("ack", offer.delivery.acker.ack(BasicAckOptions::default())).await,
+            Settle::Ack => timed("ack", delivery.acker.ack(BasicAckOptions::default())).await,
             Settle::DeadLetter => {
                 metrics::counter!("spotcheck_dead_lettered_total", "queue" => self.tasks_queue.clone()).increment(1);
                 let nack = BasicNackOptions {
                     requeue: false,
                     multiple: false,
                 };
-                timed("nack", offer.delivery.acker.nack(nack)).await
+                timed("nack", delivery.acker.nack(nack)).await
             }
         };
         if let Err(e) = result {
@@ -207,8 +257,9 @@ impl OfferBuffer {
             }
         };
         self.queue.lock().expect("offer lock").push_back(Offer {
-            delivery,
+            delivery: Some(delivery),
             message,
+            released_by: None,
             skips: 0,
             since: std::time::Instant::now(),
         });
@@ -220,7 +271,7 @@ impl OfferBuffer {
 pub enum Settle {
     /// Done with it (granted, or surplus).
     Ack,
-    /// It can never be used.
+    /// It can never be used (a hand-back: not here, so its slot goes to the reaper).
     DeadLetter,
 }
 
@@ -249,16 +300,23 @@ pub async fn run(
         .await
 }
 
-/// Every half of `max_idle`, returns offers idle longer than `max_idle` to the queue.
+/// Every half of the shorter idle limit (offers from the queue, hand-backs),
+/// returns offers idle longer than their limit to the queue or the reaper.
 pub async fn recycle_loop(
     buffer: OfferBuffer,
     max_idle: std::time::Duration,
     cancel: CancellationToken,
 ) {
+    let shortest = if buffer.handback_idle.is_zero() {
+        max_idle
+    } else {
+        max_idle.min(buffer.handback_idle)
+    };
+    let every = shortest.max(std::time::Duration::from_millis(100)) / 2;
     loop {
         tokio::select! {
             () = cancel.cancelled() => return,
-            () = tokio::time::sleep(max_idle / 2) => {}
+            () = tokio::time::sleep(every) => {}
         }
         let n = buffer.recycle_stale(max_idle).await;
         if n > 0 {

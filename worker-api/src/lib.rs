@@ -12,6 +12,7 @@ pub mod dispatch;
 pub mod error;
 pub mod extract;
 pub mod gold;
+pub mod handback;
 pub mod idempotency;
 pub mod quota;
 pub mod ratelimit;

@@ -39,4 +39,6 @@ pub struct AppState {
     pub idempotency: crate::idempotency::Idempotency,
     /// Whether any gold task exists (refreshed in the background).
     pub gold_pool: crate::gold::GoldPool,
+    /// Review slots granted here, so a release here can hand its slot back.
+    pub grants: crate::handback::Grants,
 }

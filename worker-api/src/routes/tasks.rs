@@ -81,8 +81,10 @@ pub async fn extend(
 }
 
 /// `POST /v1/tasks/{task_id}/release`: give the slot back (skip). The lease
-/// ends now; the reaper's next sweep offers the slot again, batched with every
-/// other lease that ended meanwhile (one Redis call here, no database write).
+/// ends now. A lease granted by this replica hands its slot to the next claim
+/// here (see [`crate::handback`]); any other goes back through the reaper's
+/// next sweep, batched with every other lease that ended meanwhile. Either way
+/// one Redis call here and no database write.
 pub async fn release(
     State(state): State<AppState>,
     Volunteer(me): Volunteer,
@@ -91,10 +93,20 @@ pub async fn release(
 ) -> ApiResult<StatusCode> {
     let task: TaskId = parse_id(&task, "task")?;
     let token = token_of(&body.lease_token)?;
+    let hold_ms = state.config.handback_hold_ms;
+    let handback = if hold_ms > 0 {
+        state.grants.take(task, me.id)
+    } else {
+        None
+    };
+    let hold = if handback.is_some() { hold_ms } else { 0 };
     state
         .leases
-        .expire_now(task, me.id, &token, 0, LeaseEnd::Released)
+        .expire_now(task, me.id, &token, hold, LeaseEnd::Released)
         .await
         .map_err(lease_error)?;
+    if let Some(offer) = handback {
+        state.offers.hand_back(offer, me.id);
+    }
     Ok(StatusCode::NO_CONTENT)
 }

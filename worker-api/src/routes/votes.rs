@@ -77,7 +77,10 @@ pub async fn vote(
         note: body.note,
         quota: state.quotas.daily_votes(me.id),
     };
-    let receipt = state.ballots.cast(ballot).await?;
+    let receipt = state.ballots.cast(ballot).await;
+    // Voted on (or refused): the lease is no longer one to hand back.
+    state.grants.forget(task, me.id);
+    let receipt = receipt?;
     tracing::debug!(task.id = %task, volunteer.id = %me.id, "vote recorded");
     let feedback = receipt
         .gold_answer
