@@ -330,15 +330,12 @@ pub async fn handle(
             for (delivery, events) in good {
                 // An event for a task that does not exist can never be processed:
                 // retried until the delivery limit dead-letters it.
-                let unknown = events
-                    .iter()
-                    .find(|e| !decisions.contains_key(&e.task_id));
+                let unknown = events.iter().find(|e| !decisions.contains_key(&e.task_id));
                 let handled = match unknown {
                     None => Handled::Ack,
-                    Some(e) => Handled::Retry(anyhow::anyhow!(
-                        "vote event for unknown task {}",
-                        e.task_id
-                    )),
+                    Some(e) => {
+                        Handled::Retry(anyhow::anyhow!("vote event for unknown task {}", e.task_id))
+                    }
                 };
                 out.push((delivery, handled));
             }

@@ -732,7 +732,11 @@ impl LeaseStore {
 
     /// Hands a released lease to the reaper now (a hand-back nobody on this
     /// replica could take); nothing if a claim replaced it meanwhile.
-    pub async fn hand_to_reaper(&self, task: TaskId, released_by: UserId) -> Result<(), StoreError> {
+    pub async fn hand_to_reaper(
+        &self,
+        task: TaskId,
+        released_by: UserId,
+    ) -> Result<(), StoreError> {
         let _: i64 = HAND_TO_REAPER
             .arg(&self.prefix)
             .arg(task.to_string())

@@ -18,8 +18,8 @@ use lapin::options::{BasicAckOptions, BasicNackOptions};
 use spotcheck_platform::amqp::{ResilientPublisher, timed};
 use spotcheck_platform::lease::LeaseStore;
 use spotcheck_platform::subscription::Subscription;
-use spotcheck_shared::{TaskId, UserId};
 use spotcheck_shared::messages::{SlotOffer, decode};
+use spotcheck_shared::{TaskId, UserId};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -197,15 +197,14 @@ impl OfferBuffer {
     pub async fn recycle_stale(&self, max_idle: std::time::Duration) -> usize {
         let stale: Vec<Offer> = {
             let mut queue = self.queue.lock().expect("offer lock");
-            let (old, fresh): (VecDeque<Offer>, VecDeque<Offer>) =
-                queue.drain(..).partition(|o| {
-                    let limit = if o.released_by.is_some() {
-                        self.handback_idle
-                    } else {
-                        max_idle
-                    };
-                    o.since.elapsed() >= limit
-                });
+            let (old, fresh): (VecDeque<Offer>, VecDeque<Offer>) = queue.drain(..).partition(|o| {
+                let limit = if o.released_by.is_some() {
+                    self.handback_idle
+                } else {
+                    max_idle
+                };
+                o.since.elapsed() >= limit
+            });
             *queue = fresh;
             old.into()
         };

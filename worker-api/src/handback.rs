@@ -143,7 +143,10 @@ mod tests {
         grants.remember(task, vol, 3, 1, &listing());
         grants.remember(task, other, 3, 1, &listing());
         let offer = grants.take(task, vol).expect("remembered");
-        assert_eq!((offer.task_id, offer.required, offer.counted), (task, Some(3), Some(1)));
+        assert_eq!(
+            (offer.task_id, offer.required, offer.counted),
+            (task, Some(3), Some(1))
+        );
         assert!(grants.take(task, vol).is_none(), "handed back once");
         grants.forget(task, other);
         assert!(grants.is_empty());

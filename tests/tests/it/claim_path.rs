@@ -531,7 +531,7 @@ async fn a_feed_listing_with_fields_spotcheck_does_not_know_is_ingested() {
     count_reaches(
         &env.pool,
         "the listing with unknown fields is ingested",
-        "SELECT count(*) FROM tasks WHERE listing_id = 'tolerant-1'",
+        "SELECT count(*) FROM listings WHERE listing_id = 'tolerant-1'",
         1,
         Duration::from_secs(20),
     )
@@ -583,4 +583,112 @@ async fn after_redis_loses_everything_a_volunteer_is_not_leased_a_task_they_vote
     }
     let second = claim_within(&env, &other, Duration::from_secs(20)).await;
     assert_eq!(second["task_id"], claim["task_id"]);
+}
+
+/// Whether `volunteer` has a lease entry (live or released) on `task`.
+async fn has_lease_entry(env: &TestEnv, task: &str, volunteer: &str) -> bool {
+    let mut conn = redis(env).await;
+    redis::cmd("HEXISTS")
+        .arg(format!("{{{}}}:leases:{task}", env.id))
+        .arg(volunteer)
+        .query_async::<bool>(&mut conn)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slot_released_here_goes_to_the_next_claim_here_without_the_reaper() {
+    // The reaper sweeps once a minute: a slot that comes back at once came back
+    // by hand-back, not through the reaper and the queue.
+    let env = env_with(1, 1, None, |c| c.reaper_interval_ms = 60_000, |_| {}).await;
+    let first = env.user("vol-release-first", Role::Volunteer).await;
+    let second = env.user("vol-release-second", Role::Volunteer).await;
+    let claim = claim_within(&env, &first, Duration::from_secs(10)).await;
+    let task = claim["task_id"].as_str().unwrap().to_owned();
+    let body = json!({"lease_token": claim["lease_token"]});
+    let release = format!("/v1/tasks/{task}/release");
+    let (status, _) = env
+        .call(Method::POST, &release, Some(&first), Some(body))
+        .await;
+    assert_eq!(status, 204);
+    let first_id = user_id(&env, &first).await;
+    assert!(
+        has_lease_entry(&env, &task, &first_id).await,
+        "the released entry stays until a claim replaces it"
+    );
+    // The volunteer who skipped it is not handed it back.
+    let (status, _) = env
+        .call(Method::POST, "/v1/tasks/claim", Some(&first), None)
+        .await;
+    assert_eq!(status, 204);
+    let started = Instant::now();
+    let again = claim_within(&env, &second, Duration::from_secs(2)).await;
+    assert_eq!(again["task_id"].as_str(), Some(task.as_str()));
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert!(
+        !has_lease_entry(&env, &task, &first_id).await,
+        "the new lease replaced the released entry"
+    );
+    let second_id = user_id(&env, &second).await;
+    assert!(has_lease_entry(&env, &task, &second_id).await);
+    assert_eq!(env.queue_depth(&env.names().tasks_queue()).await, 0);
+    // And the vote on the handed-back slot counts.
+    let (status, vote) = env
+        .call(
+            Method::POST,
+            &votes_path(&again),
+            Some(&second),
+            Some(vote_body(&again, "genuine")),
+        )
+        .await;
+    assert_eq!(status, 201, "{vote}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hand_back_nobody_on_its_replica_takes_reaches_another_replica_through_the_reaper() {
+    let mut env = env_with(
+        1,
+        1,
+        None,
+        |c| c.reaper_interval_ms = 100,
+        |c| {
+            c.handback_hold_ms = 1_000;
+            // Should the queue give the re-offered slot back to this replica,
+            // it returns it soon, and the other replica gets its turn.
+            c.offer_max_idle_secs = 1;
+        },
+    )
+    .await;
+    let first_api = env.api.clone();
+    env.start_api(|_| {}).await;
+    let second_api = env.api.clone();
+    let first = env.user("vol-handback-first", Role::Volunteer).await;
+    let second = env.user("vol-handback-second", Role::Volunteer).await;
+    env.api = first_api;
+    let claim = claim_within(&env, &first, Duration::from_secs(10)).await;
+    let task = claim["task_id"].as_str().unwrap().to_owned();
+    let (status, _) = env
+        .call(
+            Method::POST,
+            &format!("/v1/tasks/{task}/release"),
+            Some(&first),
+            Some(json!({"lease_token": claim["lease_token"]})),
+        )
+        .await;
+    assert_eq!(status, 204);
+    // Nobody else claims on the first replica: its hand-back goes to the
+    // reaper, which offers the slot on the queue, where the second replica
+    // takes it.
+    env.api = second_api;
+    let again = claim_within(&env, &second, Duration::from_secs(10)).await;
+    assert_eq!(again["task_id"].as_str(), Some(task.as_str()));
+    let (status, vote) = env
+        .call(
+            Method::POST,
+            &votes_path(&again),
+            Some(&second),
+            Some(vote_body(&again, "counterfeit")),
+        )
+        .await;
+    assert_eq!(status, 201, "{vote}");
 }
