@@ -506,36 +506,6 @@ async fn write_votes(
         .iter()
         .map(|(i, _)| ballots[*i].token.seconds_since_grant(now_ms))
         .collect();
-    let inserted = sqlx::query(
-        "INSERT INTO votes (id, task_id, volunteer_id, verdict, reasons, note, lease_fence, seconds_taken)
-         SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::jsonb[],
-                              $6::text[], $7::bigint[], $8::float8[])",
-    )
-    .bind(&ids)
-    .bind(&tasks)
-    .bind(&voters)
-    .bind(&verdicts)
-    .bind(&reasons)
-    .bind(&notes)
-    .bind(&fences)
-    .bind(&seconds)
-    .execute(&mut *conn)
-    .await?;
-    anyhow::ensure!(
-        inserted.rows_affected() == ids.len() as u64,
-        "a vote batch inserted {} of {} votes",
-        inserted.rows_affected(),
-        ids.len()
-    );
-    // Gold tasks count no votes: every volunteer may answer them once.
-    sqlx::query(
-        "UPDATE tasks t SET votes_counted = t.votes_counted + c.n
-         FROM (SELECT id, count(*)::int AS n FROM unnest($1::uuid[]) AS id GROUP BY id) c
-         WHERE t.id = c.id AND t.kind = 'review'",
-    )
-    .bind(&tasks)
-    .execute(&mut *conn)
-    .await?;
     // One event for the whole batch: the relay and the broker carry a message
     // a batch, not a vote.
     let event = VotesRecorded {
@@ -551,6 +521,42 @@ async fn write_votes(
             })
             .collect(),
     };
-    outbox::enqueue_many(conn, Topic::Votes, &[event]).await?;
+    let event = serde_json::to_value(&event)?;
+    // One round trip while the batch holds its tasks' locks: the votes, the
+    // review tasks' counts (gold tasks count no votes: every volunteer may
+    // answer them once), the event and the relay's wake-up.
+    let inserted: i64 = sqlx::query_scalar(
+        "WITH ins AS (
+           INSERT INTO votes (id, task_id, volunteer_id, verdict, reasons, note, lease_fence, seconds_taken)
+           SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::jsonb[],
+                                $6::text[], $7::bigint[], $8::float8[])
+           RETURNING task_id),
+         counted AS (
+           UPDATE tasks t SET votes_counted = t.votes_counted + c.n
+           FROM (SELECT task_id, count(*)::int AS n FROM ins GROUP BY task_id) c
+           WHERE t.id = c.task_id AND t.kind = 'review'
+           RETURNING 1),
+         event AS (
+           INSERT INTO outbox (topic, payload) VALUES ($9, $10) RETURNING 1)
+         SELECT (SELECT count(*) FROM ins) FROM (SELECT pg_notify($11, '')) AS wake",
+    )
+    .bind(&ids)
+    .bind(&tasks)
+    .bind(&voters)
+    .bind(&verdicts)
+    .bind(&reasons)
+    .bind(&notes)
+    .bind(&fences)
+    .bind(&seconds)
+    .bind(Topic::Votes.as_str())
+    .bind(event)
+    .bind(outbox::NOTIFY_CHANNEL)
+    .fetch_one(&mut *conn)
+    .await?;
+    anyhow::ensure!(
+        inserted == ids.len() as i64,
+        "a vote batch inserted {inserted} of {} votes",
+        ids.len()
+    );
     Ok(ids)
 }
