@@ -31,6 +31,9 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
+/// How often the acks of granted offers go out together (see [`crate::acks`]).
+const ACK_EVERY: Duration = Duration::from_millis(5);
+
 /// Loads the signing keys: configured files, or a generated key in development only.
 pub fn load_keys(config: &Config) -> anyhow::Result<KeySet> {
     let mut keys = match &config.jwt_key_file {
@@ -180,6 +183,11 @@ impl App {
             self.state.offers.clone(),
             cancel.clone(),
         ));
+        tokio::spawn(dispatch::ack_loop(
+            self.state.offers.clone(),
+            ACK_EVERY,
+            cancel.clone(),
+        ));
         tokio::spawn(dispatch::recycle_loop(
             self.state.offers.clone(),
             Duration::from_secs(self.state.config.offer_max_idle_secs.max(1)),
@@ -221,7 +229,9 @@ impl App {
         if tokio::time::timeout(grace, &mut server).await.is_err() {
             tracing::warn!("requests still running after the grace period; closing anyway");
         }
-        // Closing the connection returns every unacked offer to the queue.
+        // Granted offers are acked before the connection closes; closing it
+        // returns every other unacked offer to the queue.
+        self.state.offers.flush_acks().await;
         let _ = tokio::time::timeout(
             Duration::from_secs(5),
             self.amqp.close(200, "shutdown".into()),

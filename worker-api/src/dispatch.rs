@@ -13,8 +13,9 @@
 //! the next claim here without the queue (see [`crate::handback`]). They carry
 //! no delivery; one nobody here takes in time goes to the reaper.
 
+use crate::acks::{AckBook, Slot};
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicNackOptions};
+use lapin::options::BasicNackOptions;
 use spotcheck_platform::amqp::{ResilientPublisher, timed};
 use spotcheck_platform::lease::LeaseStore;
 use spotcheck_platform::subscription::Subscription;
@@ -30,8 +31,8 @@ const MAX_SKIPS: u32 = 16;
 
 /// One buffered offer: a delivery from the queue, or a hand-back.
 pub struct Offer {
-    /// The delivery, for an offer from the queue.
-    delivery: Option<Delivery>,
+    /// The delivery and where its ack sits, for an offer from the queue.
+    delivery: Option<(Delivery, Slot)>,
     /// The offer, or `None` if the message is malformed.
     pub message: Option<SlotOffer>,
     /// For a hand-back, who released the slot.
@@ -101,6 +102,7 @@ pub struct OfferBuffer {
     leases: LeaseStore,
     /// How long a hand-back may wait here before the reaper gets it.
     handback_idle: std::time::Duration,
+    acks: AckBook,
 }
 
 impl OfferBuffer {
@@ -119,7 +121,13 @@ impl OfferBuffer {
             tasks_queue,
             leases,
             handback_idle,
+            acks: AckBook::default(),
         }
+    }
+
+    /// Sends the acks of settled offers now (also done every few milliseconds).
+    pub async fn flush_acks(&self) -> usize {
+        self.acks.flush().await
     }
 
     /// Hands the slot of a lease `released_by` released here to the next claim.
@@ -174,7 +182,7 @@ impl OfferBuffer {
     /// Sends an offer back to the queue (to any replica) and acks this copy;
     /// on failure it stays here. A hand-back goes to the reaper instead.
     async fn republish(&self, offer: Offer) {
-        let (Some(delivery), Some(_)) = (&offer.delivery, &offer.message) else {
+        let (Some((delivery, _)), Some(_)) = (&offer.delivery, &offer.message) else {
             return self.settle(offer, Settle::DeadLetter).await;
         };
         let body = delivery.data.clone();
@@ -216,10 +224,11 @@ impl OfferBuffer {
         n
     }
 
-    /// Acknowledges or dead-letters an offer. A hand-back has nothing to
-    /// acknowledge: taken, it is done; given up, the reaper gets its slot now.
+    /// Acknowledges (with the next grouped ack, see [`crate::acks`]) or
+    /// dead-letters an offer. A hand-back has nothing to acknowledge: taken, it
+    /// is done; given up, the reaper gets its slot now.
     async fn settle(&self, offer: Offer, how: Settle) {
-        let Some(delivery) = offer.delivery else {
+        let Some((delivery, slot)) = offer.delivery else {
             if let (Settle::DeadLetter, Some(by), Some(task)) =
                 (how, offer.released_by, offer.message.map(|m| m.task_id))
                 && let Err(e) = self.leases.hand_to_reaper(task, by).await
@@ -230,8 +239,14 @@ impl OfferBuffer {
             return;
         };
         let result = match how {
-            Settle::Ack => timed("ack", delivery.acker.ack(BasicAckOptions::default())).await,
+            Settle::Ack => {
+                if self.acks.done(slot, delivery.acker) {
+                    self.acks.flush().await;
+                }
+                return;
+            }
             Settle::DeadLetter => {
+                self.acks.settled_elsewhere(slot);
                 metrics::counter!("spotcheck_dead_lettered_total", "queue" => self.tasks_queue.clone()).increment(1);
                 let nack = BasicNackOptions {
                     requeue: false,
@@ -255,8 +270,9 @@ impl OfferBuffer {
                 None
             }
         };
+        let slot = self.acks.received(delivery.delivery_tag);
         self.queue.lock().expect("offer lock").push_back(Offer {
-            delivery: Some(delivery),
+            delivery: Some((delivery, slot)),
             message,
             released_by: None,
             skips: 0,
@@ -297,6 +313,20 @@ pub async fn run(
             std::future::ready(())
         })
         .await
+}
+
+/// Sends the acks of settled offers every `every` until cancelled, and once more then.
+pub async fn ack_loop(buffer: OfferBuffer, every: std::time::Duration, cancel: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => break,
+            () = tokio::time::sleep(every) => {}
+        }
+        if buffer.acks.pending() > 0 {
+            buffer.acks.flush().await;
+        }
+    }
+    buffer.acks.flush().await;
 }
 
 /// Every half of the shorter idle limit (offers from the queue, hand-backs),

@@ -2,6 +2,7 @@
 //! PostgreSQL (records), Redis (leases) and RabbitMQ (slot offers).
 
 pub mod access;
+pub mod acks;
 pub mod app;
 pub mod audit;
 pub mod auth;
