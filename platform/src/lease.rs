@@ -410,6 +410,8 @@ if cur ~= token then return -2 end
 if exp <= now then return gone_or_expired(p, task, vol, token) end
 redis.call('HSET', lk, vol, cur .. '|' .. fence .. '|' .. now)
 redis.call('ZADD', p .. ':expiry', now + hold, task .. '|' .. vol)
+-- No longer live, so no longer one of the volunteer's leases under the cap.
+redis.call('SREM', p .. ':holder:' .. vol, task)
 if reason == 'released' then
   redis.call('SET', p .. ':gone:' .. task .. ':' .. vol, token .. '|released', 'EX', 86400)
 end

@@ -45,17 +45,6 @@ pub enum StandingError {
     Redis(#[from] redis::RedisError),
 }
 
-/// Returns the generation and the entry's fields (empty strings when absent).
-/// Declared read-only (Redis 7 script flags), so it runs on replicas and while
-/// writes are paused.
-static READ: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        "#!lua flags=no-writes
-local h = redis.call('HMGET', KEYS[1], 'r', 's', 'c', 'a', 'l')
-return {redis.call('GET', KEYS[2]) or '0', h[1] or '', h[2] or '', h[3] or '', h[4] or '', h[5] or ''}",
-    )
-});
-
 /// Writes the entry only if the generation is still ARGV[1].
 static FILL: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -93,12 +82,25 @@ impl StandingCache {
     /// `None` when the user does not exist.
     pub async fn get(&self, pool: &PgPool, user: Uuid) -> Result<Option<Standing>, StandingError> {
         let (key, gen_key) = self.keys(user);
-        let fields: Vec<String> = READ
-            .key(&key)
-            .key(&gen_key)
-            .invoke_async(&mut self.redis.clone())
+        // Plain reads in one round trip (no script: cheaper for Redis, and
+        // served while writes are paused). The generation is read first: an
+        // invalidation between the two reads makes the entry missing, and the
+        // fill below is then refused, so a stale entry is never written back.
+        let (generation, fields): (Option<String>, Vec<Option<String>>) = redis::pipe()
+            .cmd("GET")
+            .arg(&gen_key)
+            .cmd("HMGET")
+            .arg(&key)
+            .arg(&["r", "s", "c", "a", "l"])
+            .query_async(&mut self.redis.clone())
             .await?;
-        if let [_, role, status, counting, answers, links] = fields.as_slice()
+        if let [
+            Some(role),
+            Some(status),
+            Some(counting),
+            Some(answers),
+            Some(links),
+        ] = fields.as_slice()
             && !role.is_empty()
         {
             return Ok(Some(Standing {
@@ -109,7 +111,7 @@ impl StandingCache {
                 seller_links: serde_json::from_str(links).unwrap_or_default(),
             }));
         }
-        let generation = fields.first().cloned().unwrap_or_else(|| "0".into());
+        let generation = generation.unwrap_or_else(|| "0".into());
         let Some(standing) = load(pool, user).await? else {
             return Ok(None);
         };
