@@ -137,7 +137,7 @@ impl App {
             // before its hold would give it anyway.
             Duration::from_millis(config.handback_hold_ms / 2),
         );
-        let state = AppState {
+        let state = AppState::new(crate::state::Handles {
             limits: Arc::new(RateLimits::new(&config.limits)),
             quotas,
             standing: StandingCache::new(redis.clone(), &prefix),
@@ -152,7 +152,7 @@ impl App {
             config: Arc::new(config),
             amqp: amqp.clone(),
             names: names.clone(),
-        };
+        });
         Ok(Self {
             listener,
             state,

@@ -1,7 +1,13 @@
 //! The worker-api binary: `serve` (default), `migrate`, or `create-user`.
 
 use clap::Parser;
+
 use worker_api::config::{Cli, Command};
+
+/// mimalloc instead of the system allocator: under load the system's spent a
+/// quarter of worker-api's time in malloc and free (measured with `perf`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
