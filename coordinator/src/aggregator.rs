@@ -87,17 +87,22 @@ pub async fn decide_many(
     }
     // Then the ready ones, locked in id order and checked again under the lock.
     let mut tx = pool.begin().await?;
-    let ready: Vec<TaskRow> = sqlx::query_as(
+    // By id only: conditions on state and kind would match the partial indexes
+    // of open and of review tasks, and the planner has been seen to AND those
+    // (tens of thousands of rows) instead of looking the ids up.
+    let locked: Vec<TaskRow> = sqlx::query_as(
         "SELECT t.id, t.state, t.kind, t.votes_required, t.votes_counted, t.listing_id,
                 l.seller_risk_tier, l.price
          FROM tasks t JOIN listings l ON l.listing_id = t.listing_id
-         WHERE t.id = ANY($1) AND t.state = 'open' AND t.kind = 'review'
-           AND t.votes_counted >= t.votes_required
-         ORDER BY t.id FOR UPDATE OF t",
+         WHERE t.id = ANY($1) ORDER BY t.id FOR UPDATE OF t",
     )
     .bind(&candidates)
     .fetch_all(&mut *tx)
     .await?;
+    let ready: Vec<TaskRow> = locked
+        .into_iter()
+        .filter(|r| r.1 == "open" && r.2 == "review" && r.4 >= r.3)
+        .collect();
     for id in candidates {
         // Judged meanwhile by another aggregator (decided, or given one more slot).
         if !ready.iter().any(|r| r.0 == id) {
