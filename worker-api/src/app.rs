@@ -229,8 +229,13 @@ impl App {
         if tokio::time::timeout(grace, &mut server).await.is_err() {
             tracing::warn!("requests still running after the grace period; closing anyway");
         }
-        // Granted offers are acked before the connection closes; closing it
-        // returns every other unacked offer to the queue.
+        // Slots released here and not taken go to the reaper now; granted
+        // offers are acked before the connection closes; closing it returns
+        // every other unacked offer to the queue.
+        let handbacks = self.state.offers.give_up_handbacks().await;
+        if handbacks > 0 {
+            tracing::info!(handbacks, "gave released slots to the reaper");
+        }
         self.state.offers.flush_acks().await;
         let _ = tokio::time::timeout(
             Duration::from_secs(5),

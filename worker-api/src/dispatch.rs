@@ -142,6 +142,23 @@ impl OfferBuffer {
         });
     }
 
+    /// Gives every buffered hand-back to the reaper now (at shutdown), so their
+    /// slots do not wait out the hold; returns how many.
+    pub async fn give_up_handbacks(&self) -> usize {
+        let handbacks: Vec<Offer> = {
+            let mut queue = self.queue.lock().expect("offer lock");
+            let (handbacks, rest): (VecDeque<Offer>, VecDeque<Offer>) =
+                queue.drain(..).partition(|o| o.released_by.is_some());
+            *queue = rest;
+            handbacks.into()
+        };
+        let n = handbacks.len();
+        for offer in handbacks {
+            self.settle(offer, Settle::DeadLetter).await;
+        }
+        n
+    }
+
     /// Offers currently buffered.
     pub fn len(&self) -> usize {
         self.queue.lock().expect("offer lock").len()

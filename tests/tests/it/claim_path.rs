@@ -692,3 +692,34 @@ async fn a_hand_back_nobody_on_its_replica_takes_reaches_another_replica_through
         .await;
     assert_eq!(status, 201, "{vote}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replica_that_shuts_down_gives_its_hand_backs_to_the_reaper_at_once() {
+    // A hold of a minute: the slot can only come back sooner if the stopping
+    // replica hands it to the reaper itself.
+    let mut env = env_with(
+        1,
+        1,
+        None,
+        |c| c.reaper_interval_ms = 100,
+        |c| c.handback_hold_ms = 60_000,
+    )
+    .await;
+    let first = env.user("vol-shutdown-first", Role::Volunteer).await;
+    let second = env.user("vol-shutdown-second", Role::Volunteer).await;
+    let claim = claim_within(&env, &first, Duration::from_secs(10)).await;
+    let task = claim["task_id"].as_str().unwrap().to_owned();
+    let (status, _) = env
+        .call(
+            Method::POST,
+            &format!("/v1/tasks/{task}/release"),
+            Some(&first),
+            Some(json!({"lease_token": claim["lease_token"]})),
+        )
+        .await;
+    assert_eq!(status, 204);
+    env.stop_latest();
+    env.start_api(|_| {}).await;
+    let again = claim_within(&env, &second, Duration::from_secs(15)).await;
+    assert_eq!(again["task_id"].as_str(), Some(task.as_str()));
+}

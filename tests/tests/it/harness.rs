@@ -136,6 +136,13 @@ impl TestEnv {
         self.stops.push(tx);
     }
 
+    /// Stops the service started last (a graceful shutdown, as on SIGTERM).
+    pub fn stop_latest(&mut self) {
+        if let Some(stop) = self.stops.pop() {
+            let _ = stop.send(());
+        }
+    }
+
     /// Starts worker-api on a free port.
     pub async fn start_api(&mut self, adjust: impl FnOnce(&mut worker_api::Config)) {
         let mut config = worker_api::Config::defaults();
