@@ -4,8 +4,8 @@ use clap::Parser;
 
 use coordinator::config::{Cli, Command};
 
-/// mimalloc instead of the system allocator: under load the system's spent a
-/// quarter of worker-api's time in malloc and free (measured with `perf`).
+/// mimalloc instead of the system allocator, as in worker-api, where the
+/// system's spent a quarter of the time in malloc and free under load.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -102,6 +102,25 @@ pub enum SlotSource {
     Gold,
 }
 
+impl SlotSource {
+    /// The claim script's name for it.
+    fn kind(self) -> &'static str {
+        match self {
+            SlotSource::Queue => "queue",
+            SlotSource::Handback { .. } => "handback",
+            SlotSource::Gold => "gold",
+        }
+    }
+
+    /// Who released a handed-back slot.
+    fn released_by(self) -> Option<UserId> {
+        match self {
+            SlotSource::Handback { released_by } => Some(released_by),
+            _ => None,
+        }
+    }
+}
+
 /// A quota counter and its limit.
 #[derive(Debug, Clone, Copy)]
 pub struct QuotaRef<'a> {
@@ -535,15 +554,13 @@ impl LeaseStore {
             .arg(req.token.as_str())
             .arg(quota_key)
             .arg(quota_limit)
-            .arg(match req.source {
-                SlotSource::Queue => "queue",
-                SlotSource::Handback { .. } => "handback",
-                SlotSource::Gold => "gold",
-            })
-            .arg(match req.source {
-                SlotSource::Handback { released_by } => released_by.to_string(),
-                _ => String::new(),
-            })
+            .arg(req.source.kind())
+            .arg(
+                req.source
+                    .released_by()
+                    .map(|u| u.to_string())
+                    .unwrap_or_default(),
+            )
             .invoke_async(&mut self.redis.clone())
             .await?;
         Ok(match reply.as_slice() {

@@ -145,18 +145,20 @@ impl OfferBuffer {
     /// Gives every buffered hand-back to the reaper now (at shutdown), so their
     /// slots do not wait out the hold; returns how many.
     pub async fn give_up_handbacks(&self) -> usize {
-        let handbacks: Vec<Offer> = {
-            let mut queue = self.queue.lock().expect("offer lock");
-            let (handbacks, rest): (VecDeque<Offer>, VecDeque<Offer>) =
-                queue.drain(..).partition(|o| o.released_by.is_some());
-            *queue = rest;
-            handbacks.into()
-        };
+        let handbacks = self.take_where(|o| o.released_by.is_some());
         let n = handbacks.len();
         for offer in handbacks {
             self.settle(offer, Settle::DeadLetter).await;
         }
         n
+    }
+
+    /// Takes every buffered offer `pick` chooses, keeping the others in order.
+    fn take_where(&self, pick: impl Fn(&Offer) -> bool) -> Vec<Offer> {
+        let mut queue = self.queue.lock().expect("offer lock");
+        let (taken, kept): (VecDeque<Offer>, VecDeque<Offer>) = queue.drain(..).partition(pick);
+        *queue = kept;
+        taken.into()
     }
 
     /// Offers currently buffered.
@@ -220,19 +222,14 @@ impl OfferBuffer {
     /// with few claims never sits on slots that others could fill (hand-backs
     /// idle for their shorter limit go to the reaper).
     pub async fn recycle_stale(&self, max_idle: std::time::Duration) -> usize {
-        let stale: Vec<Offer> = {
-            let mut queue = self.queue.lock().expect("offer lock");
-            let (old, fresh): (VecDeque<Offer>, VecDeque<Offer>) = queue.drain(..).partition(|o| {
-                let limit = if o.released_by.is_some() {
-                    self.handback_idle
-                } else {
-                    max_idle
-                };
-                o.since.elapsed() >= limit
-            });
-            *queue = fresh;
-            old.into()
-        };
+        let stale = self.take_where(|o| {
+            let limit = if o.released_by.is_some() {
+                self.handback_idle
+            } else {
+                max_idle
+            };
+            o.since.elapsed() >= limit
+        });
         let n = stale.len();
         for mut offer in stale {
             offer.since = std::time::Instant::now();

@@ -585,6 +585,35 @@ async fn after_redis_loses_everything_a_volunteer_is_not_leased_a_task_they_vote
     assert_eq!(second["task_id"], claim["task_id"]);
 }
 
+/// Claims a task as `token` and releases it at once; returns the task.
+async fn claim_and_release(env: &TestEnv, token: &str) -> String {
+    let claim = claim_within(env, token, Duration::from_secs(10)).await;
+    let task = claim["task_id"].as_str().unwrap().to_owned();
+    let (status, _) = env
+        .call(
+            Method::POST,
+            &format!("/v1/tasks/{task}/release"),
+            Some(token),
+            Some(json!({"lease_token": claim["lease_token"]})),
+        )
+        .await;
+    assert_eq!(status, 204);
+    task
+}
+
+/// Votes on `claim` as `token` and checks the vote was recorded.
+async fn vote_counts(env: &TestEnv, token: &str, claim: &Value, verdict: &str) {
+    let (status, vote) = env
+        .call(
+            Method::POST,
+            &votes_path(claim),
+            Some(token),
+            Some(vote_body(claim, verdict)),
+        )
+        .await;
+    assert_eq!(status, 201, "{vote}");
+}
+
 /// Whether `volunteer` has a lease entry (live or released) on `task`.
 async fn has_lease_entry(env: &TestEnv, task: &str, volunteer: &str) -> bool {
     let mut conn = redis(env).await;
@@ -603,14 +632,7 @@ async fn a_slot_released_here_goes_to_the_next_claim_here_without_the_reaper() {
     let env = env_with(1, 1, None, |c| c.reaper_interval_ms = 60_000, |_| {}).await;
     let first = env.user("vol-release-first", Role::Volunteer).await;
     let second = env.user("vol-release-second", Role::Volunteer).await;
-    let claim = claim_within(&env, &first, Duration::from_secs(10)).await;
-    let task = claim["task_id"].as_str().unwrap().to_owned();
-    let body = json!({"lease_token": claim["lease_token"]});
-    let release = format!("/v1/tasks/{task}/release");
-    let (status, _) = env
-        .call(Method::POST, &release, Some(&first), Some(body))
-        .await;
-    assert_eq!(status, 204);
+    let task = claim_and_release(&env, &first).await;
     let first_id = user_id(&env, &first).await;
     assert!(
         has_lease_entry(&env, &task, &first_id).await,
@@ -633,15 +655,7 @@ async fn a_slot_released_here_goes_to_the_next_claim_here_without_the_reaper() {
     assert!(has_lease_entry(&env, &task, &second_id).await);
     assert_eq!(env.queue_depth(&env.names().tasks_queue()).await, 0);
     // And the vote on the handed-back slot counts.
-    let (status, vote) = env
-        .call(
-            Method::POST,
-            &votes_path(&again),
-            Some(&second),
-            Some(vote_body(&again, "genuine")),
-        )
-        .await;
-    assert_eq!(status, 201, "{vote}");
+    vote_counts(&env, &second, &again, "genuine").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -665,32 +679,14 @@ async fn a_hand_back_nobody_on_its_replica_takes_reaches_another_replica_through
     let first = env.user("vol-handback-first", Role::Volunteer).await;
     let second = env.user("vol-handback-second", Role::Volunteer).await;
     env.api = first_api;
-    let claim = claim_within(&env, &first, Duration::from_secs(10)).await;
-    let task = claim["task_id"].as_str().unwrap().to_owned();
-    let (status, _) = env
-        .call(
-            Method::POST,
-            &format!("/v1/tasks/{task}/release"),
-            Some(&first),
-            Some(json!({"lease_token": claim["lease_token"]})),
-        )
-        .await;
-    assert_eq!(status, 204);
+    let task = claim_and_release(&env, &first).await;
     // Nobody else claims on the first replica: its hand-back goes to the
     // reaper, which offers the slot on the queue, where the second replica
     // takes it.
     env.api = second_api;
     let again = claim_within(&env, &second, Duration::from_secs(10)).await;
     assert_eq!(again["task_id"].as_str(), Some(task.as_str()));
-    let (status, vote) = env
-        .call(
-            Method::POST,
-            &votes_path(&again),
-            Some(&second),
-            Some(vote_body(&again, "counterfeit")),
-        )
-        .await;
-    assert_eq!(status, 201, "{vote}");
+    vote_counts(&env, &second, &again, "counterfeit").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -707,17 +703,7 @@ async fn a_replica_that_shuts_down_gives_its_hand_backs_to_the_reaper_at_once() 
     .await;
     let first = env.user("vol-shutdown-first", Role::Volunteer).await;
     let second = env.user("vol-shutdown-second", Role::Volunteer).await;
-    let claim = claim_within(&env, &first, Duration::from_secs(10)).await;
-    let task = claim["task_id"].as_str().unwrap().to_owned();
-    let (status, _) = env
-        .call(
-            Method::POST,
-            &format!("/v1/tasks/{task}/release"),
-            Some(&first),
-            Some(json!({"lease_token": claim["lease_token"]})),
-        )
-        .await;
-    assert_eq!(status, 204);
+    let task = claim_and_release(&env, &first).await;
     env.stop_latest();
     env.start_api(|_| {}).await;
     let again = claim_within(&env, &second, Duration::from_secs(15)).await;
