@@ -1,8 +1,9 @@
 //! What operators watch: a small HTTP listener with `/metrics`, `/healthz` and
-//! `/readyz` (PostgreSQL, Redis, the broker and every consumer), and a loop that keeps the gauges current (leases, outbox lag,
-//! over-collected votes, dead-lettered messages, tasks by state).
+//! `/readyz` (PostgreSQL, Redis, the broker and every consumer; the shared
+//! listener of [`spotcheck_platform::ops`]), and a loop that keeps the gauges
+//! current (leases, outbox lag, over-collected votes, dead-lettered messages,
+//! tasks by state).
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
@@ -40,7 +41,13 @@ async fn ready(State(ops): State<Ops>) -> (StatusCode, &'static str) {
     let redis = ops.leases.tracked().await.is_ok();
     let broker = ops.amqp.status().connected();
     let consuming = ops.consumers.iter().all(|c| c.load(Ordering::Relaxed));
-    if db && redis && broker && consuming {
+    let checks = [
+        ("postgres", db),
+        ("redis", redis),
+        ("rabbitmq", broker),
+        ("consumers", consuming),
+    ];
+    if spotcheck_platform::ops::report_ready(&checks) {
         (StatusCode::OK, "ready")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready")
@@ -53,15 +60,10 @@ pub async fn serve(
     ops: Ops,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
-    let app = Router::new()
-        .route("/metrics", get(figures::render))
-        .route("/healthz", get(|| async { "ok" }))
+    let app = spotcheck_platform::ops::router()
         .route("/readyz", get(ready))
         .with_state(ops);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { cancel.cancelled().await })
-        .await?;
-    Ok(())
+    spotcheck_platform::ops::serve(listener, app, cancel).await
 }
 
 /// Refreshes every gauge once.

@@ -7,6 +7,7 @@ pub mod config;
 pub mod db;
 pub mod figures;
 pub mod lease;
+pub mod ops;
 pub mod outbox;
 pub mod reliability;
 pub mod shutdown;

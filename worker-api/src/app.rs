@@ -1,7 +1,9 @@
 //! Building and running worker-api: connect, bind, serve, and drain on a signal.
 
 use crate::auth::keys::KeySet;
+use crate::auth::password::Hasher;
 use crate::auth::tokens::TokenIssuer;
+use crate::backoff::SignInBackoff;
 use crate::ballot_box::{BallotBox, BallotConfig};
 use crate::config::Config;
 use crate::dispatch::{self, OfferBuffer};
@@ -26,6 +28,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
@@ -57,9 +60,17 @@ pub fn router(state: AppState) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
     let timeout = Duration::from_secs(state.config.request_timeout_secs);
     let body_limit = state.config.max_body_bytes;
+    let body_rules = crate::serve::BodyRules {
+        timeout: Duration::from_secs(state.config.edge.body_timeout_secs),
+        max_bytes: body_limit,
+    };
     routes::router(&state)
         .with_state(state)
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn_with_state(
+            body_rules,
+            crate::serve::body_deadline,
+        ))
         .layer(CatchPanicLayer::custom(rejection::panic_response))
         .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, timeout))
         .layer(axum::middleware::map_response(rejection::ensure_problem))
@@ -78,6 +89,8 @@ pub fn router(state: AppState) -> Router {
 /// A connected, bound worker-api, ready to serve.
 pub struct App {
     listener: TcpListener,
+    /// The operator endpoints' own listener, when `/metrics` is not public.
+    metrics_listener: Option<TcpListener>,
     state: AppState,
     amqp: Arc<Connection>,
     tasks_queue: String,
@@ -111,13 +124,14 @@ impl App {
         let listener = TcpListener::bind(config.http_addr)
             .await
             .with_context(|| format!("binding {}", config.http_addr))?;
+        let metrics_listener = crate::ops::bind(&config).await?;
         let tokens = TokenIssuer::new(
             keys,
             &config.jwt_issuer,
             &config.jwt_audience,
             config.access_token_ttl_secs,
         );
-        let quotas = Quotas::new(redis.clone(), &config.services.redis_prefix, &config.limits);
+        let quotas = Quotas::new(&config.services.redis_prefix, &config.limits);
         let prefix = config.services.redis_prefix.clone();
         let leases = LeaseStore::new(redis.clone(), &prefix);
         let ballots = BallotBox::start(
@@ -140,6 +154,11 @@ impl App {
         let state = AppState::new(crate::state::Handles {
             limits: Arc::new(RateLimits::new(&config.limits)),
             quotas,
+            hasher: Hasher::new(
+                config.edge.hash_slots(),
+                Duration::from_millis(config.edge.hash_wait_ms),
+            ),
+            sign_in: SignInBackoff::new(redis.clone(), &prefix, &config.edge),
             standing: StandingCache::new(redis.clone(), &prefix),
             idempotency: Idempotency::new(redis, &prefix),
             ballots,
@@ -155,6 +174,7 @@ impl App {
         });
         Ok(Self {
             listener,
+            metrics_listener,
             state,
             amqp,
             tasks_queue: names.tasks_queue(),
@@ -168,51 +188,78 @@ impl App {
             .expect("a bound listener has an address")
     }
 
-    /// Serves until `shutdown` resolves: then stops accepting, finishes requests
-    /// in flight within the grace period, and hands unclaimed offers back.
+    /// The address of the operator endpoints, when they have their own listener.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .map(|l| l.local_addr().expect("a bound listener has an address"))
+    }
+
+    /// Serves until `shutdown` resolves: then stops accepting, lets every task
+    /// (requests in flight, connections, background loops) finish within the
+    /// grace period, and hands unclaimed offers back.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let cancel = CancellationToken::new();
+        let tasks = TaskTracker::new();
         let grace = Duration::from_secs(self.state.config.shutdown_grace_secs);
-        let consumer = tokio::spawn(dispatch::run(
+        let consumer = tasks.spawn(dispatch::run(
             self.amqp.clone(),
             self.tasks_queue.clone(),
             self.state.config.claim_prefetch,
             self.state.offers.clone(),
             cancel.clone(),
         ));
-        tokio::spawn(dispatch::ack_loop(
+        tasks.spawn(dispatch::ack_loop(
             self.state.offers.clone(),
             ACK_EVERY,
             cancel.clone(),
         ));
-        tokio::spawn(dispatch::recycle_loop(
+        tasks.spawn(dispatch::recycle_loop(
             self.state.offers.clone(),
             Duration::from_secs(self.state.config.offer_max_idle_secs.max(1)),
             cancel.clone(),
         ));
-        tokio::spawn(crate::handback::purge_loop(
+        tasks.spawn(crate::handback::purge_loop(
             self.state.grants.clone(),
             // A grant outlives its lease by then, however it was extended.
             Duration::from_millis(self.state.config.lease_ttl_ms("review") * 4),
             cancel.clone(),
         ));
-        tokio::spawn(self.state.gold_pool.clone().refresh_loop(
+        tasks.spawn(self.state.gold_pool.clone().refresh_loop(
             self.state.pool.clone(),
             Duration::from_secs(self.state.config.gold_pool_refresh_secs.max(1)),
             cancel.clone(),
         ));
-        let stop = cancel.clone();
-        let server = axum::serve(
+        let operator = self.metrics_listener.map(|listener| {
+            let addr = listener.local_addr().ok();
+            tracing::info!(addr = ?addr, "operator endpoints serving");
+            let app = crate::ops::router(self.state.clone());
+            tasks.spawn(spotcheck_platform::ops::serve(
+                listener,
+                app,
+                cancel.clone(),
+            ))
+        });
+        let operator = async move {
+            match operator {
+                Some(handle) => handle.await,
+                None => std::future::pending().await,
+            }
+        };
+        let server = tasks.spawn(crate::serve::serve(
             self.listener,
-            router(self.state.clone()).into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move { stop.cancelled().await });
+            router(self.state.clone()),
+            crate::serve::Limits::of(&self.state.config),
+            tasks.clone(),
+            cancel.clone(),
+        ));
         tracing::info!(addr = %self.state.config.http_addr, "worker-api serving");
-        let mut server = std::pin::pin!(server.into_future());
+        let mut server = std::pin::pin!(server);
         let mut consumer = std::pin::pin!(consumer);
+        let mut operator = std::pin::pin!(operator);
         let failure = tokio::select! {
             () = shutdown => None,
             result = &mut consumer => Some(match result {
@@ -222,12 +269,21 @@ impl App {
             }),
             result = &mut server => Some(match result {
                 Ok(()) => anyhow::anyhow!("the HTTP server stopped"),
-                Err(e) => anyhow::Error::new(e).context("the HTTP server failed"),
+                Err(e) => anyhow::Error::new(e).context("the HTTP server panicked"),
+            }),
+            result = &mut operator => Some(match result {
+                Ok(Ok(())) => anyhow::anyhow!("the operator endpoints stopped"),
+                Ok(Err(e)) => e.context("the operator endpoints failed"),
+                Err(e) => anyhow::Error::new(e).context("the operator endpoints panicked"),
             }),
         };
         cancel.cancel();
-        if tokio::time::timeout(grace, &mut server).await.is_err() {
-            tracing::warn!("requests still running after the grace period; closing anyway");
+        tasks.close();
+        if tokio::time::timeout(grace, tasks.wait()).await.is_err() {
+            tracing::warn!(
+                tasks = tasks.len(),
+                "tasks still running after the grace period; closing anyway"
+            );
         }
         // Slots released here and not taken go to the reaper now; granted
         // offers are acked before the connection closes; closing it returns

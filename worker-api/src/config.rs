@@ -128,6 +128,9 @@ pub struct Config {
     /// Gold tasks in the volunteers' streams.
     #[command(flatten)]
     pub gold: GoldConfig,
+    /// The HTTP edge: server limits, operator endpoints, sign-in protection.
+    #[command(flatten)]
+    pub edge: EdgeConfig,
 }
 
 /// How gold tasks are mixed in.
@@ -200,18 +203,13 @@ pub struct LimitsConfig {
     /// Seconds between prunes of the rate limiters' keyed state.
     #[arg(long, env = "SPOTCHECK_RATE_PRUNE_SECS", default_value_t = 60)]
     pub rate_prune_secs: u64,
-    /// Proxies (comma-separated addresses or CIDR blocks) whose `X-Forwarded-For` is believed.
+    /// Proxies (comma-separated addresses or CIDR blocks) whose `Forwarded`
+    /// and `X-Forwarded-For` headers are believed.
     #[arg(long, env = "SPOTCHECK_TRUSTED_PROXIES", default_value = "")]
     pub trusted_proxies: TrustedProxies,
     /// Votes per volunteer per UTC day, across all replicas (0: no quota).
     #[arg(long, env = "SPOTCHECK_DAILY_VOTE_QUOTA", default_value_t = 2000)]
     pub daily_vote_quota: u32,
-    /// Sign-in attempts per account in one window, across all replicas.
-    #[arg(long, env = "SPOTCHECK_LOGIN_ATTEMPTS_PER_ACCOUNT", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
-    pub login_attempts_per_account: u32,
-    /// Length of that window in seconds.
-    #[arg(long, env = "SPOTCHECK_LOGIN_WINDOW_SECS", default_value_t = 900)]
-    pub login_window_secs: u64,
 }
 
 impl Config {
@@ -239,5 +237,74 @@ impl Config {
     /// The configuration from defaults alone (tests adjust fields).
     pub fn defaults() -> Self {
         Cli::parse_from(["worker-api"]).config
+    }
+}
+
+/// The HTTP edge: how long a client may take to send a request, how many
+/// connections are served at once, where the operator endpoints listen, and
+/// how sign-ins are protected (hashing slots, backoff after failures).
+#[derive(Debug, Clone, clap::Args)]
+pub struct EdgeConfig {
+    /// Seconds a client has to send a request's headers, from their first byte.
+    #[arg(long, env = "SPOTCHECK_HTTP_HEADER_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_timeout_secs: u64,
+    /// Seconds a request's body has to arrive in full, once its headers are in.
+    #[arg(long, env = "SPOTCHECK_HTTP_BODY_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub body_timeout_secs: u64,
+    /// Seconds a connection with no request in progress is kept open.
+    #[arg(long, env = "SPOTCHECK_HTTP_IDLE_TIMEOUT_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub idle_timeout_secs: u64,
+    /// Connections served at once; further ones wait in the listen backlog.
+    #[arg(long, env = "SPOTCHECK_HTTP_MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+    /// Where `/metrics` (and a detailed `/readyz`) is served, apart from the
+    /// API. Unset: public `/metrics` in development, `127.0.0.1:9090` otherwise.
+    #[arg(long, env = "SPOTCHECK_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+    /// Password hashes computed at once by this process (unset: one per core).
+    #[arg(long, env = "SPOTCHECK_MAX_CONCURRENT_HASHES", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_concurrent_hashes: Option<u32>,
+    /// Milliseconds a sign-in or account creation waits for a hashing slot
+    /// before it is answered `503 busy`.
+    #[arg(long, env = "SPOTCHECK_HASH_WAIT_MS", default_value_t = 200)]
+    pub hash_wait_ms: u64,
+    /// Failed sign-ins one client network may make on one account before it
+    /// has to wait between attempts.
+    #[arg(long, env = "SPOTCHECK_LOGIN_FREE_FAILURES", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    pub login_free_failures: u32,
+    /// The longest wait between two attempts of one client network on one
+    /// account, in seconds (the wait doubles with each failure up to this).
+    #[arg(long, env = "SPOTCHECK_LOGIN_BACKOFF_MAX_SECS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
+    pub login_backoff_max_secs: u64,
+    /// Failed sign-ins on one account from all clients in one window above
+    /// which every client network gets only one failure free on it.
+    #[arg(long, env = "SPOTCHECK_LOGIN_ATTEMPTS_PER_ACCOUNT", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    pub login_attempts_per_account: u32,
+    /// Seconds after which failures are forgotten: a client network's on an
+    /// account after this long without another, an account's per window.
+    #[arg(long, env = "SPOTCHECK_LOGIN_WINDOW_SECS", default_value_t = 900, value_parser = clap::value_parser!(u64).range(1..))]
+    pub login_window_secs: u64,
+}
+
+impl EdgeConfig {
+    /// The default private address of the operator endpoints outside development.
+    pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9090";
+
+    /// Where the operator endpoints listen, or `None` when `/metrics` stays on
+    /// the public address (development without `SPOTCHECK_METRICS_ADDR` only).
+    pub fn metrics_listen(&self, development: bool) -> Option<SocketAddr> {
+        match self.metrics_addr {
+            Some(addr) => Some(addr),
+            None if development => None,
+            None => Self::DEFAULT_METRICS_ADDR.parse().ok(),
+        }
+    }
+
+    /// Password hashes run at once: the setting, or one per core.
+    pub fn hash_slots(&self) -> usize {
+        self.max_concurrent_hashes.map_or_else(
+            || std::thread::available_parallelism().map_or(1, usize::from),
+            |n| n.max(1) as usize,
+        )
     }
 }

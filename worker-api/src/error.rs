@@ -54,6 +54,16 @@ impl ApiError {
         }
     }
 
+    /// 503 `busy`: a bound this process keeps on purpose (password hashes at
+    /// once) is reached; `Retry-After` says when to try again.
+    pub fn busy(detail: impl Into<String>, retry_after: Duration) -> Self {
+        let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+        Self {
+            retry_after_secs: Some(secs.max(1)),
+            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "busy", detail)
+        }
+    }
+
     /// 422 `validation_failed`: well-formed input with a wrong value.
     pub fn invalid(detail: impl Into<String>) -> Self {
         Self::new(

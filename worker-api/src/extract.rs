@@ -1,11 +1,13 @@
 //! Request extractors whose rejections are problem JSON like every other error.
 
 use crate::error::ApiError;
+use crate::state::AppState;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
+use std::net::SocketAddr;
 
 /// `Json<T>` whose every rejection is a problem with a stable code.
 pub struct ApiJson<T>(pub T);
@@ -22,6 +24,25 @@ where
             Ok(axum::Json(value)) => Ok(Self(value)),
             Err(rejection) => Err(json_error(rejection)),
         }
+    }
+}
+
+/// The client's address: the TCP peer, or what a trusted proxy forwarded for
+/// it (see [`crate::ratelimit::proxies`]).
+pub struct ClientAddr(pub std::net::IpAddr);
+
+impl FromRequestParts<AppState> for ClientAddr {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|info| info.0.ip());
+        Ok(Self(state.limits.client_ip(peer, &parts.headers)))
     }
 }
 

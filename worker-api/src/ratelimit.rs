@@ -1,6 +1,7 @@
 //! Rate limits, keyed in this one module: per token subject on signed-in routes
 //! (claims, votes and the rest, each with its own quota) and per client address
-//! on the anonymous sign-in routes. The route table says which applies where;
+//! on the anonymous sign-in routes: its network, that is, the address for IPv4
+//! and the /64 for IPv6 ([`client_net::ClientNet`]). The route table says which applies where;
 //! the access guard calls [`RateLimits::check_subject`] or
 //! [`RateLimits::check_address`] before any handler runs.
 //!
@@ -15,11 +16,14 @@
 //! distinct keys costs memory for one interval at most, and there is no
 //! background task to track or stop.
 
+pub mod client_net;
+pub mod forwarded;
 pub mod keyed;
 pub mod proxies;
 
 use crate::config::LimitsConfig;
 use crate::error::ApiError;
+use client_net::ClientNet;
 use keyed::KeyedLimiter;
 use proxies::TrustedProxies;
 use spotcheck_shared::UserId;
@@ -47,7 +51,7 @@ pub struct RateLimits {
     claim: KeyedLimiter<UserId>,
     vote: KeyedLimiter<UserId>,
     subject: KeyedLimiter<UserId>,
-    address: KeyedLimiter<IpAddr>,
+    address: KeyedLimiter<ClientNet>,
     proxies: TrustedProxies,
 }
 
@@ -71,10 +75,10 @@ impl RateLimits {
         self.proxies.client_ip(peer, headers)
     }
 
-    /// Counts a request from `ip` on an address-limited route.
+    /// Counts a request from `ip` (its network) on an address-limited route.
     pub fn check_address(&self, ip: IpAddr) -> Result<(), ApiError> {
         self.address
-            .check(&ip)
+            .check(&ClientNet::of(ip))
             .map_err(|wait| limited("address", wait))
     }
 

@@ -115,6 +115,11 @@ pub fn router(state: &AppState) -> Router<AppState> {
 }
 
 async fn not_found() -> Response {
+    no_such_route()
+}
+
+/// The answer to a path no route serves.
+pub fn no_such_route() -> Response {
     problem_response(StatusCode::NOT_FOUND, "not_found", "no such route".into())
 }
 

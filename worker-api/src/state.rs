@@ -52,6 +52,10 @@ pub struct Handles {
     pub amqp: Arc<lapin::Connection>,
     /// Exchange and queue names.
     pub names: spotcheck_platform::amqp::Names,
+    /// Password hashing, a bounded number at once.
+    pub hasher: crate::auth::password::Hasher,
+    /// Backoff after failed sign-ins, shared by every replica in Redis.
+    pub sign_in: crate::backoff::SignInBackoff,
     /// Users' standing, cached in Redis.
     pub standing: StandingCache,
     /// Votes waiting to be committed in the next batch.

@@ -16,6 +16,9 @@ pub enum CreateUserError {
     /// Someone has this username.
     #[error("this username is taken")]
     Taken,
+    /// No password-hashing slot came free in time.
+    #[error(transparent)]
+    Busy(#[from] password::Busy),
     /// The database or the hasher failed.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
@@ -28,7 +31,9 @@ fn username_ok(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
-/// Creates an active account; the password is hashed off the async threads.
+/// Creates an active account; the password is hashed off the async threads,
+/// without a bound on hashes at once (the command line and start-up use it;
+/// requests go through [`create_user_with`]).
 pub async fn create_user(
     pool: &PgPool,
     username: &str,
@@ -40,6 +45,31 @@ pub async fn create_user(
     }
     password::check_strength(&plain).map_err(CreateUserError::WeakPassword)?;
     let hash = password::hash(plain).await?;
+    insert_user(pool, username, hash, role).await
+}
+
+/// Creates an active account, hashing its password in a slot of `hasher`.
+pub async fn create_user_with(
+    pool: &PgPool,
+    hasher: &password::Hasher,
+    username: &str,
+    plain: String,
+    role: Role,
+) -> Result<UserId, CreateUserError> {
+    if !username_ok(username) {
+        return Err(CreateUserError::BadUsername);
+    }
+    password::check_strength(&plain).map_err(CreateUserError::WeakPassword)?;
+    let hash = hasher.hash(plain).await??;
+    insert_user(pool, username, hash, role).await
+}
+
+async fn insert_user(
+    pool: &PgPool,
+    username: &str,
+    hash: String,
+    role: Role,
+) -> Result<UserId, CreateUserError> {
     let id = UserId::new();
     let done = sqlx::query(
         "INSERT INTO users (id, username, password_hash, role) VALUES ($1, $2, $3, $4)

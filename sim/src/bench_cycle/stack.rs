@@ -81,6 +81,8 @@ impl Stack {
                 ("SPOTCHECK_RATE_OTHER_PER_MIN", UNLIMITED.into()),
                 ("SPOTCHECK_RATE_AUTH_PER_MIN", UNLIMITED.into()),
                 ("SPOTCHECK_DAILY_VOTE_QUOTA", "0".into()),
+                // Its /metrics is private outside development; nobody reads it here.
+                ("SPOTCHECK_METRICS_ADDR", "127.0.0.1:0".into()),
                 ("SPOTCHECK_MAX_LEASES_PER_VOLUNTEER", "1000".into()),
                 ("SPOTCHECK_GOLD_START_RATE", "0".into()),
                 ("SPOTCHECK_GOLD_END_RATE", "0".into()),

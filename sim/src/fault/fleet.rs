@@ -179,6 +179,8 @@ impl Fleet {
                         ("SPOTCHECK_RATE_AUTH_PER_MIN", UNLIMITED.into()),
                         ("SPOTCHECK_DAILY_VOTE_QUOTA", "0".into()),
                         ("SPOTCHECK_LOGIN_ATTEMPTS_PER_ACCOUNT", UNLIMITED.into()),
+                        // Its /metrics is private outside development; nobody reads it here.
+                        ("SPOTCHECK_METRICS_ADDR", "127.0.0.1:0".into()),
                     ]
                     .map(|(k, v)| (k.to_owned(), v)),
                 );

@@ -189,8 +189,12 @@ async fn a_malformed_message_on_each_queue_is_dead_lettered_and_the_consumers_ke
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    let (status, _) = env.call(Method::GET, "/metrics", None, None).await;
-    assert_eq!(status, 200, "worker-api serves /metrics too");
+    let api_metrics = format!("http://{}/metrics", env.api_ops[0]);
+    let status = env.http.get(&api_metrics).send().await.unwrap().status();
+    assert_eq!(
+        status, 200,
+        "worker-api serves /metrics too, on its own address"
+    );
 }
 
 async fn one_round_until(env: &TestEnv, token: &str) -> usize {

@@ -40,6 +40,8 @@ pub struct TestEnv {
     pub redis: Option<PrivateRedis>,
     /// Operator endpoints of the coordinators started.
     pub coordinator_ops: Vec<std::net::SocketAddr>,
+    /// Operator endpoints (`/metrics`) of the worker-apis started.
+    pub api_ops: Vec<std::net::SocketAddr>,
 }
 
 impl TestEnv {
@@ -80,6 +82,7 @@ impl TestEnv {
             min_votes: 3,
             redis: None,
             coordinator_ops: Vec::new(),
+            api_ops: Vec::new(),
         }
     }
 
@@ -155,11 +158,17 @@ impl TestEnv {
         // Functional tests claim, poll and sign in far faster than people do;
         // the rate-limit tests (ratelimit.rs) set the limits they check.
         config.limits = unthrottled();
+        // As in production, `/metrics` is private; on a port of its own here.
+        config.edge.metrics_addr = Some("127.0.0.1:0".parse().expect("an address"));
+        // Sign-ins wait for a hashing slot rather than being refused (the
+        // hashing bound has tests of its own).
+        config.edge.hash_wait_ms = 30_000;
         adjust(&mut config);
         let app = worker_api::App::build(config)
             .await
             .expect("build worker-api");
         self.api = format!("http://{}", app.local_addr());
+        self.api_ops.extend(app.metrics_addr());
         let (tx, rx) = oneshot::channel::<()>();
         tokio::spawn(app.run_until_stopped(async move {
             let _ = rx.await;

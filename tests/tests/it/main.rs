@@ -9,6 +9,7 @@ mod authz_matrix;
 mod claim_path;
 mod delivery;
 mod e2e;
+mod edge;
 mod fault;
 mod harness;
 mod ingest;

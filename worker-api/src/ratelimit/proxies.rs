@@ -1,11 +1,20 @@
 //! Which address a request comes from: the TCP peer, unless the peer is a
 //! configured proxy (`SPOTCHECK_TRUSTED_PROXIES`), in which case the client
-//! is the rightmost `X-Forwarded-For` hop that is not itself a trusted proxy.
+//! is the rightmost forwarded hop that is not itself a trusted proxy.
 //!
-//! Anything left of that hop was written by the client and could be anything,
-//! so it is never believed; a request straight from the internet cannot choose
-//! its rate-limit key by sending the header.
+//! The hops are read from the standard `Forwarded` header (RFC 7239, its
+//! `for=` nodes) when any of its elements has one, and from `X-Forwarded-For`
+//! otherwise; the two are never mixed, since a proxy that writes one may pass
+//! the other through from the client untouched.
+//!
+//! Anything left of the client's hop was written by the client and could be
+//! anything, so it is never believed; a request straight from the internet
+//! cannot choose its rate-limit key by sending either header. A hop that is
+//! not an address (garbled, `unknown`, an obfuscated identifier) ends the
+//! walk: the client is then the last trusted hop, which vouched for nothing
+//! further.
 
+use super::forwarded::{self, Node};
 use axum::http::HeaderMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::str::FromStr;
@@ -57,7 +66,7 @@ impl FromStr for IpNet {
     }
 }
 
-/// The proxies whose `X-Forwarded-For` is believed.
+/// The proxies whose `Forwarded` and `X-Forwarded-For` are believed.
 #[derive(Debug, Clone, Default)]
 pub struct TrustedProxies(Vec<IpNet>);
 
@@ -94,15 +103,25 @@ impl TrustedProxies {
             return client;
         }
         // Hops in order, across repeated headers; walked from the nearest one.
-        let hops: Vec<&str> = headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .collect();
-        for hop in hops.iter().rev() {
-            let Some(ip) = parse_hop(hop) else {
-                // A garbled hop: nothing left of it can be believed.
+        let hops: Vec<Option<IpAddr>> = match forwarded::for_nodes(headers) {
+            Some(nodes) => nodes
+                .into_iter()
+                .map(|node| match node {
+                    Node::Addr(ip) => Some(ip),
+                    Node::Hidden => None,
+                })
+                .collect(),
+            None => headers
+                .get_all("x-forwarded-for")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .map(parse_hop)
+                .collect(),
+        };
+        for hop in hops.into_iter().rev() {
+            let Some(ip) = hop else {
+                // Not an address: nothing left of it can be believed.
                 return client;
             };
             client = ip;
@@ -190,5 +209,75 @@ mod tests {
             "a garbled hop stops the walk at the last trusted one"
         );
         assert_eq!(p.client_ip(None, &xff("198.51.100.4")), ip("0.0.0.0"));
+    }
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (name, value) in pairs {
+            headers.append(*name, value.parse().unwrap());
+        }
+        headers
+    }
+
+    #[test]
+    fn forwarded_is_read_like_x_forwarded_for_and_wins_when_both_are_sent() {
+        let p = proxies(&["10.0.0.0/8", "fd00::/8"]);
+        let peer = Some(ip("10.0.0.2"));
+        let fwd = |v: &str| headers(&[("forwarded", v)]);
+        assert_eq!(
+            p.client_ip(
+                peer,
+                &fwd(r#"for=1.1.1.1, for="[2001:db8::7]:4711", for=10.0.0.9"#)
+            ),
+            ip("2001:db8::7"),
+            "the rightmost hop that is not a trusted proxy"
+        );
+        assert_eq!(
+            p.client_ip(peer, &fwd(r#"for="[fd00::3]";proto=https, for=192.0.2.8"#)),
+            ip("192.0.2.8")
+        );
+        let both = headers(&[
+            ("x-forwarded-for", "198.51.100.1"),
+            ("forwarded", "for=192.0.2.60;proto=http"),
+        ]);
+        assert_eq!(
+            p.client_ip(peer, &both),
+            ip("192.0.2.60"),
+            "Forwarded first"
+        );
+        let no_for = headers(&[
+            ("forwarded", "proto=https"),
+            ("x-forwarded-for", "198.51.100.1"),
+        ]);
+        assert_eq!(
+            p.client_ip(peer, &no_for),
+            ip("198.51.100.1"),
+            "a Forwarded without for= leaves X-Forwarded-For in force"
+        );
+        assert_eq!(
+            p.client_ip(Some(ip("203.0.113.7")), &fwd("for=192.0.2.60")),
+            ip("203.0.113.7"),
+            "an untrusted peer's Forwarded is ignored"
+        );
+    }
+
+    #[test]
+    fn an_unknown_or_obfuscated_forwarded_hop_ends_the_walk_at_the_last_trusted_one() {
+        let p = proxies(&["10.0.0.0/8"]);
+        let peer = Some(ip("10.0.0.2"));
+        let fwd = |v: &str| headers(&[("forwarded", v)]);
+        assert_eq!(
+            p.client_ip(peer, &fwd("for=192.0.2.1, for=unknown")),
+            ip("10.0.0.2")
+        );
+        assert_eq!(
+            p.client_ip(peer, &fwd("for=192.0.2.1, for=_hidden, for=10.0.0.5")),
+            ip("10.0.0.5")
+        );
+        assert_eq!(
+            p.client_ip(peer, &fwd("for=_hidden, for=192.0.2.1")),
+            ip("192.0.2.1"),
+            "a hidden hop left of the client does not matter"
+        );
     }
 }

@@ -2,8 +2,10 @@
 
 use crate::auth::password;
 use crate::auth::refresh::{self, Redeemed};
+use crate::backoff::Outcome;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::ApiJson;
+use crate::extract::{ApiJson, ClientAddr};
+use crate::ratelimit::client_net::ClientNet;
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::State;
@@ -73,17 +75,27 @@ fn invalid_refresh_token() -> ApiError {
     )
 }
 
-/// Signs in with a username and password. Attempts are limited per account
-/// (here, across replicas) as well as per address (by the access guard), and a
-/// failure looks and takes the same whether or not the account exists.
+/// Signs in with a username and password. Failed attempts slow down the
+/// client network that makes them, per account and across replicas (see
+/// [`crate::backoff`]), as well as per address (by the access guard); the
+/// password is checked in one of a bounded number of hashing slots (`503
+/// busy` when none comes free in time); and a failure looks and takes the
+/// same whether or not the account exists.
 pub async fn login(
     State(state): State<AppState>,
+    ClientAddr(ip): ClientAddr,
     ApiJson(body): ApiJson<Login>,
 ) -> ApiResult<Json<TokenPair>> {
-    if body.username.len() > 64 || body.password.len() > 256 {
+    // Usernames are ASCII (see `users`), so bytes are characters here.
+    if body.username.len() > 64 {
         return Err(bad_credentials());
     }
-    state.quotas.login_attempt(&body.username).await?;
+    let net = ClientNet::of(ip);
+    state.sign_in.admit(&body.username, net).await?;
+    // Longer than any account's password: a failure, without the hash.
+    if !password::may_match(&body.password) {
+        return Err(bad_credentials());
+    }
     let row: Option<(Uuid, String, String, String)> =
         sqlx::query_as("SELECT id, password_hash, role, status FROM users WHERE username = $1")
             .bind(&body.username)
@@ -91,14 +103,27 @@ pub async fn login(
             .await?;
     let hash = row.as_ref().map(|(_, h, _, _)| h.clone());
     // An unknown user costs the same hash as a known one.
-    if !password::verify(body.password, hash).await {
+    let matched = match state.hasher.verify(body.password, hash).await {
+        Ok(matched) => matched,
+        Err(busy) => {
+            state
+                .sign_in
+                .settle(&body.username, net, Outcome::NotChecked)
+                .await;
+            return Err(busy.into());
+        }
+    };
+    if !matched {
         return Err(bad_credentials());
     }
     let (id, _, role, status) = row.ok_or_else(bad_credentials)?;
+    state
+        .sign_in
+        .settle(&body.username, net, Outcome::SignedIn)
+        .await;
     let role = active_role(&role, &status)?;
     let mut conn = state.pool.acquire().await?;
     let pair = token_pair(&state, &mut conn, UserId(id), role, Uuid::new_v4()).await?;
-    state.quotas.login_succeeded(&body.username).await;
     tracing::info!(user.id = %id, "signed in");
     Ok(Json(pair))
 }

@@ -6,7 +6,7 @@ use crate::auth::caller::Staff;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, parse_id};
 use crate::state::AppState;
-use crate::users::{CreateUserError, create_user};
+use crate::users::{CreateUserError, create_user_with};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -34,17 +34,24 @@ pub async fn create(
             "only admins create staff or admin accounts",
         ));
     }
-    let id = create_user(&state.pool, &body.username, body.password, body.role)
-        .await
-        .map_err(|e| match e {
-            CreateUserError::Taken => {
-                ApiError::new(StatusCode::CONFLICT, "username_taken", e.to_string())
-            }
-            CreateUserError::BadUsername | CreateUserError::WeakPassword(_) => {
-                ApiError::invalid(e.to_string())
-            }
-            CreateUserError::Internal(e) => ApiError::internal(e),
-        })?;
+    let id = create_user_with(
+        &state.pool,
+        &state.hasher,
+        &body.username,
+        body.password,
+        body.role,
+    )
+    .await
+    .map_err(|e| match e {
+        CreateUserError::Taken => {
+            ApiError::new(StatusCode::CONFLICT, "username_taken", e.to_string())
+        }
+        CreateUserError::BadUsername | CreateUserError::WeakPassword(_) => {
+            ApiError::invalid(e.to_string())
+        }
+        CreateUserError::Busy(busy) => busy.into(),
+        CreateUserError::Internal(e) => ApiError::internal(e),
+    })?;
     let new = json!({"username": body.username, "role": body.role});
     audit::record(
         &state.pool,
