@@ -258,6 +258,9 @@ impl World {
                     if own { 403 } else { 200 },
                 )
             }
+            // Served on the operator address only (as in production); the
+            // public one answers like an unknown route.
+            ("GET", "/metrics") => case(route.into(), None, 404),
             // Reads without an object: the admitted caller gets them.
             ("GET", _) if !route.contains('{') => case(route.into(), None, 200),
             _ => panic!("{method} {route} has no case in the authorization matrix: add one"),
