@@ -28,6 +28,22 @@ fn throttle_name(throttle: &Throttle) -> &'static str {
     }
 }
 
+/// What a client must know about a route beyond its access and limit.
+fn note(spec: &RouteSpec) -> Option<&'static str> {
+    match spec.path {
+        "/metrics" => Some(
+            "Prometheus text for operators. Served on the operator address \
+             (SPOTCHECK_METRICS_ADDR); on this address only by a development process \
+             without that setting, 404 otherwise.",
+        ),
+        "/readyz" => Some(
+            "`{\"status\": \"ready\"}`, or 503 `not_ready` without naming the failed \
+             dependency (the operator address's /readyz does).",
+        ),
+        _ => None,
+    }
+}
+
 fn operation(spec: &RouteSpec) -> Value {
     let parameters: Vec<Value> = spec
         .path
@@ -52,6 +68,9 @@ fn operation(spec: &RouteSpec) -> Value {
     });
     if !parameters.is_empty() {
         op["parameters"] = json!(parameters);
+    }
+    if let Some(note) = note(spec) {
+        op["description"] = json!(note);
     }
     if matches!(spec.method.as_str(), "POST" | "PUT") {
         op["requestBody"] = json!({"required": false, "content": {"application/json": {"schema": {"type": "object"}}}});
@@ -124,5 +143,7 @@ mod tests {
             doc["paths"]["/v1/auth/login"]["post"]["security"],
             json!([])
         );
+        let metrics = doc["paths"]["/metrics"]["get"]["description"].as_str();
+        assert!(metrics.is_some_and(|d| d.contains("SPOTCHECK_METRICS_ADDR")));
     }
 }
