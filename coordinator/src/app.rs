@@ -61,7 +61,8 @@ pub struct App {
 
 impl App {
     /// Connects to PostgreSQL (migrating), Redis and RabbitMQ and declares the topology.
-    pub async fn build(config: Config) -> anyhow::Result<Self> {
+    pub async fn build(mut config: Config) -> anyhow::Result<Self> {
+        config.prepare()?;
         let pool = connect_and_migrate(&config).await?;
         let redis =
             redis::Client::open(config.services.redis_url.as_str()).context("parsing REDIS_URL")?;

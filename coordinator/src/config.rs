@@ -45,6 +45,9 @@ pub struct Config {
         hide_env_values = true
     )]
     pub sampling_key: String,
+    /// A file holding the sampling key (instead of `SPOTCHECK_SAMPLING_KEY`).
+    #[arg(long, env = "SPOTCHECK_SAMPLING_KEY_FILE")]
+    pub sampling_key_file: Option<PathBuf>,
     /// Votes each task asks for.
     #[arg(long, env = "SPOTCHECK_MIN_VOTES", default_value_t = 3)]
     pub min_votes: i32,
@@ -171,6 +174,27 @@ impl Config {
     /// Whether logs are JSON lines.
     pub fn json_logs(&self) -> bool {
         self.log_format.eq_ignore_ascii_case("json")
+    }
+
+    /// Reads every secret given as a file and checks the configuration as a
+    /// whole. [`crate::App::build`] calls it before it connects to anything, so
+    /// a bad setting stops the process before any loop or consumer starts.
+    pub fn prepare(&mut self) -> anyhow::Result<()> {
+        self.services.read_secret_files()?;
+        spotcheck_platform::secrets::take_file(
+            "SPOTCHECK_SAMPLING_KEY",
+            &mut self.sampling_key,
+            &mut self.sampling_key_file,
+        )?;
+        self.aggregation()?;
+        if !self.services.is_development() {
+            spotcheck_platform::secrets::check(
+                "SPOTCHECK_SAMPLING_KEY",
+                &self.sampling_key,
+                spotcheck_platform::secrets::MIN_KEY_CHARS,
+            )?;
+        }
+        Ok(())
     }
 
     /// The configuration from defaults alone (tests adjust fields).

@@ -11,8 +11,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
     spotcheck_platform::telemetry::init(cli.config.json_logs());
+    cli.config.services.read_secret_files()?;
     match cli.command.unwrap_or(Command::Run) {
         Command::Run => {
             let app = coordinator::App::build(cli.config).await?;

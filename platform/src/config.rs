@@ -1,6 +1,8 @@
 //! Service addresses and names, read once from the environment (or flags).
 
+use crate::secrets;
 use clap::Args;
+use std::path::PathBuf;
 
 /// Where the services are and how this deployment names its keys and queues.
 #[derive(Debug, Clone, Args)]
@@ -13,6 +15,9 @@ pub struct ServiceConfig {
         hide_env_values = true
     )]
     pub database_url: String,
+    /// A file holding the PostgreSQL connection string (instead of `DATABASE_URL`).
+    #[arg(long, env = "DATABASE_URL_FILE")]
+    pub database_url_file: Option<PathBuf>,
     /// Redis connection string.
     #[arg(
         long,
@@ -21,6 +26,9 @@ pub struct ServiceConfig {
         hide_env_values = true
     )]
     pub redis_url: String,
+    /// A file holding the Redis connection string (instead of `REDIS_URL`).
+    #[arg(long, env = "REDIS_URL_FILE")]
+    pub redis_url_file: Option<PathBuf>,
     /// RabbitMQ connection string.
     #[arg(
         long,
@@ -29,6 +37,13 @@ pub struct ServiceConfig {
         hide_env_values = true
     )]
     pub amqp_url: String,
+    /// A file holding the RabbitMQ connection string (instead of `AMQP_URL`).
+    #[arg(long, env = "AMQP_URL_FILE")]
+    pub amqp_url_file: Option<PathBuf>,
+    /// `development` allows generated signing keys and the published default
+    /// secrets; anything else requires secrets of the deployment's own.
+    #[arg(long, env = "SPOTCHECK_ENV", default_value = "development")]
+    pub env: String,
     /// Prefix of exchange and queue names (`<ns>.listings`, `<ns>.tasks`, ...).
     #[arg(long, env = "SPOTCHECK_AMQP_NAMESPACE", default_value = "spotcheck")]
     pub amqp_namespace: String,
@@ -41,4 +56,23 @@ pub struct ServiceConfig {
     /// Seconds a lease lasts without an extend.
     #[arg(long, env = "SPOTCHECK_LEASE_TTL_SECS", default_value_t = 300)]
     pub lease_ttl_secs: u64,
+}
+
+impl ServiceConfig {
+    /// Whether this is a development deployment.
+    pub fn is_development(&self) -> bool {
+        secrets::is_development(&self.env)
+    }
+
+    /// Reads the connection strings given as `..._FILE` paths.
+    pub fn read_secret_files(&mut self) -> anyhow::Result<()> {
+        secrets::take_file(
+            "DATABASE_URL",
+            &mut self.database_url,
+            &mut self.database_url_file,
+        )?;
+        secrets::take_file("REDIS_URL", &mut self.redis_url, &mut self.redis_url_file)?;
+        secrets::take_file("AMQP_URL", &mut self.amqp_url, &mut self.amqp_url_file)?;
+        Ok(())
+    }
 }

@@ -10,6 +10,7 @@ pub mod lease;
 pub mod ops;
 pub mod outbox;
 pub mod reliability;
+pub mod secrets;
 pub mod shutdown;
 pub mod standing;
 pub mod subscription;

@@ -98,17 +98,18 @@ pub struct App {
 
 impl App {
     /// Connects to the services, applies migrations and binds the listener.
-    pub async fn build(config: Config) -> anyhow::Result<Self> {
+    pub async fn build(mut config: Config) -> anyhow::Result<Self> {
+        config.prepare()?;
         let keys = load_keys(&config)?;
-        config.gold.schedule().validate().context(
-            "SPOTCHECK_GOLD_START_RATE, SPOTCHECK_GOLD_END_RATE, SPOTCHECK_GOLD_HALF_LIFE",
-        )?;
         let pool = db::connect(
             &config.services.database_url,
             config.services.db_max_connections,
         )
         .await?;
         db::migrate(&pool).await?;
+        if let Some((name, password)) = config.admin_bootstrap()? {
+            crate::users::bootstrap_admin(&pool, name, password).await?;
+        }
         let redis =
             redis::Client::open(config.services.redis_url.as_str()).context("parsing REDIS_URL")?;
         let redis = redis::aio::ConnectionManager::new(redis)

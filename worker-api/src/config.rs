@@ -1,8 +1,10 @@
 //! worker-api's configuration: flags or environment variables, read once.
 
 use crate::ratelimit::proxies::TrustedProxies;
+use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use spotcheck_platform::config::ServiceConfig;
+use spotcheck_platform::secrets;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -45,13 +47,12 @@ pub struct Config {
     /// Address the HTTP server listens on.
     #[arg(long, env = "SPOTCHECK_HTTP_ADDR", default_value = "127.0.0.1:8080")]
     pub http_addr: SocketAddr,
-    /// `development` allows a generated signing key; anything else requires configured keys.
-    #[arg(long, env = "SPOTCHECK_ENV", default_value = "development")]
-    pub env: String,
-    /// PEM private key (Ed25519, PKCS#8) that signs access tokens.
+    /// PEM private key that signs access tokens: Ed25519 (PKCS#8) or P-256
+    /// (PKCS#8 or SEC1); its public half is published in the JWKS.
     #[arg(long, env = "SPOTCHECK_JWT_KEY_FILE")]
     pub jwt_key_file: Option<PathBuf>,
-    /// Extra PEM public keys (comma-separated files) still accepted, for key rotation.
+    /// Extra PEM keys (comma-separated files, public or private, Ed25519 or
+    /// P-256) whose tokens are still accepted, for key rotation.
     #[arg(long, env = "SPOTCHECK_JWT_VERIFY_KEY_FILES", value_delimiter = ',')]
     pub jwt_verify_key_files: Vec<PathBuf>,
     /// `iss` of the access tokens.
@@ -122,6 +123,16 @@ pub struct Config {
     /// `json` for JSON log lines, anything else for text.
     #[arg(long, env = "SPOTCHECK_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
+    /// An admin account made at start when no account has this name (every
+    /// replica may try; one creates it). An existing account is left as it is.
+    #[arg(long, env = "SPOTCHECK_ADMIN_USERNAME")]
+    pub admin_username: Option<String>,
+    /// That admin's first password.
+    #[arg(long, env = "SPOTCHECK_ADMIN_PASSWORD", hide_env_values = true)]
+    pub admin_password: Option<String>,
+    /// A file holding that password (instead of `SPOTCHECK_ADMIN_PASSWORD`).
+    #[arg(long, env = "SPOTCHECK_ADMIN_PASSWORD_FILE")]
+    pub admin_password_file: Option<PathBuf>,
     /// Rate limits and quotas.
     #[command(flatten)]
     pub limits: LimitsConfig,
@@ -144,6 +155,9 @@ pub struct GoldConfig {
         hide_env_values = true
     )]
     pub key: String,
+    /// A file holding the gold key (instead of `SPOTCHECK_GOLD_KEY`).
+    #[arg(long = "gold-key-file", env = "SPOTCHECK_GOLD_KEY_FILE")]
+    pub key_file: Option<PathBuf>,
     /// Share of a newcomer's claims that are gold.
     #[arg(
         long = "gold-start-rate",
@@ -231,7 +245,60 @@ impl Config {
 
     /// Whether this is a development deployment (generated keys allowed).
     pub fn is_development(&self) -> bool {
-        self.env.eq_ignore_ascii_case("development")
+        self.services.is_development()
+    }
+
+    /// Reads every secret given as a file and checks the configuration as a
+    /// whole. [`crate::App::build`] calls it before it connects to anything, so
+    /// a bad setting stops the process before any listener, loop or consumer.
+    pub fn prepare(&mut self) -> anyhow::Result<()> {
+        self.services.read_secret_files()?;
+        secrets::take_file(
+            "SPOTCHECK_GOLD_KEY",
+            &mut self.gold.key,
+            &mut self.gold.key_file,
+        )?;
+        secrets::take_optional_file(
+            "SPOTCHECK_ADMIN_PASSWORD",
+            &mut self.admin_password,
+            &mut self.admin_password_file,
+        )?;
+        self.gold.schedule().validate().context(
+            "SPOTCHECK_GOLD_START_RATE, SPOTCHECK_GOLD_END_RATE, SPOTCHECK_GOLD_HALF_LIFE",
+        )?;
+        let bootstrap = self.admin_bootstrap()?;
+        if self.is_development() {
+            return Ok(());
+        }
+        if self.jwt_key_file.is_none() {
+            bail!("SPOTCHECK_JWT_KEY_FILE is required when SPOTCHECK_ENV is not development");
+        }
+        secrets::check("SPOTCHECK_GOLD_KEY", &self.gold.key, secrets::MIN_KEY_CHARS)?;
+        if let Some((_, password)) = bootstrap {
+            secrets::check(
+                "SPOTCHECK_ADMIN_PASSWORD",
+                password,
+                secrets::MIN_BOOTSTRAP_PASSWORD_CHARS,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// The admin account to make at start, if one is asked for: a name needs a
+    /// password, and the password must pass the rule every password passes.
+    pub fn admin_bootstrap(&self) -> anyhow::Result<Option<(&str, &str)>> {
+        let Some(name) = self.admin_username.as_deref() else {
+            return Ok(None);
+        };
+        let Some(password) = self.admin_password.as_deref() else {
+            bail!(
+                "SPOTCHECK_ADMIN_USERNAME is set without SPOTCHECK_ADMIN_PASSWORD or \
+                 SPOTCHECK_ADMIN_PASSWORD_FILE"
+            );
+        };
+        crate::auth::password::check_strength(password)
+            .map_err(|why| anyhow::anyhow!("SPOTCHECK_ADMIN_PASSWORD: {why}"))?;
+        Ok(Some((name, password)))
     }
 
     /// The configuration from defaults alone (tests adjust fields).

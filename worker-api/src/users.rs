@@ -87,3 +87,25 @@ async fn insert_user(
     }
     Ok(id)
 }
+
+/// Makes the admin account `username` unless an account of that name exists
+/// (its password is then left alone). Replicas starting together may all try:
+/// one creates it, the others find it taken.
+pub async fn bootstrap_admin(pool: &PgPool, username: &str, plain: &str) -> anyhow::Result<()> {
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users WHERE username = $1)")
+            .bind(username)
+            .fetch_one(pool)
+            .await?;
+    if exists {
+        return Ok(());
+    }
+    match create_user(pool, username, plain.to_owned(), Role::Admin).await {
+        Ok(id) => {
+            tracing::info!(%id, username, "made the bootstrap admin account");
+            Ok(())
+        }
+        Err(CreateUserError::Taken) => Ok(()),
+        Err(e) => Err(anyhow::Error::new(e).context("SPOTCHECK_ADMIN_USERNAME")),
+    }
+}

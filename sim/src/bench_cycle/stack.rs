@@ -132,7 +132,10 @@ impl Stack {
                 "info,sqlx=warn,lapin=warn,tower_http=warn".into(),
             ),
             ("NO_COLOR", "1".into()),
-        ]))
+        ])
+        .into_iter()
+        .chain(crate::fault::processes::stack_secrets(&self.id))
+        .collect())
     }
 
     fn spec(&self, name: &str, role: Role, bin_dir: &Path, env: Vec<(String, String)>) -> Spec {

@@ -46,6 +46,22 @@ impl Role {
     }
 }
 
+/// The secrets of a stack this tool starts, as environment variables: its own
+/// (never the published defaults, which production mode refuses), derived
+/// from the run's unique id so that every replica and every restart shares them.
+pub fn stack_secrets(run_id: &str) -> Vec<(String, String)> {
+    [
+        (
+            "SPOTCHECK_SAMPLING_KEY",
+            format!("sampling-key-of-run-{run_id}"),
+        ),
+        ("SPOTCHECK_GOLD_KEY", format!("gold-key-of-run-{run_id}")),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
+}
+
 /// How to start one process.
 #[derive(Debug, Clone)]
 pub struct Spec {

@@ -31,7 +31,8 @@ pub struct TestEnv {
     /// HTTP client.
     pub http: reqwest::Client,
     stops: Vec<oneshot::Sender<()>>,
-    db_url: String,
+    /// Connection string of the test's database.
+    pub db_url: String,
     /// The PEM file of the key that signs this environment's access tokens.
     pub key_file: tempfile_path::TempPath,
     /// Votes each task asks for.
@@ -153,8 +154,9 @@ impl TestEnv {
         config.http_addr = "127.0.0.1:0".parse().expect("an address");
         config.shutdown_grace_secs = 5;
         // As in production: a configured key, no generated one.
-        config.env = "production".into();
+        config.services.env = "production".into();
         config.jwt_key_file = Some(self.key_file.as_ref().to_path_buf());
+        config.gold.key = format!("gold-key-of-{}", self.id);
         // Functional tests claim, poll and sign in far faster than people do;
         // the rate-limit tests (ratelimit.rs) set the limits they check.
         config.limits = unthrottled();
@@ -318,6 +320,18 @@ impl TestEnv {
     /// The test database's URL.
     pub fn database_url(&self) -> String {
         self.db_url.clone()
+    }
+
+    /// Keys of this environment's own, as environment variables: production
+    /// mode refuses the published defaults.
+    pub fn secrets(&self) -> Vec<(&'static str, String)> {
+        vec![
+            (
+                "SPOTCHECK_SAMPLING_KEY",
+                format!("sampling-key-of-{}", self.id),
+            ),
+            ("SPOTCHECK_GOLD_KEY", format!("gold-key-of-{}", self.id)),
+        ]
     }
 
     /// Rate limits high enough that tests driving volunteers at full speed are not throttled.

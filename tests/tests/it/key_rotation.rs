@@ -89,7 +89,7 @@ async fn during_a_rotation_both_keys_verify_and_after_it_the_old_keys_tokens_fai
 #[test]
 fn outside_development_the_service_refuses_to_start_without_a_configured_key() {
     let mut config = worker_api::Config::defaults();
-    config.env = "production".into();
+    config.services.env = "production".into();
     config.jwt_key_file = None;
     let refusal = worker_api::app::load_keys(&config)
         .err()
@@ -98,13 +98,13 @@ fn outside_development_the_service_refuses_to_start_without_a_configured_key() {
         refusal.to_string().contains("SPOTCHECK_JWT_KEY_FILE"),
         "{refusal}"
     );
-    config.env = "development".into();
+    config.services.env = "development".into();
     assert!(
         worker_api::app::load_keys(&config).is_ok(),
         "development generates a key"
     );
     let key = signing_key_file();
-    config.env = "production".into();
+    config.services.env = "production".into();
     config.jwt_key_file = Some(key.as_ref().to_path_buf());
     let keys = worker_api::app::load_keys(&config).expect("the configured key");
     assert_eq!(keys.signing_kid, kid_of(key.as_ref()));

@@ -18,6 +18,7 @@ mod key_rotation;
 mod leases;
 mod login_protection;
 mod manifests;
+mod production_config;
 mod ratelimit;
 mod runtime_layout;
 mod sampling;

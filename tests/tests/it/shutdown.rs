@@ -28,6 +28,9 @@ fn spawn(env: &TestEnv, name: &str, port: u16) -> Child {
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null());
+    for (key, value) in env.secrets() {
+        cmd.env(key, value);
+    }
     for (key, value) in env.rate_limit_overrides() {
         cmd.env(key, value);
     }

@@ -39,6 +39,9 @@ pub struct Claims {
 /// Verified tokens remembered at most (about 100 bytes each).
 pub const MAX_REMEMBERED: usize = 200_000;
 
+/// Seconds of clock skew allowed on `exp` and `nbf`.
+const LEEWAY_SECS: u64 = 5;
+
 /// Issues and verifies access tokens.
 #[derive(Clone)]
 pub struct TokenIssuer {
@@ -46,7 +49,8 @@ pub struct TokenIssuer {
     issuer: String,
     audience: String,
     ttl_secs: i64,
-    validation: Validation,
+    eddsa: Validation,
+    es256: Validation,
     verified: Arc<DashMap<[u8; 32], (UserId, Claims)>>,
 }
 
@@ -59,6 +63,9 @@ pub enum TokenError {
     /// Signature, algorithm, time or audience checks failed.
     #[error("{0}")]
     Invalid(#[from] jsonwebtoken::errors::Error),
+    /// The header's algorithm is not the named key's.
+    #[error("the algorithm does not match the key")]
+    WrongAlgorithm,
     /// `sub` is not a user id.
     #[error("malformed subject")]
     BadSubject,
@@ -67,18 +74,24 @@ pub enum TokenError {
 impl TokenIssuer {
     /// An issuer with these keys, names and lifetime.
     pub fn new(keys: KeySet, issuer: &str, audience: &str, ttl_secs: u64) -> Self {
-        let mut validation = Validation::new(Algorithm::EdDSA);
-        validation.set_issuer(&[issuer]);
-        validation.set_audience(&[audience]);
-        validation.set_required_spec_claims(&["exp", "nbf", "iat", "iss", "aud", "sub"]);
-        validation.validate_nbf = true;
-        validation.leeway = 5;
+        // One validation per algorithm: each key verifies only its own
+        // algorithm, whatever the token's header asks for.
+        let validation = |alg| {
+            let mut validation = Validation::new(alg);
+            validation.set_issuer(&[issuer]);
+            validation.set_audience(&[audience]);
+            validation.set_required_spec_claims(&["exp", "nbf", "iat", "iss", "aud", "sub"]);
+            validation.validate_nbf = true;
+            validation.leeway = LEEWAY_SECS;
+            validation
+        };
         Self {
             keys,
             issuer: issuer.to_owned(),
             audience: audience.to_owned(),
             ttl_secs: ttl_secs as i64,
-            validation,
+            eddsa: validation(Algorithm::EdDSA),
+            es256: validation(Algorithm::ES256),
             verified: Arc::default(),
         }
     }
@@ -105,7 +118,7 @@ impl TokenIssuer {
             iat: now,
             jti: uuid::Uuid::new_v4().to_string(),
         };
-        let mut header = Header::new(Algorithm::EdDSA);
+        let mut header = Header::new(self.keys.signing_alg);
         header.kid = Some(self.keys.signing_kid.clone());
         Ok(encode(&header, &claims, &self.keys.signing)?)
     }
@@ -114,7 +127,7 @@ impl TokenIssuer {
     pub fn verify(&self, token: &str) -> Result<(UserId, Claims), TokenError> {
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let now = chrono::Utc::now().timestamp();
-        let leeway = self.validation.leeway as i64;
+        let leeway = LEEWAY_SECS as i64;
         if let Some(known) = self.verified.get(&digest) {
             if now <= known.1.exp + leeway {
                 return Ok(known.clone());
@@ -138,7 +151,15 @@ impl TokenIssuer {
             .as_deref()
             .and_then(|kid| self.keys.find(kid))
             .ok_or(TokenError::UnknownKey)?;
-        let data = decode::<Claims>(token, &key.key, &self.validation)?;
+        let validation = match key.alg {
+            Algorithm::EdDSA => &self.eddsa,
+            Algorithm::ES256 => &self.es256,
+            _ => return Err(TokenError::WrongAlgorithm),
+        };
+        if header.alg != key.alg {
+            return Err(TokenError::WrongAlgorithm);
+        }
+        let data = decode::<Claims>(token, &key.key, validation)?;
         let user = data
             .claims
             .sub
@@ -192,6 +213,24 @@ mod tests {
         let token = a.issue(user, Role::Volunteer, now).unwrap();
         assert_eq!(a.verify(&token).unwrap().0, user);
         assert!(issuer().verify(&token).is_err());
+    }
+
+    #[test]
+    fn a_p256_issuer_signs_es256_tokens_that_only_it_verifies() {
+        let path = std::env::temp_dir().join(format!("p256-{}.pem", uuid::Uuid::new_v4()));
+        std::fs::write(&path, crate::auth::keys::tests::p256_pem(9)).unwrap();
+        let keys = KeySet::from_pem_file(&path);
+        std::fs::remove_file(&path).unwrap();
+        let a = TokenIssuer::new(keys.unwrap(), "spotcheck", "spotcheck-api", 900);
+        let now = chrono::Utc::now().timestamp();
+        let user = UserId::new();
+        let token = a.issue(user, Role::Volunteer, now).unwrap();
+        assert_eq!(decode_header(&token).unwrap().alg, Algorithm::ES256);
+        assert_eq!(a.verify(&token).unwrap().0, user);
+        assert!(
+            issuer().verify(&token).is_err(),
+            "an Ed25519 set refuses it"
+        );
     }
 
     #[test]
