@@ -6,6 +6,7 @@
 //! checks invariants I1 to I6, reports, and removes everything it made.
 
 pub mod args;
+pub mod balancer;
 pub mod crowd;
 pub mod feeder;
 pub mod fleet;
@@ -145,6 +146,26 @@ async fn run_in(
         urls.join(", ")
     ));
 
+    // Dropped when the run ends, which stops the balancer.
+    let front_stop = tokio_util::sync::CancellationToken::new();
+    let _front_guard = front_stop.clone().drop_guard();
+    let (urls, balancer) = match args.front {
+        args::Front::Balancer => {
+            let backends = fleet.api_addrs();
+            let balancer = balancer::start(backends, front_stop).await?;
+            clock.say(format!(
+                "volunteers reach the {} worker-api through one address, http://{}",
+                urls.len(),
+                balancer.addr
+            ));
+            (
+                vec![format!("http://{}", balancer.addr)],
+                Some(balancer.stats),
+            )
+        }
+        args::Front::RoundRobin => (urls, None),
+    };
+
     let rec = Arc::new(Recorder::default());
     let apis = urls
         .iter()
@@ -252,7 +273,7 @@ async fn run_in(
         .await
         .unwrap_or_default();
     run.pool.close().await;
-    Ok(run.report(
+    let mut report = run.report(
         faults,
         published,
         load,
@@ -261,7 +282,11 @@ async fn run_in(
         database,
         dead_lettered,
         findings,
-    ))
+    );
+    if let Some(stats) = balancer {
+        report.balancer_connections = stats.counts();
+    }
+    Ok(report)
 }
 
 /// A random password.

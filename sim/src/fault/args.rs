@@ -42,6 +42,26 @@ impl FaultKind {
     }
 }
 
+/// How the volunteers reach the worker-api replicas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Front {
+    /// One address: a TCP balancer in front of the replicas, as a Kubernetes
+    /// Service is (each new connection to the next replica that accepts).
+    Balancer,
+    /// Each volunteer sends each claim to the next replica itself.
+    RoundRobin,
+}
+
+impl Front {
+    /// The name in reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Front::Balancer => "balancer",
+            Front::RoundRobin => "round-robin",
+        }
+    }
+}
+
 /// `spotcheck-sim fault`.
 #[derive(Debug, Clone, Args)]
 pub struct FaultArgs {
@@ -60,6 +80,9 @@ pub struct FaultArgs {
     /// Coordinator processes to run.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=32))]
     pub coordinators: u16,
+    /// How volunteers reach the worker-api replicas.
+    #[arg(long, value_enum, default_value_t = Front::Balancer)]
+    pub front: Front,
     /// Simulated volunteers, claiming and voting without pause.
     #[arg(long, default_value_t = 40)]
     pub volunteers: usize,

@@ -122,7 +122,18 @@ impl Fleet {
         self.redis_port
     }
 
-    /// The base URL of every worker-api.
+    /// The loopback address of every worker-api.
+    pub fn api_addrs(&self) -> Vec<std::net::SocketAddr> {
+        self.apis
+            .iter()
+            .filter_map(|p| match p.role() {
+                Role::Api { port } => Some(std::net::SocketAddr::from(([127, 0, 0, 1], *port))),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The worker-api base URLs.
     pub fn api_urls(&self) -> Vec<String> {
         self.apis
             .iter()
@@ -157,6 +168,7 @@ impl Fleet {
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
+        .chain(super::processes::stack_secrets(&c.namespace))
         .collect()
     }
 

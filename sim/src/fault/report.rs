@@ -20,6 +20,8 @@ pub struct Settings {
     pub faults: Vec<&'static str>,
     /// worker-api replicas.
     pub apis: u16,
+    /// How volunteers reached them (`balancer` or `round-robin`).
+    pub front: &'static str,
     /// Coordinator replicas.
     pub coordinators: u16,
     /// Simulated volunteers.
@@ -57,6 +59,8 @@ pub struct FaultReport {
     pub faults_failed: usize,
     /// Processes that stopped without being killed and were started again.
     pub unplanned_restarts: Vec<String>,
+    /// Connections the balancer gave each worker-api replica (empty without one).
+    pub balancer_connections: Vec<u64>,
     /// Listings published to the feed.
     pub listings_published: usize,
     /// Claims granted to the simulator.
@@ -145,6 +149,21 @@ impl fmt::Display for FaultReport {
             self.votes_acknowledged
         )?;
         writeln!(f, "  errors: {}", join_counts(&self.errors))?;
+        writeln!(
+            f,
+            "  {} worker-api and {} coordinators; volunteers through {}{}",
+            s.apis,
+            s.coordinators,
+            s.front,
+            if self.balancer_connections.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " (connections per worker-api: {:?})",
+                    self.balancer_connections
+                )
+            }
+        )?;
         writeln!(
             f,
             "database: {} listings, {} tasks (open {}, decided {}, escalated {}), {} votes, {} decisions, {} escalations, outbox unsent {}",

@@ -1,4 +1,5 @@
-//! The fault run in CI: a minute of SIGKILLed and restarted worker-api and
+//! The fault run in CI, with three worker-api behind one address and two
+//! coordinators: a minute of SIGKILLed and restarted worker-api and
 //! coordinator processes, Redis flushed and restarted empty, and RabbitMQ
 //! connections dropped, under volunteers working at full speed. It runs the
 //! real `spotcheck-sim fault` against the built binaries, in a database,
@@ -17,6 +18,10 @@ const FAULT_SECS: &str = "60";
 /// Small enough that debug binaries drain well within `DRAIN_SECS` on two cores.
 const LISTINGS: u64 = 300;
 const VOLUNTEERS: &str = "20";
+/// As Kubernetes would run them: three worker-api behind one address (the
+/// tool's balancer) and two coordinators.
+const APIS: &str = "3";
+const COORDINATORS: &str = "2";
 const DRAIN_SECS: &str = "120";
 /// Set-up, fault window, drain, checks and clean-up together.
 const WHOLE_RUN: Duration = Duration::from_secs(420);
@@ -54,6 +59,14 @@ async fn a_minute_of_faults_loses_no_task_counts_no_vote_twice_and_decides_every
             &LISTINGS.to_string(),
             "--volunteers",
             VOLUNTEERS,
+        ])
+        .args([
+            "--apis",
+            APIS,
+            "--coordinators",
+            COORDINATORS,
+            "--front",
+            "balancer",
         ])
         .args([
             "--db-name",
@@ -158,6 +171,16 @@ async fn a_minute_of_faults_loses_no_task_counts_no_vote_twice_and_decides_every
         let injected = report["faults_by_kind"][kind].as_i64().unwrap_or(0);
         assert!(injected >= 1, "no {kind} fault was injected");
     }
+    assert_eq!(report["settings"]["apis"], 3);
+    assert_eq!(report["settings"]["coordinators"], 2);
+    let spread = report["balancer_connections"]
+        .as_array()
+        .expect("the balancer's connection counts");
+    assert_eq!(spread.len(), 3);
+    assert!(
+        spread.iter().all(|n| n.as_u64().unwrap_or(0) > 0),
+        "every worker-api served connections through the one address: {spread:?}"
+    );
     assert!(status.success(), "spotcheck-sim fault ended with {status}");
     assert!(stdout.trim_end().ends_with("fault run: OK"), "{stdout}");
 }
