@@ -27,6 +27,14 @@ pub enum Handled {
 
 /// Pause before handing back a delivery that failed transiently.
 const RETRY_PAUSE: Duration = Duration::from_millis(500);
+/// How long a batch consumer keeps trying again itself, with growing pauses,
+/// before it hands failed deliveries back to the broker. Each hand-back counts
+/// toward the queue's delivery limit, so a PostgreSQL failover must not burn
+/// them: within this time the deliveries wait here and the consumer takes no
+/// more (its prefetch stays full).
+const HOLD_RETRIES_FOR: Duration = Duration::from_secs(60);
+/// The longest pause between two attempts while holding.
+const MAX_RETRY_PAUSE: Duration = Duration::from_secs(5);
 
 /// A readable id of a delivery for logs: its message id, or its delivery tag.
 pub fn message_ref(delivery: &Delivery) -> String {
@@ -150,7 +158,7 @@ where
                 }
             }
             handling.store(true, std::sync::atomic::Ordering::Relaxed);
-            let handled = handler(batch).await;
+            let handled = handle_holding_retries(queue, &handler, batch, &cancel).await;
             settle_batch(queue, handled).await;
             handling.store(false, std::sync::atomic::Ordering::Relaxed);
         }
@@ -158,6 +166,75 @@ where
     tokio::select! {
         result = fill => result,
         () = drain => Ok(()),
+    }
+}
+
+/// Whether a failure is an outage of PostgreSQL (no connection, the server
+/// shutting down or not yet accepting, as in a failover) rather than anything
+/// about the message: only outages are held and tried again here.
+pub fn is_outage(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        if cause.is::<std::io::Error>() {
+            return true;
+        }
+        match cause.downcast_ref::<sqlx::Error>() {
+            Some(sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed) => true,
+            // Class 08: connection exceptions; 57P01 to 57P03: the server is
+            // shutting down or starting (a failover); 55000 at connection time:
+            // the database is closed to connections (maintenance).
+            Some(sqlx::Error::Database(db)) => db.code().is_some_and(|code| {
+                code.starts_with("08") || code.starts_with("57P0") || code == "55000"
+            }),
+            _ => false,
+        }
+    })
+}
+
+/// Handles a batch; when every failure in it is an outage ([`is_outage`]),
+/// handles those again after growing pauses, for up to [`HOLD_RETRIES_FOR`]
+/// (or until cancelled), so that an outage shorter than that costs no
+/// redelivery. Other failures are handed back as before, and a message that
+/// fails by itself never holds the queue.
+async fn handle_holding_retries<F, Fut>(
+    queue: &str,
+    handler: &F,
+    batch: Vec<Delivery>,
+    cancel: &CancellationToken,
+) -> Vec<(Delivery, Handled)>
+where
+    F: Fn(Vec<Delivery>) -> Fut,
+    Fut: Future<Output = Vec<(Delivery, Handled)>>,
+{
+    let started = tokio::time::Instant::now();
+    let mut handled = handler(batch).await;
+    let mut pause = RETRY_PAUSE;
+    loop {
+        let failed = handled
+            .iter()
+            .filter(|(_, h)| matches!(h, Handled::Retry(_)))
+            .count();
+        let all_outages = handled.iter().all(|(_, h)| match h {
+            Handled::Retry(e) => is_outage(e),
+            _ => true,
+        });
+        if failed == 0 || !all_outages || started.elapsed() + pause > HOLD_RETRIES_FOR {
+            return handled;
+        }
+        if let Some((_, Handled::Retry(e))) =
+            handled.iter().find(|(_, h)| matches!(h, Handled::Retry(_)))
+        {
+            tracing::warn!(queue, failed, error = %e, pause_ms = pause.as_millis() as u64, "PostgreSQL is unavailable; holding the batch and trying again");
+        }
+        tokio::select! {
+            () = cancel.cancelled() => return handled,
+            () = tokio::time::sleep(pause) => {}
+        }
+        let (retry, mut done): (Vec<_>, Vec<_>) = handled
+            .into_iter()
+            .partition(|(_, h)| matches!(h, Handled::Retry(_)));
+        done.extend(handler(retry.into_iter().map(|(d, _)| d).collect()).await);
+        handled = done;
+        pause = (pause * 2).min(MAX_RETRY_PAUSE);
     }
 }
 
@@ -231,5 +308,21 @@ async fn settle_now(queue: &str, delivery: Delivery, handled: Handled) {
     if let Err(e) = outcome {
         // The channel predates a reconnect: the broker redelivers; handlers are idempotent.
         tracing::warn!(queue, error = %e, "could not settle a delivery; it will be redelivered");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_lost_connections_count_as_an_outage() {
+        assert!(is_outage(&anyhow::Error::from(sqlx::Error::PoolTimedOut)));
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        assert!(is_outage(
+            &anyhow::Error::from(sqlx::Error::Io(io)).context("reading")
+        ));
+        assert!(!is_outage(&anyhow::anyhow!("a listing without a seller")));
+        assert!(!is_outage(&anyhow::Error::from(sqlx::Error::RowNotFound)));
     }
 }

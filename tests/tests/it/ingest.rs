@@ -84,3 +84,71 @@ async fn a_malformed_feed_message_is_dead_lettered_and_the_rest_is_ingested() {
     );
     let _ = conn.close(200, "done".into()).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_database_outage_longer_than_the_redelivery_budget_dead_letters_no_listing() {
+    let env = TestEnv::start().await;
+    let admin_url = std::env::var("SPOTCHECK_TEST_ADMIN_DB")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+    let admin = sqlx::PgPool::connect(&admin_url).await.unwrap();
+    // The database goes away as in a failover: no new connections, and every
+    // open one cut.
+    // The id is the test's own, made of a letter and hex digits.
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        r#"ALTER DATABASE "{}" ALLOW_CONNECTIONS false"#,
+        env.id
+    )))
+    .execute(&admin)
+    .await
+    .unwrap();
+    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
+        .bind(&env.id)
+        .execute(&admin)
+        .await
+        .unwrap();
+    let conn = spotcheck_platform::amqp::connect(&env.amqp_url(), "test-feed")
+        .await
+        .unwrap();
+    let publisher = Publisher::open(&conn).await.unwrap();
+    let messages: Vec<(String, Vec<u8>)> = generate(13, 3)
+        .iter()
+        .map(|d| {
+            (
+                "listing.any".to_owned(),
+                serde_json::to_vec(&d.listing).unwrap(),
+            )
+        })
+        .collect();
+    publisher
+        .publish_all(&env.names().listings_exchange(), &messages)
+        .await
+        .unwrap();
+    // Longer than the broker's redelivery budget: 5 hand-backs half a second
+    // apart would have sent every listing to the dead-letter queue by now.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        r#"ALTER DATABASE "{}" ALLOW_CONNECTIONS true"#,
+        env.id
+    )))
+    .execute(&admin)
+    .await
+    .unwrap();
+    let pool = env.pool.clone();
+    wait_until(
+        "the listings ingested after the outage",
+        Duration::from_secs(40),
+        || {
+            let pool = pool.clone();
+            async move {
+                sqlx::query_scalar::<_, i64>("SELECT count(*) FROM listings")
+                    .fetch_one(&pool)
+                    .await
+                    .is_ok_and(|n| n == 3)
+            }
+        },
+    )
+    .await;
+    let dead = Names::dead_queue(&env.names().ingest_queue());
+    assert_eq!(env.queue_depth(&dead).await, 0, "nothing dead-lettered");
+    let _ = conn.close(200, "done".into()).await;
+}
