@@ -60,17 +60,9 @@ pub fn router(state: AppState) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
     let timeout = Duration::from_secs(state.config.request_timeout_secs);
     let body_limit = state.config.max_body_bytes;
-    let body_rules = crate::serve::BodyRules {
-        timeout: Duration::from_secs(state.config.edge.body_timeout_secs),
-        max_bytes: body_limit,
-    };
     routes::router(&state)
         .with_state(state)
         .layer(DefaultBodyLimit::max(body_limit))
-        .layer(axum::middleware::from_fn_with_state(
-            body_rules,
-            crate::serve::body_deadline,
-        ))
         .layer(CatchPanicLayer::custom(rejection::panic_response))
         .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, timeout))
         .layer(axum::middleware::map_response(rejection::ensure_problem))

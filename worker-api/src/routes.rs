@@ -1,6 +1,7 @@
 //! The route table: every route's method, path, who may call it and which rate
 //! limit applies, declared once in [`ROUTES`]. The router is built from it (each
-//! route behind the access guard of [`crate::access`]), and the authorization
+//! route behind the access guard of [`crate::access`], then the body deadline
+//! of [`crate::serve::body_deadline`]), and the authorization
 //! tests iterate it, so a route cannot be added without both.
 
 pub mod auth;
@@ -20,6 +21,7 @@ pub mod votes;
 use crate::access::{self, Access, Guard};
 use crate::error::problem_response;
 use crate::ratelimit::Throttle;
+use crate::serve::{BodyRules, body_deadline};
 use crate::state::AppState;
 use axum::Router;
 use axum::http::{Method, StatusCode};
@@ -107,8 +109,12 @@ pub fn router(state: &AppState) -> Router<AppState> {
             let filter = MethodFilter::try_from(spec.method.clone())
                 .expect("the route table uses standard methods");
             let guard = from_fn_with_state(Guard::new(state.clone(), spec), access::guard);
+            // The body is read (within its deadline) only once the guard has
+            // admitted the request: a refused one never costs its body's memory.
+            let body = from_fn_with_state(BodyRules::of(&state.config), body_deadline);
             // Routes sharing a path are merged by axum, each method keeping its guard.
-            router.route(spec.path, (spec.handler)(filter).route_layer(guard))
+            let route = (spec.handler)(filter).route_layer(body).route_layer(guard);
+            router.route(spec.path, route)
         })
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -6,7 +6,8 @@
 //!   closed (a client sending one byte a second is cut off).
 //! - **Body**: once the headers are in, the whole body must arrive within
 //!   `SPOTCHECK_HTTP_BODY_TIMEOUT_SECS`, or the request is answered `408
-//!   request_timeout` and the connection closed ([`body_deadline`]).
+//!   request_timeout` and the connection closed ([`body_deadline`], behind
+//!   each route's access guard).
 //! - **Idle**: a connection with no request in progress is closed after
 //!   `SPOTCHECK_HTTP_IDLE_TIMEOUT_SECS`.
 //! - **Connections**: at most `SPOTCHECK_HTTP_MAX_CONNECTIONS` are served at
@@ -359,11 +360,24 @@ pub struct BodyRules {
     pub max_bytes: usize,
 }
 
-/// Middleware: reads the whole request body within its deadline before any
-/// handler runs; a body that is late is answered `408 request_timeout` and
-/// the connection closed, one that is too large `413 payload_too_large`.
-/// (Bodies are small JSON documents here, so holding one in memory is what
-/// the handler would do anyway.)
+impl BodyRules {
+    /// The rules of `config`.
+    pub fn of(config: &crate::Config) -> Self {
+        Self {
+            timeout: Duration::from_secs(config.edge.body_timeout_secs),
+            max_bytes: config.max_body_bytes,
+        }
+    }
+}
+
+/// Middleware (behind each route's access guard): reads the whole request
+/// body within its deadline before the handler runs; a body that is late is
+/// answered `408 request_timeout` and the connection closed, one that is too
+/// large `413 payload_too_large`. (Bodies are small JSON documents here, so
+/// holding one in memory is what the handler would do anyway.) A request the
+/// guard refuses, or one for no route, is answered without its body being
+/// read; hyper then discards the body, under the header deadline, since no
+/// request is in progress.
 pub async fn body_deadline(
     State(rules): State<BodyRules>,
     request: Request,
