@@ -51,11 +51,15 @@ impl Role {
 /// from the run's unique id so that every replica and every restart shares them.
 pub fn stack_secrets(run_id: &str) -> Vec<(String, String)> {
     [
+        // Long enough whatever the id: production mode wants 32 characters.
         (
             "SPOTCHECK_SAMPLING_KEY",
-            format!("sampling-key-of-run-{run_id}"),
+            format!("{run_id}-sampling-key-of-this-run-of-the-tool"),
         ),
-        ("SPOTCHECK_GOLD_KEY", format!("gold-key-of-run-{run_id}")),
+        (
+            "SPOTCHECK_GOLD_KEY",
+            format!("{run_id}-gold-key-of-this-run-of-the-tool"),
+        ),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
@@ -296,6 +300,14 @@ pub async fn run_once(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stacks_keys_are_long_enough_for_production_even_with_a_short_id() {
+        for (name, value) in stack_secrets("x") {
+            let min = spotcheck_platform::secrets::MIN_KEY_CHARS;
+            spotcheck_platform::secrets::check(&name, &value, min).unwrap();
+        }
+    }
 
     #[tokio::test]
     async fn a_stopped_process_is_seen_to_have_exited() {
