@@ -136,6 +136,7 @@ impl App {
                 fence_delay: Duration::from_millis(config.test_fence_delay_ms),
             },
         );
+        let tasks = TaskTracker::new();
         let offers = OfferBuffer::new(
             publisher,
             names.tasks_queue(),
@@ -143,8 +144,10 @@ impl App {
             // Half the hold: the reaper gets a hand-back nobody here took
             // before its hold would give it anyway.
             Duration::from_millis(config.handback_hold_ms / 2),
+            tasks.clone(),
         );
         let state = AppState::new(crate::state::Handles {
+            tasks,
             limits: Arc::new(RateLimits::new(&config.limits)),
             quotas,
             hasher: Hasher::new(
@@ -196,7 +199,7 @@ impl App {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let cancel = CancellationToken::new();
-        let tasks = TaskTracker::new();
+        let tasks = self.state.tasks.clone();
         let grace = Duration::from_secs(self.state.config.shutdown_grace_secs);
         let consumer = tasks.spawn(dispatch::run(
             self.amqp.clone(),
@@ -277,6 +280,13 @@ impl App {
                 tasks = tasks.len(),
                 "tasks still running after the grace period; closing anyway"
             );
+        }
+        // Votes already queued are committed and answered before the pool closes.
+        if tokio::time::timeout(Duration::from_secs(5), self.state.ballots.stop())
+            .await
+            .is_err()
+        {
+            tracing::warn!("vote writers still busy after 5 s; closing anyway");
         }
         // Slots released here and not taken go to the reaper now; granted
         // offers are acked before the connection closes; closing it returns

@@ -34,6 +34,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 /// How long a sealed lease is held for its commit.
@@ -127,22 +129,35 @@ pub struct BallotConfig {
 #[derive(Clone)]
 pub struct BallotBox {
     tx: mpsc::Sender<Pending>,
+    stop: CancellationToken,
+    writers: TaskTracker,
 }
 
 impl BallotBox {
-    /// Starts the writers; they run until every handle is dropped.
+    /// Starts the writers; they run until [`BallotBox::stop`] (or until every
+    /// handle is dropped).
     pub fn start(pool: PgPool, leases: LeaseStore, config: BallotConfig) -> Self {
         let (tx, rx) = mpsc::channel::<Pending>(config.max_batch.max(1) * 16);
         let rx = Arc::new(Mutex::new(rx));
+        let (stop, writers) = (CancellationToken::new(), TaskTracker::new());
         for _ in 0..config.writers.max(1) {
             let writer = Writer {
                 pool: pool.clone(),
                 leases: leases.clone(),
                 config: config.clone(),
             };
-            tokio::spawn(writer.run(rx.clone()));
+            writers.spawn(writer.run(rx.clone(), stop.clone()));
         }
-        Self { tx }
+        writers.close();
+        Self { tx, stop, writers }
+    }
+
+    /// Stops the writers once every vote already queued is committed and
+    /// answered, and waits for them (called at shutdown, after the server
+    /// stopped taking requests).
+    pub async fn stop(&self) {
+        self.stop.cancel();
+        self.writers.wait().await;
     }
 
     /// Records a vote: answers once its batch committed (or refused it).
@@ -168,11 +183,17 @@ struct Writer {
 }
 
 impl Writer {
-    async fn run(self, rx: Arc<Mutex<mpsc::Receiver<Pending>>>) {
+    async fn run(self, rx: Arc<Mutex<mpsc::Receiver<Pending>>>, stop: CancellationToken) {
         loop {
             let batch = {
                 let mut rx = rx.lock().await;
-                let Some(first) = rx.recv().await else {
+                // Once stopped, what is queued is still written; then the writer ends.
+                let first = tokio::select! {
+                    biased;
+                    next = rx.recv() => next,
+                    () = stop.cancelled() => rx.try_recv().ok(),
+                };
+                let Some(first) = first else {
                     return;
                 };
                 let mut batch = vec![first];

@@ -108,20 +108,22 @@ pub async fn claim(
     idempotency_key: Option<String>,
 ) -> ApiResult<Option<Claimed>> {
     let (state, me) = (state.clone(), me.clone());
-    tokio::spawn(async move {
-        let Some(key) = idempotency_key else {
-            return claim_detached(&state, &me).await;
-        };
-        if let Earlier::Answer(claimed) = state.idempotency.begin(me.id, &key).await? {
-            return Ok(Some(*claimed));
-        }
-        let result = claim_detached(&state, &me).await;
-        let granted = result.as_ref().ok().and_then(Option::as_ref);
-        state.idempotency.finish(me.id, &key, granted).await;
-        result
-    })
-    .await
-    .map_err(|e| ApiError::internal(anyhow::anyhow!("the claim failed: {e}")))?
+    let tasks = state.tasks.clone();
+    tasks
+        .spawn(async move {
+            let Some(key) = idempotency_key else {
+                return claim_detached(&state, &me).await;
+            };
+            if let Earlier::Answer(claimed) = state.idempotency.begin(me.id, &key).await? {
+                return Ok(Some(*claimed));
+            }
+            let result = claim_detached(&state, &me).await;
+            let granted = result.as_ref().ok().and_then(Option::as_ref);
+            state.idempotency.finish(me.id, &key, granted).await;
+            result
+        })
+        .await
+        .map_err(|e| ApiError::internal(anyhow::anyhow!("the claim failed: {e}")))?
 }
 
 async fn claim_detached(state: &AppState, me: &Caller) -> ApiResult<Option<Claimed>> {

@@ -25,6 +25,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// Skips after which an offer is re-published instead of kept.
 const MAX_SKIPS: u32 = 16;
@@ -103,16 +104,19 @@ pub struct OfferBuffer {
     /// How long a hand-back may wait here before the reaper gets it.
     handback_idle: std::time::Duration,
     acks: AckBook,
+    tasks: TaskTracker,
 }
 
 impl OfferBuffer {
     /// An empty buffer that re-publishes to `tasks_queue` through `publisher`
-    /// and gives hand-backs idle for `handback_idle` to the reaper of `leases`.
+    /// and gives hand-backs idle for `handback_idle` to the reaper of `leases`;
+    /// its background re-publishes run on `tasks`.
     pub fn new(
         publisher: ResilientPublisher,
         tasks_queue: String,
         leases: LeaseStore,
         handback_idle: std::time::Duration,
+        tasks: TaskTracker,
     ) -> Self {
         Self {
             queue: Arc::default(),
@@ -122,6 +126,7 @@ impl OfferBuffer {
             leases,
             handback_idle,
             acks: AckBook::default(),
+            tasks,
         }
     }
 
@@ -195,7 +200,8 @@ impl OfferBuffer {
             return;
         }
         let buffer = self.clone();
-        tokio::spawn(async move { buffer.republish(offer).await });
+        self.tasks
+            .spawn(async move { buffer.republish(offer).await });
     }
 
     /// Sends an offer back to the queue (to any replica) and acks this copy;

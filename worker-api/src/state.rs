@@ -34,6 +34,9 @@ impl std::ops::Deref for AppState {
 
 /// The handles themselves.
 pub struct Handles {
+    /// Every task spawned on behalf of requests and loops, so that shutdown
+    /// waits for all of them.
+    pub tasks: tokio_util::task::TaskTracker,
     /// PostgreSQL.
     pub pool: PgPool,
     /// Leases in Redis.
