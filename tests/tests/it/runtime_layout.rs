@@ -2,7 +2,8 @@
 //! `scripts/runtime-layout.sh` assembles from the built binaries, owned by root
 //! and read-only, the processes started as uid/gid 65532 with their home and
 //! working directory inside it. `worker-api migrate` fills an empty database,
-//! worker-api and the coordinator become healthy and ready, nothing is written
+//! worker-api and the coordinator, in production mode with every secret read
+//! from a mounted file, become healthy and ready, nothing is written
 //! in the tree, and both exit cleanly on SIGTERM.
 
 use crate::harness::{TestEnv, built_bin_dir, count, free_port};
@@ -334,6 +335,40 @@ async fn the_runtime_layout_runs_read_only_as_an_unprivileged_user_and_stops_cle
     // The runtime user's home, as in the image.
     let home = root.join("home/nonroot");
     std::fs::create_dir_all(&home).expect("a home directory");
+    // Secrets mounted as files, as Kubernetes mounts a Secret (read-only too).
+    let secrets = root.join("var/run/secrets/spotcheck");
+    std::fs::create_dir_all(&secrets).expect("a secrets directory");
+    let secret = |name: &str, value: &str| {
+        let path = secrets.join(name);
+        std::fs::write(&path, value).expect("write a secret");
+        path.to_string_lossy().into_owned()
+    };
+    let key_pem = std::fs::read_to_string(env.key_file.as_ref()).expect("the signing key");
+    let secret_env: Vec<(String, String)> = vec![
+        ("SPOTCHECK_ENV".into(), "production".into()),
+        (
+            "DATABASE_URL_FILE".into(),
+            secret("database-url", &format!("{}\n", env.database_url())),
+        ),
+        (
+            "SPOTCHECK_JWT_KEY_FILE".into(),
+            secret("jwt-key.pem", &key_pem),
+        ),
+        (
+            "SPOTCHECK_SAMPLING_KEY_FILE".into(),
+            secret(
+                "sampling-key",
+                &format!("sampling-{}-{}", env.id, uuid::Uuid::new_v4()),
+            ),
+        ),
+        (
+            "SPOTCHECK_GOLD_KEY_FILE".into(),
+            secret(
+                "gold-key",
+                &format!("gold-{}-{}", env.id, uuid::Uuid::new_v4()),
+            ),
+        ),
+    ];
     make_read_only(&root);
     let before = snapshot(&root);
 
@@ -345,12 +380,10 @@ async fn the_runtime_layout_runs_read_only_as_an_unprivileged_user_and_stops_cle
         logs,
         as_root,
         env: vec![
-            ("DATABASE_URL".into(), env.database_url()),
             ("REDIS_URL".into(), services.redis_url.clone()),
             ("AMQP_URL".into(), env.amqp_url()),
             ("SPOTCHECK_AMQP_NAMESPACE".into(), env.id.clone()),
             ("SPOTCHECK_REDIS_PREFIX".into(), env.id.clone()),
-            ("SPOTCHECK_ENV".into(), "development".into()),
             ("SPOTCHECK_DB_MAX_CONNECTIONS".into(), "4".into()),
             (
                 "SPOTCHECK_SHUTDOWN_GRACE_SECS".into(),
@@ -358,7 +391,10 @@ async fn the_runtime_layout_runs_read_only_as_an_unprivileged_user_and_stops_cle
             ),
             ("SPOTCHECK_LOG_FORMAT".into(), "json".into()),
             ("RUST_LOG".into(), "warn".into()),
-        ],
+        ]
+        .into_iter()
+        .chain(secret_env)
+        .collect(),
     };
 
     let mut migrate = runtime.start("migrate", &["worker-api", "migrate"], &[]);
