@@ -31,6 +31,14 @@ fn username_ok(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
+/// The rules a new account's name and password must pass.
+fn check_new_account(username: &str, plain: &str) -> Result<(), CreateUserError> {
+    if !username_ok(username) {
+        return Err(CreateUserError::BadUsername);
+    }
+    password::check_strength(plain).map_err(CreateUserError::WeakPassword)
+}
+
 /// Creates an active account; the password is hashed off the async threads,
 /// without a bound on hashes at once (the command line and start-up use it;
 /// requests go through [`create_user_with`]).
@@ -40,10 +48,7 @@ pub async fn create_user(
     plain: String,
     role: Role,
 ) -> Result<UserId, CreateUserError> {
-    if !username_ok(username) {
-        return Err(CreateUserError::BadUsername);
-    }
-    password::check_strength(&plain).map_err(CreateUserError::WeakPassword)?;
+    check_new_account(username, &plain)?;
     let hash = password::hash(plain).await?;
     insert_user(pool, username, hash, role).await
 }
@@ -56,10 +61,7 @@ pub async fn create_user_with(
     plain: String,
     role: Role,
 ) -> Result<UserId, CreateUserError> {
-    if !username_ok(username) {
-        return Err(CreateUserError::BadUsername);
-    }
-    password::check_strength(&plain).map_err(CreateUserError::WeakPassword)?;
+    check_new_account(username, &plain)?;
     let hash = hasher.hash(plain).await??;
     insert_user(pool, username, hash, role).await
 }

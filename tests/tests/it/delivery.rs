@@ -153,18 +153,9 @@ async fn a_malformed_message_on_each_queue_is_dead_lettered_and_the_consumers_ke
     assert_eq!(stats["votes_over_collected"], 0);
 
     // Operators see the same on the coordinator's /metrics.
-    let metrics = format!("http://{}/metrics", env.coordinator_ops[0]);
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let text = env
-            .http
-            .get(&metrics)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = crate::harness::metrics_text(&env.http, env.coordinator_ops[0]).await;
         let dead: f64 = text
             .lines()
             .filter(|l| l.starts_with("spotcheck_dead_letter_messages{"))

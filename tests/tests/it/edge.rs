@@ -286,15 +286,7 @@ async fn readyz_says_not_ready_without_naming_the_failed_dependency() {
         .unwrap();
     assert_eq!(detail["dependencies"]["redis"], false, "{detail}");
     assert_eq!(detail["dependencies"]["postgres"], true, "{detail}");
-    let metrics = env
-        .http
-        .get(format!("http://{}/metrics", env.api_ops[0]))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = crate::harness::metrics_text(&env.http, env.api_ops[0]).await;
     assert!(
         metrics.contains("spotcheck_ready{dependency=\"redis\"}"),
         "a gauge per dependency"

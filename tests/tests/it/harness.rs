@@ -636,6 +636,17 @@ pub async fn claim_within(env: &TestEnv, token: &str, timeout: Duration) -> Valu
     }
 }
 
+/// The Prometheus text an operator listener at `addr` serves on `/metrics`.
+pub async fn metrics_text(http: &reqwest::Client, addr: impl std::fmt::Display) -> String {
+    let response = http
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .expect("/metrics answers");
+    assert_eq!(response.status(), 200, "/metrics at {addr}");
+    response.text().await.expect("the metrics text")
+}
+
 /// Where `cargo build --bins` put the debug binaries.
 pub fn built_bin_dir() -> std::path::PathBuf {
     let target = std::env::var("CARGO_TARGET_DIR")

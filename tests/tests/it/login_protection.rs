@@ -317,14 +317,7 @@ async fn password_hashing_never_runs_more_than_the_configured_number_at_once() {
         assert_eq!(body["code"], "busy", "{body}");
         assert_eq!(retry.as_ref().map(|v| v.to_str().unwrap()), Some("1"));
     }
-    let metrics = http
-        .get(format!("http://127.0.0.1:{metrics_port}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = crate::harness::metrics_text(&http, format!("127.0.0.1:{metrics_port}")).await;
     let value = |name: &str| -> f64 {
         metrics
             .lines()
