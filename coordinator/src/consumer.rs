@@ -173,21 +173,21 @@ where
 /// shutting down or not yet accepting, as in a failover) rather than anything
 /// about the message: only outages are held and tried again here.
 pub fn is_outage(error: &anyhow::Error) -> bool {
-    error.chain().any(|cause| {
-        if cause.is::<std::io::Error>() {
-            return true;
-        }
-        match cause.downcast_ref::<sqlx::Error>() {
+    error
+        .chain()
+        .any(|cause| match cause.downcast_ref::<sqlx::Error>() {
             Some(sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed) => true,
             // Class 08: connection exceptions; 57P01 to 57P03: the server is
-            // shutting down or starting (a failover); 55000 at connection time:
-            // the database is closed to connections (maintenance).
+            // shutting down or starting (a failover); 55000 only as the refusal of
+            // a database closed to connections (maintenance), not as the same code
+            // raised by a statement.
             Some(sqlx::Error::Database(db)) => db.code().is_some_and(|code| {
-                code.starts_with("08") || code.starts_with("57P0") || code == "55000"
+                code.starts_with("08")
+                    || code.starts_with("57P0")
+                    || (code == "55000" && db.message().contains("accepting connections"))
             }),
             _ => false,
-        }
-    })
+        })
 }
 
 /// Handles a batch; when every failure in it is an outage ([`is_outage`]),

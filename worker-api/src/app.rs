@@ -147,14 +147,14 @@ impl App {
             tasks.clone(),
         );
         let state = AppState::new(crate::state::Handles {
-            tasks,
+            tasks: tasks.clone(),
             limits: Arc::new(RateLimits::new(&config.limits)),
             quotas,
             hasher: Hasher::new(
                 config.edge.hash_slots(),
                 Duration::from_millis(config.edge.hash_wait_ms),
             ),
-            sign_in: SignInBackoff::new(redis.clone(), &prefix, &config.edge),
+            sign_in: SignInBackoff::new(redis.clone(), &prefix, &config.edge, tasks.clone()),
             standing: StandingCache::new(redis.clone(), &prefix),
             idempotency: Idempotency::new(redis, &prefix),
             ballots,

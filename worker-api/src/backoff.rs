@@ -37,6 +37,7 @@ use redis::aio::ConnectionManager;
 use sha2::{Digest, Sha256};
 use std::sync::LazyLock;
 use std::time::Duration;
+use tokio_util::task::TaskTracker;
 
 /// Admits an attempt of one client on one account, or says how long it waits.
 ///
@@ -44,13 +45,15 @@ use std::time::Duration;
 /// KEYS[2]: the account's attempts in the window (counter).
 /// ARGV: free failures, account ceiling, window in seconds, then the waits in
 /// ms after the last free failure, the one after it, … (the last repeats).
-/// Returns 0 when admitted, else the milliseconds still to wait.
+/// Returns `{0, gate}` when admitted (`gate`: the wait this attempt set, in
+/// ms since the epoch, or 0), else `{milliseconds still to wait, 0}`.
 static ADMIT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"local t = redis.call('TIME')
           local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
           local gate = tonumber(redis.call('HGET', KEYS[1], 'until') or '0')
-          if now < gate then return gate - now end
+          if now < gate then return {gate - now, 0} end
+          local written = 0
           local free = tonumber(ARGV[1])
           local total = tonumber(redis.call('GET', KEYS[2]) or '0')
           if total >= tonumber(ARGV[2]) then free = 1 end
@@ -60,27 +63,32 @@ static ADMIT: LazyLock<Script> = LazyLock::new(|| {
           if k >= 0 then
             local steps = #ARGV - 3
             local wait = tonumber(ARGV[4 + math.min(k, steps - 1)])
-            redis.call('HSET', KEYS[1], 'until', now + wait)
+            written = now + wait
+            redis.call('HSET', KEYS[1], 'until', written)
             ttl = math.max(ttl, math.ceil(wait / 1000) + 1)
           end
           redis.call('EXPIRE', KEYS[1], ttl)
           if redis.call('INCR', KEYS[2]) == 1 then
             redis.call('EXPIRE', KEYS[2], tonumber(ARGV[3]))
           end
-          return 0",
+          return {0, written}",
     )
 });
 
 /// Forgets an admitted attempt: ARGV[1] `forget` drops the client's record
-/// (it signed in), `refund` takes the one attempt back (it was never checked).
-/// Either way the account's count goes down by one.
+/// (it signed in), `refund` takes the one attempt back (it was never checked),
+/// lifting the wait only if it is still the one this attempt set (ARGV[2]):
+/// a later attempt's wait stays. Either way the account's count goes down by one.
 static SETTLE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"if ARGV[1] == 'forget' then
             redis.call('DEL', KEYS[1])
           elseif redis.call('EXISTS', KEYS[1]) == 1 then
             redis.call('HINCRBY', KEYS[1], 'n', -1)
-            redis.call('HDEL', KEYS[1], 'until')
+            local mine = tonumber(ARGV[2])
+            if mine > 0 and tonumber(redis.call('HGET', KEYS[1], 'until') or '0') == mine then
+              redis.call('HDEL', KEYS[1], 'until')
+            end
           end
           if tonumber(redis.call('GET', KEYS[2]) or '0') > 0 then
             redis.call('DECR', KEYS[2])
@@ -116,7 +124,7 @@ pub fn wait_after(failures: u32, free: u32, max: Duration) -> Duration {
 /// `{prefix}:login:<account>` (the account's counter), the account being the
 /// first 16 bytes of the username's SHA-256: the username is input of any
 /// shape, and keys need not show it.
-fn keys(prefix: &str, username: &str, net: ClientNet) -> (String, String) {
+pub fn keys(prefix: &str, username: &str, net: ClientNet) -> (String, String) {
     let digest = Sha256::digest(username.as_bytes());
     let account = format!("{{{prefix}}}:login:{}", hex::encode(&digest[..16]));
     (format!("{account}:net:{net}"), account)
@@ -125,6 +133,7 @@ fn keys(prefix: &str, username: &str, net: ClientNet) -> (String, String) {
 /// Sign-in backoff of one deployment, in Redis.
 #[derive(Clone)]
 pub struct SignInBackoff {
+    tasks: TaskTracker,
     redis: ConnectionManager,
     prefix: String,
     free: u32,
@@ -143,10 +152,17 @@ pub enum Outcome {
 }
 
 impl SignInBackoff {
-    /// Backoff under `{prefix}` with the rule of `config`.
-    pub fn new(redis: ConnectionManager, prefix: &str, config: &EdgeConfig) -> Self {
+    /// Backoff under `{prefix}` with the rule of `config`; attempts dropped
+    /// unsettled are taken back on `tasks`.
+    pub fn new(
+        redis: ConnectionManager,
+        prefix: &str,
+        config: &EdgeConfig,
+        tasks: TaskTracker,
+    ) -> Self {
         let waits = schedule(Duration::from_secs(config.login_backoff_max_secs));
         Self {
+            tasks,
             redis,
             prefix: prefix.to_owned(),
             free: config.login_free_failures.max(1),
@@ -161,12 +177,12 @@ impl SignInBackoff {
     }
 
     /// Admits a sign-in attempt on `username` from `net`, counting it as a
-    /// failure until [`SignInBackoff::settle`] says otherwise; refuses it while
+    /// failure until the [`Attempt`] is settled otherwise; refuses it while
     /// that client must wait.
-    pub async fn admit(&self, username: &str, net: ClientNet) -> ApiResult<()> {
+    pub async fn admit(&self, username: &str, net: ClientNet) -> ApiResult<Attempt> {
         let (client, account) = self.keys(username, net);
         let mut redis = self.redis.clone();
-        let wait_ms: u64 = ADMIT
+        let (wait_ms, gate): (u64, u64) = ADMIT
             .key(client)
             .key(account)
             .arg(self.free)
@@ -176,7 +192,13 @@ impl SignInBackoff {
             .invoke_async(&mut redis)
             .await?;
         if wait_ms == 0 {
-            return Ok(());
+            return Ok(Attempt {
+                backoff: self.clone(),
+                username: username.to_owned(),
+                net,
+                gate,
+                open: true,
+            });
         }
         metrics::counter!("spotcheck_quota_refused_total", "quota" => "login_attempts")
             .increment(1);
@@ -187,8 +209,7 @@ impl SignInBackoff {
         ))
     }
 
-    /// Settles an admitted attempt that did not fail (see [`Outcome`]).
-    pub async fn settle(&self, username: &str, net: ClientNet, outcome: Outcome) {
+    async fn settle(&self, username: &str, net: ClientNet, gate: u64, outcome: Outcome) {
         let (client, account) = self.keys(username, net);
         let mode = match outcome {
             Outcome::SignedIn => "forget",
@@ -199,11 +220,61 @@ impl SignInBackoff {
             .key(client)
             .key(account)
             .arg(mode)
+            .arg(gate)
             .invoke_async(&mut redis)
             .await;
         if let Err(e) = result {
             tracing::warn!(error = %e, "could not settle a sign-in attempt");
         }
+    }
+}
+
+/// An admitted sign-in attempt, counted as a failure until settled. Only a
+/// checked wrong password should stay counted ([`Attempt::failed`]); one
+/// dropped unsettled (the request failed before the password was checked, or
+/// its client went away) is taken back in the background.
+#[must_use = "an attempt dropped unsettled is taken back"]
+pub struct Attempt {
+    backoff: SignInBackoff,
+    username: String,
+    net: ClientNet,
+    gate: u64,
+    open: bool,
+}
+
+impl Attempt {
+    /// The password was checked and was wrong: the failure stays counted.
+    pub fn failed(mut self) {
+        self.open = false;
+    }
+
+    /// Settles the attempt as `outcome`.
+    pub async fn settle(mut self, outcome: Outcome) {
+        self.open = false;
+        let (backoff, username) = (self.backoff.clone(), std::mem::take(&mut self.username));
+        backoff
+            .settle(&username, self.net, self.gate, outcome)
+            .await;
+    }
+}
+
+impl Drop for Attempt {
+    fn drop(&mut self) {
+        if !self.open {
+            return;
+        }
+        let (backoff, username, net, gate) = (
+            self.backoff.clone(),
+            std::mem::take(&mut self.username),
+            self.net,
+            self.gate,
+        );
+        let tasks = backoff.tasks.clone();
+        tasks.spawn(async move {
+            backoff
+                .settle(&username, net, gate, Outcome::NotChecked)
+                .await
+        });
     }
 }
 

@@ -1,6 +1,6 @@
 //! worker-api's configuration: flags or environment variables, read once.
 
-use crate::ratelimit::proxies::TrustedProxies;
+use crate::ratelimit::proxies::{ForwardedHeader, TrustedProxies};
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use spotcheck_platform::config::ServiceConfig;
@@ -221,6 +221,11 @@ pub struct LimitsConfig {
     /// and `X-Forwarded-For` headers are believed.
     #[arg(long, env = "SPOTCHECK_TRUSTED_PROXIES", default_value = "")]
     pub trusted_proxies: TrustedProxies,
+    /// The header those proxies write the client's address in:
+    /// `x-forwarded-for` or `forwarded` (RFC 7239). The other is ignored, since
+    /// a proxy passes a client's own copy of it through untouched.
+    #[arg(long, env = "SPOTCHECK_FORWARDED_HEADER", value_enum, default_value_t = ForwardedHeader::XForwardedFor)]
+    pub forwarded_header: ForwardedHeader,
     /// Votes per volunteer per UTC day, across all replicas (0: no quota).
     #[arg(long, env = "SPOTCHECK_DAILY_VOTE_QUOTA", default_value_t = 2000)]
     pub daily_vote_quota: u32,

@@ -53,6 +53,7 @@ pub struct RateLimits {
     subject: KeyedLimiter<UserId>,
     address: KeyedLimiter<ClientNet>,
     proxies: TrustedProxies,
+    forwarded_header: proxies::ForwardedHeader,
 }
 
 impl RateLimits {
@@ -67,12 +68,13 @@ impl RateLimits {
             subject: KeyedLimiter::per_minute(n(config.rate_other_per_min), every).named("subject"),
             address: KeyedLimiter::per_minute(n(config.rate_auth_per_min), every).named("address"),
             proxies: config.trusted_proxies.clone(),
+            forwarded_header: config.forwarded_header,
         }
     }
 
     /// The client address of a request from `peer` with these headers.
     pub fn client_ip(&self, peer: Option<IpAddr>, headers: &axum::http::HeaderMap) -> IpAddr {
-        self.proxies.client_ip(peer, headers)
+        self.proxies.client_ip(peer, headers, self.forwarded_header)
     }
 
     /// Counts a request from `ip` (its network) on an address-limited route.

@@ -11,9 +11,10 @@ use serde_json::{Value, json};
 use spotcheck_shared::Role;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use worker_api::ratelimit::proxies::ForwardedHeader;
 
 /// One sign-in through a trusted proxy that forwards for `client` with the
-/// standard `Forwarded` header.
+/// standard `Forwarded` header (the worker-api must be told to read it).
 async fn login_via_forwarded(
     env: &TestEnv,
     username: &str,
@@ -144,6 +145,7 @@ async fn an_attackers_failures_keep_a_volunteer_out_no_longer_than_the_cap() {
     env.start_api(|c| {
         c.edge.login_backoff_max_secs = cap;
         c.limits.trusted_proxies = "127.0.0.1".parse().expect("a block");
+        c.limits.forwarded_header = ForwardedHeader::Forwarded;
     })
     .await;
     env.user("named-volunteer", Role::Volunteer).await;
@@ -210,6 +212,7 @@ async fn two_hundred_failed_sign_ins_from_rotating_addresses_in_one_ipv6_slash_6
     env.start_api(|c| {
         c.limits.rate_auth_per_min = 20;
         c.limits.trusted_proxies = "127.0.0.0/8".parse().expect("a block");
+        c.limits.forwarded_header = ForwardedHeader::Forwarded;
     })
     .await;
     env.user("target", Role::Volunteer).await;
@@ -405,4 +408,64 @@ async fn failed_sign_ins_take_about_as_long_for_unknown_accounts_as_for_wrong_pa
         u * 3 >= k && k * 3 >= u,
         "wrong password {k:?} vs unknown account {u:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_attempt_taken_back_keeps_a_wait_another_attempt_set_and_one_dropped_unchecked_is_not_counted()
+ {
+    use worker_api::backoff::{Outcome, SignInBackoff, keys};
+    use worker_api::ratelimit::client_net::ClientNet;
+    let env = TestEnv::db_only().await;
+    let redis_url = worker_api::Config::defaults().services.redis_url;
+    let redis = redis::aio::ConnectionManager::new(redis::Client::open(redis_url).unwrap())
+        .await
+        .unwrap();
+    let mut edge = worker_api::Config::defaults().edge;
+    edge.login_free_failures = 2;
+    let tasks = tokio_util::task::TaskTracker::new();
+    let backoff = SignInBackoff::new(redis.clone(), &env.id, &edge, tasks.clone());
+    let field = |key: String, name: &'static str| {
+        let mut redis = redis.clone();
+        async move {
+            redis::cmd("HGET")
+                .arg(&key)
+                .arg(name)
+                .query_async::<Option<u64>>(&mut redis)
+                .await
+                .unwrap()
+        }
+    };
+
+    // A is admitted while failures are free; B, at the same time, sets a wait.
+    let net = ClientNet::of("192.0.2.1".parse().unwrap());
+    let (record, _) = keys(&env.id, "someone", net);
+    let a = backoff.admit("someone", net).await.expect("free");
+    let b = backoff
+        .admit("someone", net)
+        .await
+        .expect("the last free one");
+    let gate = field(record.clone(), "until").await.expect("B set a wait");
+    // A was never checked (no hashing slot): taken back, B's wait stays.
+    a.settle(Outcome::NotChecked).await;
+    b.failed();
+    assert_eq!(field(record.clone(), "until").await, Some(gate));
+    assert_eq!(field(record, "n").await, Some(1), "only B counts");
+
+    // Attempts dropped before their password was checked (a database error,
+    // a client gone) are taken back in the background: none of them counts.
+    let other = ClientNet::of("2001:db8:7::1".parse().unwrap());
+    let (record, _) = keys(&env.id, "someone-else", other);
+    for _ in 0..5 {
+        drop(
+            backoff
+                .admit("someone-else", other)
+                .await
+                .expect("never held back"),
+        );
+        tasks.close();
+        tasks.wait().await;
+        tasks.reopen();
+    }
+    assert_eq!(field(record.clone(), "n").await, Some(0));
+    assert_eq!(field(record, "until").await, None);
 }

@@ -2,10 +2,12 @@
 //! configured proxy (`SPOTCHECK_TRUSTED_PROXIES`), in which case the client
 //! is the rightmost forwarded hop that is not itself a trusted proxy.
 //!
-//! The hops are read from the standard `Forwarded` header (RFC 7239, its
-//! `for=` nodes) when any of its elements has one, and from `X-Forwarded-For`
-//! otherwise; the two are never mixed, since a proxy that writes one may pass
-//! the other through from the client untouched.
+//! The hops are read from the one header the deployment's proxies write,
+//! `SPOTCHECK_FORWARDED_HEADER`: `X-Forwarded-For` (the default; what most
+//! ingress controllers write) or the standard `Forwarded` (RFC 7239, its `for=`
+//! nodes). The other header is ignored whatever it says: a proxy that writes
+//! one passes a client's own copy of the other through untouched, so reading
+//! it would let a client choose its address.
 //!
 //! Anything left of the client's hop was written by the client and could be
 //! anything, so it is never believed; a request straight from the internet
@@ -66,7 +68,17 @@ impl FromStr for IpNet {
     }
 }
 
-/// The proxies whose `Forwarded` and `X-Forwarded-For` are believed.
+/// Which header the trusted proxies write the client's address in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ForwardedHeader {
+    /// `X-Forwarded-For`.
+    #[default]
+    XForwardedFor,
+    /// `Forwarded` (RFC 7239).
+    Forwarded,
+}
+
+/// The proxies whose forwarding header is believed.
 #[derive(Debug, Clone, Default)]
 pub struct TrustedProxies(Vec<IpNet>);
 
@@ -94,8 +106,14 @@ impl TrustedProxies {
         self.0.iter().any(|net| net.contains(ip))
     }
 
-    /// The client's address for `peer` (the TCP peer, when known) and `headers`.
-    pub fn client_ip(&self, peer: Option<IpAddr>, headers: &HeaderMap) -> IpAddr {
+    /// The client's address for `peer` (the TCP peer, when known) and
+    /// `headers`, reading only the forwarding header `header`.
+    pub fn client_ip(
+        &self,
+        peer: Option<IpAddr>,
+        headers: &HeaderMap,
+        header: ForwardedHeader,
+    ) -> IpAddr {
         let mut client = peer
             .map(|ip| ip.to_canonical())
             .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
@@ -103,15 +121,16 @@ impl TrustedProxies {
             return client;
         }
         // Hops in order, across repeated headers; walked from the nearest one.
-        let hops: Vec<Option<IpAddr>> = match forwarded::for_nodes(headers) {
-            Some(nodes) => nodes
+        let hops: Vec<Option<IpAddr>> = match header {
+            ForwardedHeader::Forwarded => forwarded::for_nodes(headers)
+                .unwrap_or_default()
                 .into_iter()
                 .map(|node| match node {
                     Node::Addr(ip) => Some(ip),
                     Node::Hidden => None,
                 })
                 .collect(),
-            None => headers
+            ForwardedHeader::XForwardedFor => headers
                 .get_all("x-forwarded-for")
                 .iter()
                 .filter_map(|v| v.to_str().ok())
@@ -182,11 +201,19 @@ mod tests {
     #[test]
     fn an_untrusted_peer_is_the_client_whatever_it_forwards() {
         let p = proxies(&["10.0.0.0/8"]);
-        let got = p.client_ip(Some(ip("203.0.113.7")), &xff("198.51.100.1"));
+        let got = p.client_ip(
+            Some(ip("203.0.113.7")),
+            &xff("198.51.100.1"),
+            ForwardedHeader::XForwardedFor,
+        );
         assert_eq!(got, ip("203.0.113.7"));
         let none = TrustedProxies::default();
         assert_eq!(
-            none.client_ip(Some(ip("127.0.0.1")), &xff("1.2.3.4")),
+            none.client_ip(
+                Some(ip("127.0.0.1")),
+                &xff("1.2.3.4"),
+                ForwardedHeader::XForwardedFor
+            ),
             ip("127.0.0.1")
         );
     }
@@ -196,19 +223,37 @@ mod tests {
         let p = proxies(&["10.0.0.0/8"]);
         let peer = Some(ip("10.0.0.2"));
         // The client forged the first entry; the proxies appended the rest.
-        let got = p.client_ip(peer, &xff("1.1.1.1, 198.51.100.4, 10.0.0.9"));
+        let got = p.client_ip(
+            peer,
+            &xff("1.1.1.1, 198.51.100.4, 10.0.0.9"),
+            ForwardedHeader::XForwardedFor,
+        );
         assert_eq!(got, ip("198.51.100.4"));
-        assert_eq!(p.client_ip(peer, &HeaderMap::new()), ip("10.0.0.2"));
         assert_eq!(
-            p.client_ip(peer, &xff("198.51.100.4:5555")),
+            p.client_ip(peer, &HeaderMap::new(), ForwardedHeader::XForwardedFor),
+            ip("10.0.0.2")
+        );
+        assert_eq!(
+            p.client_ip(
+                peer,
+                &xff("198.51.100.4:5555"),
+                ForwardedHeader::XForwardedFor
+            ),
             ip("198.51.100.4")
         );
         assert_eq!(
-            p.client_ip(peer, &xff("198.51.100.4, garbage")),
+            p.client_ip(
+                peer,
+                &xff("198.51.100.4, garbage"),
+                ForwardedHeader::XForwardedFor
+            ),
             ip("10.0.0.2"),
             "a garbled hop stops the walk at the last trusted one"
         );
-        assert_eq!(p.client_ip(None, &xff("198.51.100.4")), ip("0.0.0.0"));
+        assert_eq!(
+            p.client_ip(None, &xff("198.51.100.4"), ForwardedHeader::XForwardedFor),
+            ip("0.0.0.0")
+        );
     }
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
@@ -220,12 +265,13 @@ mod tests {
     }
 
     #[test]
-    fn forwarded_is_read_like_x_forwarded_for_and_wins_when_both_are_sent() {
+    fn forwarded_is_read_like_x_forwarded_for_when_it_is_the_configured_header() {
         let p = proxies(&["10.0.0.0/8", "fd00::/8"]);
         let peer = Some(ip("10.0.0.2"));
         let fwd = |v: &str| headers(&[("forwarded", v)]);
+        let client = |peer, h: &HeaderMap| p.client_ip(peer, h, ForwardedHeader::Forwarded);
         assert_eq!(
-            p.client_ip(
+            client(
                 peer,
                 &fwd(r#"for=1.1.1.1, for="[2001:db8::7]:4711", for=10.0.0.9"#)
             ),
@@ -233,31 +279,39 @@ mod tests {
             "the rightmost hop that is not a trusted proxy"
         );
         assert_eq!(
-            p.client_ip(peer, &fwd(r#"for="[fd00::3]";proto=https, for=192.0.2.8"#)),
+            client(peer, &fwd(r#"for="[fd00::3]";proto=https, for=192.0.2.8"#)),
             ip("192.0.2.8")
         );
-        let both = headers(&[
-            ("x-forwarded-for", "198.51.100.1"),
-            ("forwarded", "for=192.0.2.60;proto=http"),
-        ]);
         assert_eq!(
-            p.client_ip(peer, &both),
-            ip("192.0.2.60"),
-            "Forwarded first"
-        );
-        let no_for = headers(&[
-            ("forwarded", "proto=https"),
-            ("x-forwarded-for", "198.51.100.1"),
-        ]);
-        assert_eq!(
-            p.client_ip(peer, &no_for),
-            ip("198.51.100.1"),
-            "a Forwarded without for= leaves X-Forwarded-For in force"
-        );
-        assert_eq!(
-            p.client_ip(Some(ip("203.0.113.7")), &fwd("for=192.0.2.60")),
+            client(Some(ip("203.0.113.7")), &fwd("for=192.0.2.60")),
             ip("203.0.113.7"),
             "an untrusted peer's Forwarded is ignored"
+        );
+    }
+
+    #[test]
+    fn only_the_configured_header_is_read_so_a_client_cannot_send_the_other() {
+        let p = proxies(&["10.0.0.0/8"]);
+        let peer = Some(ip("10.0.0.2"));
+        // An ingress that writes X-Forwarded-For passed the client's own
+        // Forwarded through: the address it claims is not believed.
+        let both = headers(&[
+            ("x-forwarded-for", "192.0.2.10"),
+            ("forwarded", "for=1.2.3.4"),
+        ]);
+        assert_eq!(
+            p.client_ip(peer, &both, ForwardedHeader::XForwardedFor),
+            ip("192.0.2.10")
+        );
+        assert_eq!(
+            p.client_ip(peer, &both, ForwardedHeader::Forwarded),
+            ip("1.2.3.4")
+        );
+        let only_forwarded = headers(&[("forwarded", "for=1.2.3.4")]);
+        assert_eq!(
+            p.client_ip(peer, &only_forwarded, ForwardedHeader::XForwardedFor),
+            ip("10.0.0.2"),
+            "without its header, the proxy itself is the client"
         );
     }
 
@@ -267,15 +321,27 @@ mod tests {
         let peer = Some(ip("10.0.0.2"));
         let fwd = |v: &str| headers(&[("forwarded", v)]);
         assert_eq!(
-            p.client_ip(peer, &fwd("for=192.0.2.1, for=unknown")),
+            p.client_ip(
+                peer,
+                &fwd("for=192.0.2.1, for=unknown"),
+                ForwardedHeader::Forwarded
+            ),
             ip("10.0.0.2")
         );
         assert_eq!(
-            p.client_ip(peer, &fwd("for=192.0.2.1, for=_hidden, for=10.0.0.5")),
+            p.client_ip(
+                peer,
+                &fwd("for=192.0.2.1, for=_hidden, for=10.0.0.5"),
+                ForwardedHeader::Forwarded
+            ),
             ip("10.0.0.5")
         );
         assert_eq!(
-            p.client_ip(peer, &fwd("for=_hidden, for=192.0.2.1")),
+            p.client_ip(
+                peer,
+                &fwd("for=_hidden, for=192.0.2.1"),
+                ForwardedHeader::Forwarded
+            ),
             ip("192.0.2.1"),
             "a hidden hop left of the client does not matter"
         );

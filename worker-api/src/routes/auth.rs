@@ -91,11 +91,14 @@ pub async fn login(
         return Err(bad_credentials());
     }
     let net = ClientNet::of(ip);
-    state.sign_in.admit(&body.username, net).await?;
+    let attempt = state.sign_in.admit(&body.username, net).await?;
     // Longer than any account's password: a failure, without the hash.
     if !password::may_match(&body.password) {
+        attempt.failed();
         return Err(bad_credentials());
     }
+    // Any exit before the password is checked (a database error, the client
+    // gone) drops the attempt, which takes it back.
     let row: Option<(Uuid, String, String, String)> =
         sqlx::query_as("SELECT id, password_hash, role, status FROM users WHERE username = $1")
             .bind(&body.username)
@@ -106,21 +109,15 @@ pub async fn login(
     let matched = match state.hasher.verify(body.password, hash).await {
         Ok(matched) => matched,
         Err(busy) => {
-            state
-                .sign_in
-                .settle(&body.username, net, Outcome::NotChecked)
-                .await;
+            attempt.settle(Outcome::NotChecked).await;
             return Err(busy.into());
         }
     };
-    if !matched {
+    let Some((id, _, role, status)) = row.filter(|_| matched) else {
+        attempt.failed();
         return Err(bad_credentials());
-    }
-    let (id, _, role, status) = row.ok_or_else(bad_credentials)?;
-    state
-        .sign_in
-        .settle(&body.username, net, Outcome::SignedIn)
-        .await;
+    };
+    attempt.settle(Outcome::SignedIn).await;
     let role = active_role(&role, &status)?;
     let mut conn = state.pool.acquire().await?;
     let pair = token_pair(&state, &mut conn, UserId(id), role, Uuid::new_v4()).await?;
