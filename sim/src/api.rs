@@ -72,10 +72,21 @@ pub struct Api {
 impl Api {
     /// A client of the API at `base` (e.g. `http://127.0.0.1:8080`) keeping up to `pool` idle connections.
     pub fn new(base: &str, pool: usize) -> anyhow::Result<Self> {
+        Self::with_idle_connections(base, pool.max(1))
+    }
+
+    /// A client that opens a connection for every request (keeps none idle):
+    /// behind a per-connection balancer, requests then spread over the
+    /// replicas the way an HTTP ingress spreads them, one by one.
+    pub fn connection_per_request(base: &str) -> anyhow::Result<Self> {
+        Self::with_idle_connections(base, 0)
+    }
+
+    fn with_idle_connections(base: &str, idle: usize) -> anyhow::Result<Self> {
         let http = Client::builder()
             .timeout(CALL_TIMEOUT)
             .connect_timeout(Duration::from_secs(5))
-            .pool_max_idle_per_host(pool.max(1))
+            .pool_max_idle_per_host(idle)
             .build()?;
         Ok(Self {
             http,

@@ -169,7 +169,13 @@ async fn run_in(
     let rec = Arc::new(Recorder::default());
     let apis = urls
         .iter()
-        .map(|u| Api::new(u, args.volunteers + 4))
+        .map(|u| match args.front {
+            // The manifests put an HTTP ingress in front, which spreads
+            // requests one by one; kept-alive connections through a TCP
+            // balancer would pin each volunteer to one replica.
+            args::Front::Balancer => Api::connection_per_request(u),
+            args::Front::RoundRobin => Api::new(u, args.volunteers + 4),
+        })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let admin = Session::login(&apis[0], &rec, ADMIN, &admin_password)
         .await
