@@ -2,7 +2,7 @@
 //! API (or find it already there) and sign it in.
 
 use crate::api::{Api, ApiError};
-use crate::session::{Session, timed};
+use crate::session::{Session, with_retries};
 use crate::stats::{CallKind, Recorder};
 use anyhow::Context;
 use futures::{StreamExt, TryStreamExt};
@@ -58,11 +58,9 @@ impl Roster {
         admin_token: &str,
         username: &str,
     ) -> anyhow::Result<()> {
-        let created = timed(
-            rec,
-            CallKind::CreateUser,
-            api.create_user(admin_token, username, &self.password, "volunteer"),
-        )
+        let created = with_retries(rec, CallKind::CreateUser, "create_user", || {
+            api.create_user(admin_token, username, &self.password, "volunteer")
+        })
         .await;
         match created {
             Ok(()) => Ok(()),

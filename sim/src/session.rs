@@ -119,19 +119,38 @@ async fn login_with_retries(
     username: &str,
     password: &str,
 ) -> Result<Tokens, ApiError> {
+    with_retries(rec, CallKind::Login, "login", || {
+        api.login(username, password)
+    })
+    .await
+    .inspect_err(|e| rec.error(format!("login {}", e.key())))
+}
+
+/// Runs `call` (timed under `kind`) until it succeeds, fails for good, or has
+/// been tried `LOGIN_ATTEMPTS` times, pausing as the server asks (`Retry-After`)
+/// while it sheds load (`503 busy` when its password-hashing slots are taken,
+/// `429`, a lost connection). Each retried failure is counted as `<name>
+/// <code>`; the last one is the caller's to count.
+pub async fn with_retries<T, F, Fut>(
+    rec: &Recorder,
+    kind: CallKind,
+    name: &str,
+    mut call: F,
+) -> Result<T, ApiError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, ApiError>>,
+{
     let mut attempt = 1;
     loop {
-        match timed(rec, CallKind::Login, api.login(username, password)).await {
-            Ok(tokens) => return Ok(tokens),
+        match timed(rec, kind, call()).await {
+            Ok(answer) => return Ok(answer),
             Err(e) if transient(&e) && attempt < LOGIN_ATTEMPTS => {
-                rec.error(format!("login {}", e.key()));
+                rec.error(format!("{name} {}", e.key()));
                 tokio::time::sleep(e.backoff().max(Duration::from_millis(200))).await;
                 attempt += 1;
             }
-            Err(e) => {
-                rec.error(format!("login {}", e.key()));
-                return Err(e);
-            }
+            Err(e) => return Err(e),
         }
     }
 }
