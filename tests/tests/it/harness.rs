@@ -156,7 +156,7 @@ impl TestEnv {
         // As in production: a configured key, no generated one.
         config.services.env = "production".into();
         config.jwt_key_file = Some(self.key_file.as_ref().to_path_buf());
-        config.gold.key = format!("gold-key-of-{}", self.id);
+        config.gold.key = self.gold_key();
         // Functional tests claim, poll and sign in far faster than people do;
         // the rate-limit tests (ratelimit.rs) set the limits they check.
         config.limits = unthrottled();
@@ -330,8 +330,13 @@ impl TestEnv {
                 "SPOTCHECK_SAMPLING_KEY",
                 format!("sampling-key-of-{}", self.id),
             ),
-            ("SPOTCHECK_GOLD_KEY", format!("gold-key-of-{}", self.id)),
+            ("SPOTCHECK_GOLD_KEY", self.gold_key()),
         ]
+    }
+
+    /// This environment's gold key (see [`TestEnv::secrets`]).
+    pub fn gold_key(&self) -> String {
+        format!("gold-key-of-{}", self.id)
     }
 
     /// Rate limits high enough that tests driving volunteers at full speed are not throttled.

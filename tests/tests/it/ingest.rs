@@ -6,6 +6,32 @@ use spotcheck_platform::amqp::{Names, Publisher};
 use spotcheck_simulation::demo::generate;
 use std::time::Duration;
 
+/// Publishes `messages` (routing key, body) to the environment's feed exchange
+/// with confirms, as the marketplace does.
+async fn publish_to_feed(env: &TestEnv, messages: &[(String, Vec<u8>)]) {
+    let conn = spotcheck_platform::amqp::connect(&env.amqp_url(), "test-feed")
+        .await
+        .unwrap();
+    let publisher = Publisher::open(&conn).await.unwrap();
+    publisher
+        .publish_all(&env.names().listings_exchange(), messages)
+        .await
+        .unwrap();
+    let _ = conn.close(200, "done".into()).await;
+}
+
+/// Opens or closes the test's database to new connections.
+async fn allow_connections(admin: &sqlx::PgPool, env: &TestEnv, allow: bool) {
+    // The id is the test's own, made of a letter and hex digits.
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        r#"ALTER DATABASE "{}" ALLOW_CONNECTIONS {allow}"#,
+        env.id
+    )))
+    .execute(admin)
+    .await
+    .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn malformed_jsonl_lines_are_reported_with_their_number_and_the_rest_is_imported() {
     let env = TestEnv::db_only().await;
@@ -35,10 +61,6 @@ async fn malformed_jsonl_lines_are_reported_with_their_number_and_the_rest_is_im
 #[tokio::test(flavor = "multi_thread")]
 async fn a_malformed_feed_message_is_dead_lettered_and_the_rest_is_ingested() {
     let env = TestEnv::start().await;
-    let conn = spotcheck_platform::amqp::connect(&env.amqp_url(), "test-feed")
-        .await
-        .unwrap();
-    let publisher = Publisher::open(&conn).await.unwrap();
     let market = generate(12, 2);
     let messages: Vec<(String, Vec<u8>)> = vec![
         (
@@ -54,10 +76,7 @@ async fn a_malformed_feed_message_is_dead_lettered_and_the_rest_is_ingested() {
             serde_json::to_vec(&market[1].listing).unwrap(),
         ),
     ];
-    publisher
-        .publish_all(&env.names().listings_exchange(), &messages)
-        .await
-        .unwrap();
+    publish_to_feed(&env, &messages).await;
 
     let pool = env.pool.clone();
     wait_until(
@@ -82,7 +101,6 @@ async fn a_malformed_feed_message_is_dead_lettered_and_the_rest_is_ingested() {
         depth, 1,
         "the malformed message is in the dead-letter queue"
     );
-    let _ = conn.close(200, "done".into()).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -93,23 +111,12 @@ async fn a_database_outage_longer_than_the_redelivery_budget_dead_letters_no_lis
     let admin = sqlx::PgPool::connect(&admin_url).await.unwrap();
     // The database goes away as in a failover: no new connections, and every
     // open one cut.
-    // The id is the test's own, made of a letter and hex digits.
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        r#"ALTER DATABASE "{}" ALLOW_CONNECTIONS false"#,
-        env.id
-    )))
-    .execute(&admin)
-    .await
-    .unwrap();
+    allow_connections(&admin, &env, false).await;
     sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
         .bind(&env.id)
         .execute(&admin)
         .await
         .unwrap();
-    let conn = spotcheck_platform::amqp::connect(&env.amqp_url(), "test-feed")
-        .await
-        .unwrap();
-    let publisher = Publisher::open(&conn).await.unwrap();
     let messages: Vec<(String, Vec<u8>)> = generate(13, 3)
         .iter()
         .map(|d| {
@@ -119,20 +126,11 @@ async fn a_database_outage_longer_than_the_redelivery_budget_dead_letters_no_lis
             )
         })
         .collect();
-    publisher
-        .publish_all(&env.names().listings_exchange(), &messages)
-        .await
-        .unwrap();
+    publish_to_feed(&env, &messages).await;
     // Longer than the broker's redelivery budget: 5 hand-backs half a second
     // apart would have sent every listing to the dead-letter queue by now.
     tokio::time::sleep(Duration::from_secs(6)).await;
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        r#"ALTER DATABASE "{}" ALLOW_CONNECTIONS true"#,
-        env.id
-    )))
-    .execute(&admin)
-    .await
-    .unwrap();
+    allow_connections(&admin, &env, true).await;
     let pool = env.pool.clone();
     wait_until(
         "the listings ingested after the outage",
@@ -150,5 +148,4 @@ async fn a_database_outage_longer_than_the_redelivery_budget_dead_letters_no_lis
     .await;
     let dead = Names::dead_queue(&env.names().ingest_queue());
     assert_eq!(env.queue_depth(&dead).await, 0, "nothing dead-lettered");
-    let _ = conn.close(200, "done".into()).await;
 }
