@@ -8,6 +8,8 @@ use anyhow::Context;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// Rounds of a hundred years: the next boundary is decades away.
+const ONE_ROUND_SECS: &str = "3153600000";
 /// Rate limits and quotas are not under test here: lift them far above full speed.
 const UNLIMITED: &str = "1000000";
 /// PostgreSQL connections per process: four processes and the tests running
@@ -207,6 +209,10 @@ impl Fleet {
                         ),
                         ("SPOTCHECK_MIN_VOTES", self.config.min_votes.to_string()),
                         ("SPOTCHECK_REAPER_INTERVAL_MS", "500".into()),
+                        // One surveillance round for the whole run: with daily
+                        // rounds a run across midnight UTC re-samples every
+                        // listing, and the listing-to-task count no longer holds.
+                        ("SPOTCHECK_ROUND_SECS", ONE_ROUND_SECS.into()),
                         // The simulated volunteers answer at once; the speed rule
                         // would stop them all and every task would end uncertain.
                         ("SPOTCHECK_FAST_VOTE_SECS", "0".into()),
