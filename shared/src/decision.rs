@@ -3,7 +3,8 @@
 //! what is decided, what asks for one more vote and what goes to staff.
 
 use crate::aggregate::{Outcome, Verdict, majority};
-use crate::posterior::{RiskThresholds, Step, posterior_counterfeit};
+use crate::difficulty::DifficultyRule;
+use crate::posterior::{RiskThresholds, Step};
 use crate::reliability::Confusion;
 
 /// How tasks are decided.
@@ -100,6 +101,19 @@ impl Judgement {
 impl DecisionRule {
     /// Judges a task that has all the votes it asked for.
     pub fn judge(&self, votes: &[WeighedVote], task: TaskFacts<'_>) -> Judgement {
+        self.judge_with(votes, task, &DifficultyRule::NONE)
+    }
+
+    /// [`DecisionRule::judge`] with the task's difficulty taken into account:
+    /// in adaptive mode the posterior is tempered by `difficulty`, so a task on
+    /// which careful volunteers disagree asks for more votes. With
+    /// [`DifficultyRule::NONE`] this is exactly `judge`.
+    pub fn judge_with(
+        &self,
+        votes: &[WeighedVote],
+        task: TaskFacts<'_>,
+        difficulty: &DifficultyRule,
+    ) -> Judgement {
         match self {
             DecisionRule::Majority => {
                 let verdicts: Vec<Verdict> = votes.iter().map(|v| v.verdict).collect();
@@ -117,7 +131,7 @@ impl DecisionRule {
                 max_slots,
             } => {
                 let weighing = votes.iter().filter(|v| v.confusion.is_some()).count() as u32;
-                let p = posterior_counterfeit(
+                let p = difficulty.posterior(
                     *prior,
                     votes.iter().map(|v| (v.confusion.as_ref(), v.verdict)),
                 );
@@ -219,6 +233,38 @@ mod tests {
                 escalation: None,
                 ..
             }
+        ));
+    }
+
+    #[test]
+    fn a_disputed_task_asks_for_more_where_the_plain_rule_would_decide() {
+        use Verdict::*;
+        let mut expert = Confusion::default();
+        expert.observe(true, Counterfeit, 60.0);
+        expert.observe(false, Genuine, 60.0);
+        let votes: Vec<WeighedVote> = [Genuine, Genuine, Counterfeit]
+            .into_iter()
+            .map(|verdict| WeighedVote {
+                verdict,
+                confusion: Some(expert),
+            })
+            .collect();
+        let rule = adaptive(12);
+        assert!(matches!(
+            rule.judge(&votes, facts(3)),
+            Judgement::Decided {
+                outcome: Outcome::Genuine,
+                ..
+            }
+        ));
+        assert_eq!(
+            rule.judge(&votes, facts(3)),
+            rule.judge_with(&votes, facts(3), &DifficultyRule::NONE)
+        );
+        let hard = DifficultyRule { discount: 8.0 };
+        assert!(matches!(
+            rule.judge_with(&votes, facts(3), &hard),
+            Judgement::MoreVotes { .. }
         ));
     }
 

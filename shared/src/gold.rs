@@ -1,12 +1,17 @@
 //! Gold tasks: listings whose truth staff already know, mixed into a
 //! volunteer's work to measure them, and the feedback they get after one.
 //!
-//! A newcomer sees many gold tasks (their reliability is unknown); the share
-//! decays with experience toward a floor that keeps measuring everyone. Whether
+//! A newcomer sees many gold tasks (their reliability is unknown). The share
+//! then falls, either with experience alone ([`GoldSchedule`]) or with what is
+//! still unknown about the volunteer: how uncertain their confusion estimate
+//! is and how likely they are a spammer ([`GoldPolicy`]); both keep a floor
+//! that goes on measuring everyone. Whether
 //! a given claim is a gold turn is a keyed hash of (volunteer, claim number),
 //! so every replica of the service takes the same decision without talking.
 
+use crate::abuse::{AbusePolicy, VolunteerStats};
 use crate::aggregate::Verdict;
+use crate::reliability::Confusion;
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
@@ -62,6 +67,108 @@ impl GoldSchedule {
         let decay = 0.5f64.powf(answers_so_far as f64 / self.half_life);
         let rate = self.end_rate + (self.start_rate - self.end_rate) * decay;
         rate.clamp(self.end_rate, self.start_rate)
+    }
+}
+
+/// The share of gold driven by what is still unknown about a volunteer,
+/// instead of by their experience alone.
+///
+/// Two needs ask for gold, and the larger one sets the rate:
+/// - *uncertainty*: `ceiling x (sd / settled_sd - 1) / (newcomer_sd /
+///   settled_sd - 1)`, clamped to [0, 1], where `sd` is
+///   [`Confusion::uncertainty`] (the larger Beta posterior standard deviation
+///   of sensitivity and specificity). A newcomer at the default prior (sd
+///   about 0.175) gets the ceiling; once both classes are known to within
+///   `settled_sd`, uncertainty asks for nothing more. Agreement evidence
+///   counts, so volunteers whose votes keep matching confident decisions
+///   settle sooner.
+/// - *spammer risk*: the posterior probability that the volunteer is a spammer,
+///   from `spammer_prior` and the abuse rules' sequential test on their gold
+///   answers ([`AbusePolicy::spammer_evidence`]), times `risk_gain`, up to
+///   `risk_ceiling`: a volunteer whose gold answers look bad sees more gold,
+///   which stops a spammer within few answers.
+///
+/// The rate never falls below `floor`, so nobody can learn that gold has
+/// stopped, and the draw stays the keyed [`is_gold_turn`].
+///
+/// Defaults: floor 0.03, ceiling 0.5, settled at sd 0.07, newcomer sd 0.175,
+/// spammer prior 0.15, risk gain 1.5 up to 0.8.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct GoldPolicy {
+    /// The least share of gold, for anyone.
+    pub floor: f64,
+    /// The share uncertainty asks for at most (a newcomer's).
+    pub ceiling: f64,
+    /// Standard deviation at which an estimate counts as settled.
+    pub settled_sd: f64,
+    /// Standard deviation of a newcomer's estimate (the prior's).
+    pub newcomer_sd: f64,
+    /// The share of spammers assumed before any gold answer.
+    pub spammer_prior: f64,
+    /// Gold share per unit of spammer probability.
+    pub risk_gain: f64,
+    /// The share spammer risk asks for at most.
+    pub risk_ceiling: f64,
+}
+
+impl Default for GoldPolicy {
+    fn default() -> Self {
+        GoldPolicy {
+            floor: 0.03,
+            ceiling: 0.5,
+            settled_sd: 0.07,
+            newcomer_sd: 0.175,
+            spammer_prior: 0.15,
+            risk_gain: 1.5,
+            risk_ceiling: 0.8,
+        }
+    }
+}
+
+impl GoldPolicy {
+    /// Checks 0 < floor <= ceiling <= 1, floor <= risk_ceiling <= 1,
+    /// 0 < settled_sd < newcomer_sd, 0 < spammer_prior < 1 and risk_gain >= 0.
+    pub fn validate(&self) -> Result<(), InvalidSchedule> {
+        let ok = 0.0 < self.floor
+            && self.floor <= self.ceiling
+            && self.ceiling <= 1.0
+            && self.floor <= self.risk_ceiling
+            && self.risk_ceiling <= 1.0
+            && 0.0 < self.settled_sd
+            && self.settled_sd < self.newcomer_sd
+            && self.newcomer_sd.is_finite()
+            && 0.0 < self.spammer_prior
+            && self.spammer_prior < 1.0
+            && self.risk_gain >= 0.0
+            && self.risk_gain.is_finite();
+        if ok { Ok(()) } else { Err(InvalidSchedule) }
+    }
+
+    /// The probability that a volunteer with these gold tallies is a spammer
+    /// rather than careful, by the abuse rules' hypotheses.
+    pub fn spammer_risk(&self, abuse: &AbusePolicy, stats: &VolunteerStats) -> f64 {
+        let genuine = abuse.spammer_evidence(stats.gold_genuine);
+        let counterfeit = abuse.spammer_evidence(stats.gold_counterfeit);
+        let evidence = genuine.max(counterfeit).max(genuine + counterfeit);
+        let prior = self.spammer_prior.clamp(1e-9, 1.0 - 1e-9);
+        let log_odds = (prior / (1.0 - prior)).ln() + evidence;
+        1.0 / (1.0 + (-log_odds).exp())
+    }
+
+    /// The share of gold for a volunteer with this confusion estimate and
+    /// these gold tallies: within [floor, max(ceiling, risk_ceiling)], never
+    /// below the floor whatever the inputs.
+    pub fn rate(&self, confusion: &Confusion, stats: &VolunteerStats, abuse: &AbusePolicy) -> f64 {
+        let span = self.newcomer_sd / self.settled_sd - 1.0;
+        let unknown = (confusion.uncertainty() / self.settled_sd - 1.0) / span;
+        let uncertainty = self.ceiling * unknown.clamp(0.0, 1.0);
+        let risk = (self.risk_gain * self.spammer_risk(abuse, stats)).min(self.risk_ceiling);
+        let rate = uncertainty.max(risk);
+        if rate.is_finite() {
+            rate.max(self.floor).min(1.0)
+        } else {
+            self.floor
+        }
     }
 }
 
@@ -167,6 +274,59 @@ mod tests {
         assert_eq!(json, r#"{"correct":false,"expected":"genuine"}"#);
     }
 
+    fn tallies(genuine: (u32, u32), counterfeit: (u32, u32)) -> VolunteerStats {
+        let tally = |(answered, correct)| crate::abuse::GoldTally { answered, correct };
+        VolunteerStats {
+            gold_genuine: tally(genuine),
+            gold_counterfeit: tally(counterfeit),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_newcomer_sees_much_gold_and_a_converged_careful_volunteer_little() {
+        let (policy, abuse) = (GoldPolicy::default(), AbusePolicy::default());
+        policy.validate().unwrap();
+        let newcomer = policy.rate(&Confusion::default(), &VolunteerStats::default(), &abuse);
+        assert!(newcomer >= 0.45, "{newcomer}");
+        let mut careful = Confusion::default();
+        let mut stats = VolunteerStats::default();
+        let mut rates = Vec::new();
+        for round in 1..=30 {
+            for truth in [false, true] {
+                let right = if truth {
+                    Verdict::Counterfeit
+                } else {
+                    Verdict::Genuine
+                };
+                careful.observe(truth, right, 1.0);
+                stats.record_gold(truth, true);
+            }
+            if round % 10 == 9 {
+                careful.observe(false, Verdict::Counterfeit, 1.0);
+                stats.record_gold(false, false);
+            }
+            rates.push(policy.rate(&careful, &stats, &abuse));
+        }
+        // Falling (an occasional wrong answer may lift it for a while), never
+        // above a newcomer's, and at the floor once both classes are known.
+        assert!(rates.iter().all(|r| *r < newcomer), "{rates:?}");
+        assert!(rates[14] < rates[4] && rates[4] < newcomer, "{rates:?}");
+        assert_eq!(rates[29], policy.floor, "{rates:?}");
+    }
+
+    #[test]
+    fn a_volunteer_failing_gold_sees_more_of_it_than_a_newcomer() {
+        let (policy, abuse) = (GoldPolicy::default(), AbusePolicy::default());
+        let newcomer = policy.rate(&Confusion::default(), &VolunteerStats::default(), &abuse);
+        let mut c = Confusion::default();
+        c.observe(true, Verdict::Genuine, 4.0);
+        c.observe(false, Verdict::Genuine, 4.0);
+        let failing = policy.rate(&c, &tallies((4, 4), (4, 0)), &abuse);
+        assert!(failing > newcomer, "{failing} vs {newcomer}");
+        assert!(policy.spammer_risk(&abuse, &tallies((4, 4), (4, 0))) > 0.5);
+    }
+
     fn schedule() -> impl Strategy<Value = GoldSchedule> {
         (0.0..=1.0f64, 0.0..=1.0f64, 0.5..500.0f64).prop_map(|(a, b, half_life)| GoldSchedule {
             start_rate: a.max(b),
@@ -176,6 +336,24 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn the_gold_rate_never_drops_below_the_floor(
+            cells in prop::array::uniform6(0.0..1e6f64),
+            g in (0u32..500, 0u32..500),
+            c in (0u32..500, 0u32..500),
+            floor in 0.001..0.2f64,
+        ) {
+            let policy = GoldPolicy { floor, ..Default::default() };
+            let mut confusion = Confusion::default();
+            for (i, w) in cells.iter().enumerate() {
+                let v = [Verdict::Genuine, Verdict::Counterfeit, Verdict::Unsure][i % 3];
+                confusion.observe(i >= 3, v, *w);
+            }
+            let stats = tallies((g.0.max(g.1), g.0.min(g.1)), (c.0.max(c.1), c.0.min(c.1)));
+            let rate = policy.rate(&confusion, &stats, &AbusePolicy::default());
+            prop_assert!(rate >= floor && rate <= 1.0, "{rate}");
+        }
+
         #[test]
         fn the_rate_never_rises_and_stays_between_end_and_start(
             s in schedule(),

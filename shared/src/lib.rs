@@ -5,9 +5,11 @@
 
 pub mod abuse;
 pub mod aggregate;
+pub mod agreement;
 pub mod capacity;
 pub mod dawid_skene;
 pub mod decision;
+pub mod difficulty;
 pub mod escalation;
 pub mod gold;
 pub mod ids;

@@ -16,7 +16,7 @@ use thiserror::Error;
 pub const DEFAULT_PRIOR_COUNTERFEIT: f64 = 0.1;
 
 /// How far a prior is kept from 0 and 1, so its log-odds stay finite.
-const PRIOR_FLOOR: f64 = 1e-9;
+pub(crate) const PRIOR_FLOOR: f64 = 1e-9;
 
 /// P(counterfeit | votes), from `prior` and the votes.
 ///
@@ -41,7 +41,7 @@ pub fn posterior_counterfeit<'a>(
 /// smallest up, the negative ones from smallest magnitude up, then the two
 /// partial sums. Besides making the sum order-free, this keeps it monotone: a
 /// further positive term can never lower it, even by rounding.
-fn canonical_sum(terms: &mut [f64]) -> f64 {
+pub(crate) fn canonical_sum(terms: &mut [f64]) -> f64 {
     terms.sort_unstable_by(f64::total_cmp);
     let split = terms.partition_point(|x| *x < 0.0);
     let negative: f64 = terms[..split].iter().rev().sum();

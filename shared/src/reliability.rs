@@ -72,6 +72,10 @@ pub struct Confusion {
     /// Total weight observed beyond the prior.
     #[serde(default)]
     pub answers: f64,
+    /// The part of `answers` learned from agreement with decided tasks (soft
+    /// labels) rather than from gold or staff truth.
+    #[serde(default)]
+    pub agreement: f64,
 }
 
 impl Confusion {
@@ -82,6 +86,7 @@ impl Confusion {
         Confusion {
             counts: [genuine, counterfeit],
             answers: 0.0,
+            agreement: 0.0,
         }
     }
 
@@ -93,6 +98,46 @@ impl Confusion {
         }
         self.counts[usize::from(truth_counterfeit)][column(verdict)] += weight;
         self.answers += weight;
+    }
+
+    /// Records an answer on a decided task whose truth is only believed, with
+    /// probability `p_counterfeit` that it is counterfeit: the weight is split
+    /// between the two truth rows and counted as agreement evidence. Weights
+    /// that are not finite and positive, and labels outside [0, 1], are ignored.
+    pub fn observe_soft(&mut self, p_counterfeit: f64, verdict: Verdict, weight: f64) {
+        if !(weight.is_finite() && weight > 0.0 && (0.0..=1.0).contains(&p_counterfeit)) {
+            return;
+        }
+        self.counts[1][column(verdict)] += weight * p_counterfeit;
+        self.counts[0][column(verdict)] += weight * (1.0 - p_counterfeit);
+        self.answers += weight;
+        self.agreement += weight;
+    }
+
+    /// Weight observed from known truth (gold answers and staff outcomes).
+    pub fn truth_evidence(&self) -> f64 {
+        (self.answers - self.agreement).max(0.0)
+    }
+
+    /// The Beta posterior of P(right | truth) for one truth class, as its two
+    /// parameters (right, not right): specificity for genuine listings,
+    /// sensitivity for counterfeit ones. "Unsure" counts as not right.
+    pub fn class_beta(&self, truth_counterfeit: bool) -> (f64, f64) {
+        let t = usize::from(truth_counterfeit);
+        let row = &self.counts[t];
+        (row[t], row.iter().sum::<f64>() - row[t])
+    }
+
+    /// How uncertain the estimate still is: the larger of the Beta posterior
+    /// standard deviations of sensitivity and specificity. A newcomer at the
+    /// default prior is at about 0.175; it shrinks like 1 / sqrt(answers) of
+    /// the less observed class.
+    pub fn uncertainty(&self) -> f64 {
+        let sd = |(a, b): (f64, f64)| {
+            let n = a + b;
+            (a * b / (n * n * (n + 1.0))).sqrt()
+        };
+        sd(self.class_beta(false)).max(sd(self.class_beta(true)))
     }
 
     /// Posterior mean of P(verdict | truth).
@@ -173,6 +218,39 @@ mod tests {
         assert!((c.accuracy() - 0.5).abs() < 0.02, "{}", c.accuracy());
         // And their "genuine" says nothing about the truth.
         assert!(c.log_likelihood_ratio(Verdict::Genuine).abs() < 0.1);
+    }
+
+    #[test]
+    fn soft_answers_split_their_weight_between_the_truths_and_count_as_agreement() {
+        let mut c = Confusion::default();
+        c.observe(true, Verdict::Counterfeit, 2.0);
+        c.observe_soft(0.25, Verdict::Genuine, 0.5);
+        assert!((c.counts[1][0] - (1.0 + 0.125)).abs() < 1e-12);
+        assert!((c.counts[0][0] - (4.0 + 0.375)).abs() < 1e-12);
+        assert_eq!(
+            (c.answers(), c.agreement, c.truth_evidence()),
+            (2.5, 0.5, 2.0)
+        );
+        let before = c;
+        c.observe_soft(1.5, Verdict::Genuine, 1.0);
+        c.observe_soft(0.5, Verdict::Genuine, f64::NAN);
+        assert_eq!(c, before);
+    }
+
+    #[test]
+    fn uncertainty_shrinks_with_answers_of_both_classes() {
+        let mut c = Confusion::default();
+        let fresh = c.uncertainty();
+        assert!((fresh - 0.175).abs() < 0.002, "{fresh}");
+        for _ in 0..100 {
+            c.observe(false, Verdict::Genuine, 1.0);
+        }
+        // Only genuine listings seen: sensitivity is still as unknown as ever.
+        assert!((c.uncertainty() - fresh).abs() < 1e-12);
+        for _ in 0..100 {
+            c.observe(true, Verdict::Counterfeit, 1.0);
+        }
+        assert!(c.uncertainty() < 0.04, "{}", c.uncertainty());
     }
 
     #[test]
