@@ -4,30 +4,33 @@
 //! of a transaction of its own, and the aggregator is woken once a batch.
 //!
 //! A batch, in order:
-//! 1. locks the tasks voted on, in id order (concurrent batches cannot deadlock);
-//! 2. finds earlier votes of the same volunteers on them: a repeat of the same
-//!    vote is answered as the first (no charge, no lease needed), a different
-//!    one is refused `already_voted`;
-//! 3. refuses votes on closed tasks, and review votes of volunteers who do not
-//!    count, as the record says (their votes never add slots);
-//! 4. fences the rest in Redis in one script ([`LeaseStore::seal`]): the lease
+//! 1. fences its votes in Redis in one script ([`LeaseStore::seal`]): the lease
 //!    must be the voter's current, unexpired one and the daily quota unspent;
-//!    the quota is charged there, and the lease is held for the commit; the
-//!    slots a task still has go to sealed votes only, in arrival order;
-//! 5. inserts the votes, bumps the tasks' counts, writes one outbox event for
-//!    the batch, and commits; only then does any request get its `201`;
-//! 6. ends the leases in Redis (voters move from the leases to the voted set).
+//!    the quota is charged there, and the lease is held for the commit;
+//! 2. writes them in one statement, its own transaction, so task rows stay
+//!    locked for that statement only: it locks the tasks voted on in id order
+//!    (concurrent batches cannot deadlock), refuses votes on closed tasks and
+//!    review votes of volunteers who do not count, as the record says (their
+//!    votes never add slots), gives the slots a task still has to the rest in
+//!    arrival order, inserts them (the unique (task, volunteer) key keeps a
+//!    vote already there), bumps the tasks' counts, writes one outbox event
+//!    for the batch and commits; only then does any request get its `201`;
+//! 3. gives the quota back for every sealed vote that was not written;
+//! 4. answers a vote that was refused but repeats one already recorded as
+//!    the first (no charge, no lease needed), or `already_voted` if it differs;
+//! 5. ends the leases in Redis (voters move from the leases to the voted set),
+//!    and hands back the slots of votes refused for good.
 //!
-//! If the commit fails, the quota charges are given back and every vote of the
-//! batch is answered 503; the leases stay, so the votes can simply be sent again.
-//! The unique (task, volunteer) key and the count's CHECK stay the last guard.
+//! If the statement fails, the quota charges are given back and every vote of
+//! the batch is answered 503; the leases stay, so the votes can simply be sent
+//! again. The count's CHECK stays the last guard.
 
 use crate::error::ApiError;
 use axum::http::StatusCode;
 use spotcheck_platform::lease::{LeaseEnd, LeaseError, LeaseStore, SealRequest};
 use spotcheck_platform::outbox;
 use spotcheck_shared::lease_token::LeaseToken;
-use spotcheck_shared::messages::{MESSAGE_VERSION, Topic, VoteRecorded, VotesRecorded};
+use spotcheck_shared::messages::{MESSAGE_VERSION, Topic};
 use spotcheck_shared::{TaskId, UserId, Verdict};
 use sqlx::PgPool;
 use std::collections::HashMap;
@@ -252,87 +255,16 @@ impl Writer {
             c.sort_unstable();
             c
         };
-        let mut tx = self.pool.begin().await?;
-        let mut task_ids: Vec<Uuid> = candidates.iter().map(|&i| ballots[i].task.0).collect();
-        task_ids.sort_unstable();
-        task_ids.dedup();
-        let rows: Vec<(Uuid, String, String, i32, i32, Option<String>)> = sqlx::query_as(
-            "SELECT t.id, t.state, t.kind, t.votes_required, t.votes_counted, g.answer
-             FROM tasks t LEFT JOIN gold_answers g ON g.task_id = t.id
-             WHERE t.id = ANY($1) ORDER BY t.id FOR UPDATE OF t",
-        )
-        .bind(&task_ids)
-        .fetch_all(&mut *tx)
-        .await?;
-        let mut tasks: HashMap<Uuid, TaskState> = rows
-            .into_iter()
-            .map(|(id, state, kind, required, counted, gold)| {
-                let gold_answer = gold.and_then(|a| a.parse().ok());
-                let open = state == "open";
-                let left = if kind == "gold" {
-                    i32::MAX
-                } else {
-                    required - counted
-                };
-                (
-                    id,
-                    TaskState {
-                        open,
-                        gold: kind == "gold",
-                        left,
-                        gold_answer,
-                    },
-                )
-            })
-            .collect();
-        let earlier = earlier_votes(&mut tx, ballots, &candidates).await?;
-        // Whether a voter counts is read from the record too: a standing cached
-        // before an abuse stop cannot let their review votes in.
-        let stopped = not_counting(&mut tx, ballots, &candidates).await?;
-        let mut to_seal: Vec<usize> = Vec::new();
-        let mut repeated: Vec<usize> = Vec::new();
-        let mut to_hand_back: Vec<usize> = Vec::new();
-        for &i in &candidates {
-            let b = &ballots[i];
-            let gold_answer = tasks.get(&b.task.0).and_then(|t| t.gold_answer);
-            if let Some((id, verdict, reasons)) = earlier.get(&(b.task, b.volunteer)) {
-                // Any lease they hold on it (granted after Redis lost its set of
-                // voters) ends with the answer.
-                repeated.push(i);
-                answers[i] = Some(if *verdict == b.verdict && *reasons == b.reasons {
-                    Ok(Receipt {
-                        vote_id: *id,
-                        gold_answer,
-                    })
-                } else {
-                    Err(Refusal::AlreadyVoted)
-                });
-                continue;
-            }
-            let Some(task) = tasks.get_mut(&b.task.0) else {
-                answers[i] = Some(Err(Refusal::Lease(LeaseError::NotFound)));
-                continue;
-            };
-            if !task.open || task.left <= 0 {
-                answers[i] = Some(Err(Refusal::TaskClosed));
-                to_hand_back.push(i);
-                continue;
-            }
-            if !task.gold && (!b.counting || stopped.contains(&b.volunteer.0)) {
-                answers[i] = Some(Err(Refusal::NotCounting));
-                to_hand_back.push(i);
-                continue;
-            }
-            to_seal.push(i);
-        }
         if !self.config.fence_delay.is_zero() {
             tokio::time::sleep(self.config.fence_delay).await;
         }
-        let quota_limit = to_seal
+        // The fence first, outside any transaction: no task row is locked
+        // while Redis answers.
+        let quota_limit = candidates
             .iter()
             .find_map(|&i| ballots[i].quota.as_ref().map(|(_, limit)| *limit))
             .unwrap_or(0);
-        let seals: Vec<SealRequest<'_>> = to_seal
+        let seals: Vec<SealRequest<'_>> = candidates
             .iter()
             .map(|&i| {
                 let b = &ballots[i];
@@ -345,68 +277,97 @@ impl Writer {
             })
             .collect();
         let fences = self.leases.seal(&seals, quota_limit, SEAL_HOLD_MS).await?;
-        // Slots go to sealed votes only, in arrival order; a sealed vote past
-        // what its task still needs gets its charge back and is refused.
         let mut sealed: Vec<(usize, i64)> = Vec::new();
-        let mut surplus: Vec<&str> = Vec::new();
-        for (&i, fence) in to_seal.iter().zip(fences) {
-            let task = tasks.get_mut(&ballots[i].task.0);
-            match (fence, task) {
-                (Ok(fence), Some(task)) if task.left > 0 => {
-                    task.left -= 1;
-                    sealed.push((i, fence));
-                }
-                (Ok(_), _) => {
-                    answers[i] = Some(Err(Refusal::TaskClosed));
-                    to_hand_back.push(i);
-                    surplus.extend(ballots[i].quota.as_ref().map(|(k, _)| k.as_str()));
-                }
-                (Err(e), _) => {
-                    // A spent quota will not come back today: the slot goes to others.
-                    if e == LeaseError::QuotaSpent {
-                        to_hand_back.push(i);
-                    }
-                    answers[i] = Some(Err(Refusal::Lease(e)));
-                }
+        // Refused by the fence, or not written: maybe a repeat of a vote
+        // already recorded, which is answered as the first.
+        let mut unanswered: Vec<(usize, Refusal)> = Vec::new();
+        for (&i, fence) in candidates.iter().zip(fences) {
+            match fence {
+                Ok(fence) => sealed.push((i, fence)),
+                Err(e) => unanswered.push((i, Refusal::Lease(e))),
             }
         }
-        if let Err(e) = self.leases.unseal(&surplus).await {
-            tracing::warn!(error = %e, "could not give back the quota of surplus votes");
-        }
-        let charged: Vec<&str> = sealed
-            .iter()
-            .filter_map(|(i, _)| ballots[*i].quota.as_ref().map(|(k, _)| k.as_str()))
-            .collect();
-        let written = write_votes(&mut tx, ballots, &sealed).await;
-        let committed = match written {
-            Ok(ids) => tx.commit().await.map(|()| ids).map_err(anyhow::Error::from),
-            Err(e) => Err(e),
-        };
-        let ids = match committed {
-            Ok(ids) => ids,
+        // Then one statement: it locks the tasks, writes what still fits and
+        // commits, so the locks are held for that statement only.
+        let written = match write_votes(&self.pool, ballots, &sealed).await {
+            Ok(written) => written,
             Err(e) => {
+                let charged: Vec<&str> = sealed
+                    .iter()
+                    .filter_map(|(i, _)| ballots[*i].quota.as_ref().map(|(k, _)| k.as_str()))
+                    .collect();
                 if let Err(refund) = self.leases.unseal(&charged).await {
                     tracing::warn!(error = %refund, "could not give back the quota of a failed vote batch");
                 }
                 return Err(e);
             }
         };
-        let finished: Vec<(TaskId, UserId, &LeaseToken)> = sealed
+        let mut counted: Vec<usize> = Vec::new();
+        let mut refunds: Vec<&str> = Vec::new();
+        for ((i, _), written) in sealed.iter().zip(written) {
+            let refusal = match written.fate {
+                Fate::Counted(vote_id) => {
+                    counted.push(*i);
+                    answers[*i] = Some(Ok(Receipt {
+                        vote_id,
+                        gold_answer: written.gold_answer,
+                    }));
+                    continue;
+                }
+                Fate::Closed => Refusal::TaskClosed,
+                Fate::NotCounting => Refusal::NotCounting,
+                Fate::NoTask => Refusal::Lease(LeaseError::NotFound),
+                // Another batch wrote this volunteer's vote on the task first.
+                Fate::Conflict => Refusal::TaskClosed,
+            };
+            refunds.extend(ballots[*i].quota.as_ref().map(|(k, _)| k.as_str()));
+            unanswered.push((*i, refusal));
+        }
+        if let Err(e) = self.leases.unseal(&refunds).await {
+            tracing::warn!(error = %e, "could not give back the quota of votes that did not count");
+        }
+        let earlier = if unanswered.is_empty() {
+            EarlierVotes::new()
+        } else {
+            let pairs: Vec<usize> = unanswered.iter().map(|(i, _)| *i).collect();
+            earlier_votes(&self.pool, ballots, &pairs).await?
+        };
+        let mut repeated: Vec<usize> = Vec::new();
+        let mut to_hand_back: Vec<usize> = Vec::new();
+        for (i, refusal) in unanswered {
+            let b = &ballots[i];
+            if let Some(e) = earlier.get(&(b.task, b.volunteer)) {
+                // Any lease they hold on it (granted after Redis lost its set of
+                // voters) ends with the answer.
+                repeated.push(i);
+                answers[i] = Some(if e.verdict == b.verdict && e.reasons == b.reasons {
+                    Ok(Receipt {
+                        vote_id: e.vote_id,
+                        gold_answer: e.gold_answer,
+                    })
+                } else {
+                    Err(Refusal::AlreadyVoted)
+                });
+                continue;
+            }
+            // The slot goes to others: the task is closed to this vote, or a
+            // spent quota will not come back today.
+            if matches!(
+                refusal,
+                Refusal::TaskClosed | Refusal::NotCounting | Refusal::Lease(LeaseError::QuotaSpent)
+            ) {
+                to_hand_back.push(i);
+            }
+            answers[i] = Some(Err(refusal));
+        }
+        let finished: Vec<(TaskId, UserId, &LeaseToken)> = counted
             .iter()
-            .map(|(i, _)| *i)
-            .chain(repeated.iter().copied())
-            .map(|i| (ballots[i].task, ballots[i].volunteer, &ballots[i].token))
+            .chain(&repeated)
+            .map(|&i| (ballots[i].task, ballots[i].volunteer, &ballots[i].token))
             .collect();
         if let Err(e) = self.leases.finish(&finished).await {
             // The votes are committed; the leases expire and their surplus offers are refused.
             tracing::warn!(error = %e, "could not end the leases of committed votes");
-        }
-        for ((i, _), id) in sealed.iter().zip(ids) {
-            let gold_answer = tasks.get(&ballots[*i].task.0).and_then(|t| t.gold_answer);
-            answers[*i] = Some(Ok(Receipt {
-                vote_id: id,
-                gold_answer,
-            }));
         }
         for &i in &to_hand_back {
             let b = &ballots[i];
@@ -431,72 +392,95 @@ impl Writer {
     }
 }
 
-struct TaskState {
-    open: bool,
-    gold: bool,
-    /// Votes it can still count.
-    left: i32,
-    gold_answer: Option<Verdict>,
-}
-
 fn same_vote(a: &Ballot, b: &Ballot) -> bool {
     a.verdict == b.verdict && a.reasons == b.reasons
 }
 
-/// The candidates' voters whose votes do not count (stopped by the abuse rules).
-async fn not_counting(
-    conn: &mut sqlx::PgConnection,
-    ballots: &[Ballot],
-    candidates: &[usize],
-) -> sqlx::Result<std::collections::HashSet<Uuid>> {
-    let voters: Vec<Uuid> = candidates.iter().map(|&i| ballots[i].volunteer.0).collect();
-    let stopped: Vec<Uuid> = sqlx::query_scalar(
-        "SELECT volunteer_id FROM volunteer_reliability
-         WHERE volunteer_id = ANY($1) AND NOT counting",
-    )
-    .bind(&voters)
-    .fetch_all(&mut *conn)
-    .await?;
-    Ok(stopped.into_iter().collect())
+/// A vote recorded before, found for a (task, volunteer) pair.
+struct Earlier {
+    vote_id: Uuid,
+    verdict: Verdict,
+    reasons: Vec<String>,
+    gold_answer: Option<Verdict>,
 }
 
-type EarlierVotes = HashMap<(TaskId, UserId), (Uuid, Verdict, Vec<String>)>;
-/// Task, volunteer, vote id, verdict, reasons.
-type EarlierRow = (Uuid, Uuid, Uuid, String, sqlx::types::Json<Vec<String>>);
+type EarlierVotes = HashMap<(TaskId, UserId), Earlier>;
+/// Task, volunteer, vote id, verdict, reasons, the task's gold answer.
+type EarlierRow = (
+    Uuid,
+    Uuid,
+    Uuid,
+    String,
+    sqlx::types::Json<Vec<String>>,
+    Option<String>,
+);
 
-/// Votes already recorded for the candidates' (task, volunteer) pairs.
+/// Votes already recorded for the given ballots' (task, volunteer) pairs.
 async fn earlier_votes(
-    conn: &mut sqlx::PgConnection,
+    pool: &PgPool,
     ballots: &[Ballot],
-    candidates: &[usize],
+    which: &[usize],
 ) -> sqlx::Result<EarlierVotes> {
-    let tasks: Vec<Uuid> = candidates.iter().map(|&i| ballots[i].task.0).collect();
-    let voters: Vec<Uuid> = candidates.iter().map(|&i| ballots[i].volunteer.0).collect();
+    let tasks: Vec<Uuid> = which.iter().map(|&i| ballots[i].task.0).collect();
+    let voters: Vec<Uuid> = which.iter().map(|&i| ballots[i].volunteer.0).collect();
     let rows: Vec<EarlierRow> = sqlx::query_as(
-        "SELECT v.task_id, v.volunteer_id, v.id, v.verdict, v.reasons
+        "SELECT v.task_id, v.volunteer_id, v.id, v.verdict, v.reasons, g.answer
          FROM votes v JOIN unnest($1::uuid[], $2::uuid[]) AS c(task_id, volunteer_id)
-           ON v.task_id = c.task_id AND v.volunteer_id = c.volunteer_id",
+           ON v.task_id = c.task_id AND v.volunteer_id = c.volunteer_id
+         LEFT JOIN gold_answers g ON g.task_id = v.task_id",
     )
     .bind(&tasks)
     .bind(&voters)
-    .fetch_all(&mut *conn)
+    .fetch_all(pool)
     .await?;
     Ok(rows
         .into_iter()
-        .map(|(task, voter, id, verdict, reasons)| {
-            let verdict = verdict.parse().unwrap_or(Verdict::Unsure);
-            ((TaskId(task), UserId(voter)), (id, verdict, reasons.0))
+        .map(|(task, voter, vote_id, verdict, reasons, gold)| {
+            let earlier = Earlier {
+                vote_id,
+                verdict: verdict.parse().unwrap_or(Verdict::Unsure),
+                reasons: reasons.0,
+                gold_answer: gold.and_then(|a| a.parse().ok()),
+            };
+            ((TaskId(task), UserId(voter)), earlier)
         })
         .collect())
 }
 
-/// Inserts the sealed votes, counts them on their review tasks and writes
-/// their events; returns the new votes' ids in order.
+/// What became of one sealed vote in the batch's statement.
+enum Fate {
+    /// Written and counted, with this id.
+    Counted(Uuid),
+    /// The task is decided, or its slots were all taken.
+    Closed,
+    /// A review vote of a volunteer whose votes do not count.
+    NotCounting,
+    /// No such task.
+    NoTask,
+    /// The volunteer's vote on the task was already there.
+    Conflict,
+}
+
+/// One sealed vote after the statement.
+struct Written {
+    fate: Fate,
+    gold_answer: Option<Verdict>,
+}
+
+/// One row of the batch statement's answer: the vote's place in the batch,
+/// its fate (see [`write_votes`]) and the task's gold answer.
+type FateRow = (i64, i16, Option<String>);
+
+/// Writes the sealed votes in one statement, which is its own transaction:
+/// it locks their tasks in id order, gives the slots a review task still has
+/// to counting voters in arrival order, inserts those votes (a vote already
+/// there stays: the unique key decides), counts them, writes one event for
+/// the batch and wakes the relay. Returns each sealed vote's fate, in order.
 async fn write_votes(
-    conn: &mut sqlx::PgConnection,
+    pool: &PgPool,
     ballots: &[Ballot],
     sealed: &[(usize, i64)],
-) -> anyhow::Result<Vec<Uuid>> {
+) -> anyhow::Result<Vec<Written>> {
     if sealed.is_empty() {
         return Ok(Vec::new());
     }
@@ -510,6 +494,9 @@ async fn write_votes(
     };
     let tasks = pick(&|b| b.task.0);
     let voters = pick(&|b| b.volunteer.0);
+    let mut task_ids = tasks.clone();
+    task_ids.sort_unstable();
+    task_ids.dedup();
     let verdicts: Vec<&str> = sealed
         .iter()
         .map(|(i, _)| ballots[*i].verdict.as_str())
@@ -527,39 +514,61 @@ async fn write_votes(
         .iter()
         .map(|(i, _)| ballots[*i].token.seconds_since_grant(now_ms))
         .collect();
-    // One event for the whole batch: the relay and the broker carry a message
-    // a batch, not a vote.
-    let event = VotesRecorded {
-        v: MESSAGE_VERSION,
-        votes: sealed
-            .iter()
-            .zip(&ids)
-            .map(|((i, _), id)| VoteRecorded {
-                v: MESSAGE_VERSION,
-                task_id: ballots[*i].task,
-                vote_id: *id,
-                volunteer_id: ballots[*i].volunteer,
-            })
-            .collect(),
-    };
-    let event = serde_json::to_value(&event)?;
-    // One round trip while the batch holds its tasks' locks: the votes, the
-    // review tasks' counts (gold tasks count no votes: every volunteer may
-    // answer them once), the event and the relay's wake-up.
-    let inserted: i64 = sqlx::query_scalar(
-        "WITH ins AS (
-           INSERT INTO votes (id, task_id, volunteer_id, verdict, reasons, note, lease_fence, seconds_taken)
+    let counting: Vec<bool> = sealed.iter().map(|(i, _)| ballots[*i].counting).collect();
+    // Fates: 0 counted, 1 closed (decided, or no slot left), 2 not counting,
+    // 3 already there, 4 no such task. Whether a voter counts is read from the
+    // record too: a standing cached before an abuse stop cannot let their
+    // review votes in. The event is a `VotesRecorded` (see `messages`), one for
+    // the batch, so the relay and the broker carry a message a batch.
+    let rows: Vec<FateRow> = sqlx::query_as(
+        "WITH c AS MATERIALIZED (
            SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::jsonb[],
-                                $6::text[], $7::bigint[], $8::float8[])
-           RETURNING task_id),
+                                $6::text[], $7::bigint[], $8::float8[], $9::bool[])
+             WITH ORDINALITY AS c(id, task_id, volunteer_id, verdict, reasons, note,
+                                  lease_fence, seconds_taken, counting, ord)),
+         locked AS MATERIALIZED (
+           SELECT id, state, kind, votes_required - votes_counted AS slots_left
+           FROM tasks WHERE id = ANY($10) ORDER BY id FOR UPDATE),
+         eligible AS MATERIALIZED (
+           SELECT c.*, l.kind, l.slots_left,
+                  row_number() OVER (PARTITION BY c.task_id ORDER BY c.ord) AS rn
+           FROM c JOIN locked l ON l.id = c.task_id
+           WHERE l.state = 'open'
+             AND (l.kind = 'gold'
+                  OR (c.counting AND NOT EXISTS (
+                        SELECT 1 FROM volunteer_reliability r
+                        WHERE r.volunteer_id = c.volunteer_id AND NOT r.counting)))),
+         ins AS (
+           INSERT INTO votes (id, task_id, volunteer_id, verdict, reasons, note, lease_fence, seconds_taken)
+           SELECT id, task_id, volunteer_id, verdict, reasons, note, lease_fence, seconds_taken
+           FROM eligible WHERE kind = 'gold' OR rn <= slots_left
+           ON CONFLICT ON CONSTRAINT votes_task_volunteer_key DO NOTHING
+           RETURNING id, task_id, volunteer_id),
          counted AS (
-           UPDATE tasks t SET votes_counted = t.votes_counted + c.n
-           FROM (SELECT task_id, count(*)::int AS n FROM ins GROUP BY task_id) c
-           WHERE t.id = c.task_id AND t.kind = 'review'
+           UPDATE tasks t SET votes_counted = t.votes_counted + n.n
+           FROM (SELECT task_id, count(*)::int AS n FROM ins GROUP BY task_id) n
+           WHERE t.id = n.task_id AND t.kind = 'review'
            RETURNING 1),
          event AS (
-           INSERT INTO outbox (topic, payload) VALUES ($9, $10) RETURNING 1)
-         SELECT (SELECT count(*) FROM ins) FROM (SELECT pg_notify($11, '')) AS wake",
+           INSERT INTO outbox (topic, payload)
+           SELECT $11, jsonb_build_object('v', $12::int, 'votes', jsonb_agg(jsonb_build_object(
+                    'v', $12::int, 'task_id', task_id, 'vote_id', id, 'volunteer_id', volunteer_id)))
+           FROM ins HAVING count(*) > 0
+           RETURNING 1)
+         SELECT c.ord,
+                (CASE WHEN i.id IS NOT NULL THEN 0
+                      WHEN l.id IS NULL THEN 4
+                      WHEN l.state <> 'open' THEN 1
+                      WHEN e.ord IS NULL THEN 2
+                      WHEN e.kind = 'review' AND e.rn > e.slots_left THEN 1
+                      ELSE 3 END)::int2,
+                g.answer
+         FROM (SELECT pg_notify($13, '')) AS wake, c
+         LEFT JOIN ins i ON i.id = c.id
+         LEFT JOIN locked l ON l.id = c.task_id
+         LEFT JOIN eligible e ON e.ord = c.ord
+         LEFT JOIN gold_answers g ON g.task_id = c.task_id
+         ORDER BY c.ord",
     )
     .bind(&ids)
     .bind(&tasks)
@@ -569,15 +578,31 @@ async fn write_votes(
     .bind(&notes)
     .bind(&fences)
     .bind(&seconds)
+    .bind(&counting)
+    .bind(&task_ids)
     .bind(Topic::Votes.as_str())
-    .bind(event)
+    .bind(MESSAGE_VERSION as i32)
     .bind(outbox::NOTIFY_CHANNEL)
-    .fetch_one(&mut *conn)
+    .fetch_all(pool)
     .await?;
     anyhow::ensure!(
-        inserted == ids.len() as i64,
-        "a vote batch inserted {inserted} of {} votes",
-        ids.len()
+        rows.len() == sealed.len(),
+        "a vote batch answered {} of {} votes",
+        rows.len(),
+        sealed.len()
     );
-    Ok(ids)
+    Ok(rows
+        .into_iter()
+        .zip(ids)
+        .map(|((_, fate, gold), id)| Written {
+            fate: match fate {
+                0 => Fate::Counted(id),
+                1 => Fate::Closed,
+                2 => Fate::NotCounting,
+                4 => Fate::NoTask,
+                _ => Fate::Conflict,
+            },
+            gold_answer: gold.and_then(|a| a.parse().ok()),
+        })
+        .collect())
 }
