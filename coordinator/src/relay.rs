@@ -6,7 +6,7 @@ use spotcheck_platform::amqp::{Names, ResilientPublisher};
 use spotcheck_platform::lease::LeaseStore;
 use spotcheck_platform::outbox::NOTIFY_CHANNEL;
 use spotcheck_shared::TaskId;
-use spotcheck_shared::messages::Topic;
+use spotcheck_shared::messages::{EnforcementEvent, Topic};
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use std::time::{Duration, Instant};
@@ -34,7 +34,10 @@ pub async fn relay_once(
     if rows.is_empty() {
         return Ok(0);
     }
+    // Work messages go to their queues through the default exchange;
+    // enforcement events to the enforcement exchange, routed by kind.
     let mut messages = Vec::with_capacity(rows.len());
+    let mut events = Vec::new();
     let mut offered: Vec<TaskId> = Vec::new();
     for (id, topic, payload) in &rows {
         let queue = match Topic::parse(topic) {
@@ -49,11 +52,29 @@ pub async fn relay_once(
                 names.tasks_queue()
             }
             Some(Topic::Votes) => names.votes_queue(),
+            Some(Topic::Enforcement) => {
+                let kind = payload
+                    .get("kind")
+                    .and_then(|k| k.as_str())
+                    .unwrap_or("unknown");
+                events.push((
+                    EnforcementEvent::routing_key(kind),
+                    serde_json::to_vec(payload)?,
+                ));
+                continue;
+            }
             None => anyhow::bail!("outbox row {id} has unknown topic {topic:?}"),
         };
         messages.push((queue, serde_json::to_vec(payload)?));
     }
-    publisher.publish_all("", &messages).await?;
+    if !messages.is_empty() {
+        publisher.publish_all("", &messages).await?;
+    }
+    if !events.is_empty() {
+        publisher
+            .publish_all(&names.enforcement_exchange(), &events)
+            .await?;
+    }
     let ids: Vec<i64> = rows.iter().map(|(id, _, _)| *id).collect();
     sqlx::query("DELETE FROM outbox WHERE id = ANY($1)")
         .bind(&ids)

@@ -72,9 +72,36 @@ impl Names {
     pub fn work_queues(&self) -> [String; 3] {
         [self.ingest_queue(), self.tasks_queue(), self.votes_queue()]
     }
+    /// The topic exchange enforcement events go out on (routing key
+    /// `enforcement.<kind>`), for the marketplace's systems to bind to.
+    pub fn enforcement_exchange(&self) -> String {
+        format!("{}.enforcement", self.ns)
+    }
+    /// Where enforcement events that no binding routes are kept (the
+    /// enforcement exchange's alternate exchange, and its one queue), so an
+    /// event is never dropped while the marketplace's queue is not bound yet.
+    pub fn enforcement_unrouted(&self) -> String {
+        format!("{}.enforcement.unrouted", self.ns)
+    }
+    /// Every queue: work queues, their dead-letter queues and the unrouted
+    /// enforcement events, for clean-up.
+    pub fn all_queues(&self) -> Vec<String> {
+        let mut all = Vec::new();
+        for queue in self.work_queues() {
+            all.push(Self::dead_queue(&queue));
+            all.push(queue);
+        }
+        all.push(self.enforcement_unrouted());
+        all
+    }
     /// Every exchange, for clean-up.
-    pub fn exchanges(&self) -> [String; 2] {
-        [self.listings_exchange(), self.dead_letter_exchange()]
+    pub fn exchanges(&self) -> [String; 4] {
+        [
+            self.listings_exchange(),
+            self.dead_letter_exchange(),
+            self.enforcement_exchange(),
+            self.enforcement_unrouted(),
+        ]
     }
 }
 
@@ -167,6 +194,52 @@ pub async fn declare_topology(channel: &Channel, names: &Names) -> anyhow::Resul
         )
         .await?;
     }
+    let unrouted = names.enforcement_unrouted();
+    timed(
+        "declare unrouted enforcement exchange",
+        channel.exchange_declare(
+            unrouted.as_str().into(),
+            ExchangeKind::Fanout,
+            durable,
+            FieldTable::default(),
+        ),
+    )
+    .await?;
+    timed(
+        "declare unrouted enforcement queue",
+        channel.queue_declare(
+            unrouted.as_str().into(),
+            QueueDeclareOptions::durable(),
+            quorum_args(names, &unrouted, false),
+        ),
+    )
+    .await?;
+    timed(
+        "bind unrouted enforcement queue",
+        channel.queue_bind(
+            unrouted.as_str().into(),
+            unrouted.as_str().into(),
+            "".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        ),
+    )
+    .await?;
+    let mut alternate = FieldTable::default();
+    alternate.insert(
+        "alternate-exchange".into(),
+        AMQPValue::LongString(unrouted.as_str().into()),
+    );
+    timed(
+        "declare enforcement exchange",
+        channel.exchange_declare(
+            names.enforcement_exchange().as_str().into(),
+            ExchangeKind::Topic,
+            durable,
+            alternate,
+        ),
+    )
+    .await?;
     timed(
         "bind ingest queue",
         channel.queue_bind(

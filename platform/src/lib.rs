@@ -3,8 +3,10 @@
 //! lease protocol, telemetry and shutdown. Domain rules stay in `spotcheck-shared`.
 
 pub mod amqp;
+pub mod clock;
 pub mod config;
 pub mod db;
+pub mod enforcement;
 pub mod figures;
 pub mod lease;
 pub mod ops;

@@ -107,6 +107,10 @@ pub enum Role {
     Staff,
     /// Everything staff can, plus creating staff and admins.
     Admin,
+    /// A marketplace seller: sees and answers the cases against its seller id.
+    Seller,
+    /// A brand owner: files complaints about the brands it is linked to.
+    BrandOwner,
 }
 
 impl Role {
@@ -116,6 +120,8 @@ impl Role {
             Role::Volunteer => "volunteer",
             Role::Staff => "staff",
             Role::Admin => "admin",
+            Role::Seller => "seller",
+            Role::BrandOwner => "brand_owner",
         }
     }
 
@@ -132,8 +138,10 @@ impl FromStr for Role {
             "volunteer" => Ok(Role::Volunteer),
             "staff" => Ok(Role::Staff),
             "admin" => Ok(Role::Admin),
+            "seller" => Ok(Role::Seller),
+            "brand_owner" => Ok(Role::BrandOwner),
             other => Err(format!(
-                "unknown role {other:?}: use volunteer, staff or admin"
+                "unknown role {other:?}: use volunteer, staff, admin, seller or brand_owner"
             )),
         }
     }

@@ -106,6 +106,8 @@ pub enum Topic {
     Tasks,
     /// `<ns>.votes`
     Votes,
+    /// The `<ns>.enforcement` topic exchange, routing key `enforcement.<kind>`.
+    Enforcement,
 }
 
 impl Topic {
@@ -114,6 +116,7 @@ impl Topic {
         match self {
             Topic::Tasks => "tasks",
             Topic::Votes => "votes",
+            Topic::Enforcement => "enforcement",
         }
     }
 
@@ -122,8 +125,48 @@ impl Topic {
         match s {
             "tasks" => Some(Topic::Tasks),
             "votes" => Some(Topic::Votes),
+            "enforcement" => Some(Topic::Enforcement),
             _ => None,
         }
+    }
+}
+
+/// An enforcement event for the marketplace's systems to carry out: a penalty
+/// (`kind` one of the penalty kinds) or the lifting of one (`lifted`).
+/// `event_id` stays the same when the event is published again, so consumers
+/// deduplicate on it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EnforcementEvent {
+    /// Stable across republishing.
+    pub event_id: Uuid,
+    /// `delist_listing`, `reimburse_buyers`, `limit_new_listings`,
+    /// `public_notice`, `close_storefront`, `confiscate_deposit`,
+    /// `permanent_ban` or `lifted`.
+    pub kind: String,
+    /// The case behind it.
+    pub case_id: Uuid,
+    /// The seller it applies to.
+    pub seller_id: String,
+    /// The listing, for listing penalties.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listing_id: Option<String>,
+    /// Until when, for a time-limited penalty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<chrono::DateTime<chrono::Utc>>,
+    /// For `lifted`: the penalty lifted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub penalty_id: Option<Uuid>,
+    /// For `lifted`: the kind of the penalty lifted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifted_kind: Option<String>,
+    /// When it was issued.
+    pub issued_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl EnforcementEvent {
+    /// The routing key on the enforcement exchange.
+    pub fn routing_key(kind: &str) -> String {
+        format!("enforcement.{kind}")
     }
 }
 

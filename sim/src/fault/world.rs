@@ -69,14 +69,12 @@ pub async fn delete_amqp_topology(url: &str, namespace: &str) -> anyhow::Result<
     let conn = amqp::connect(url, "spotcheck-sim-cleanup").await?;
     let channel = timed("open channel", conn.create_channel()).await?;
     let names = Names::new(namespace);
-    for queue in names.work_queues() {
-        for q in [Names::dead_queue(&queue), queue] {
-            timed(
-                "delete queue",
-                channel.queue_delete(q.as_str().into(), QueueDeleteOptions::default()),
-            )
-            .await?;
-        }
+    for q in names.all_queues() {
+        timed(
+            "delete queue",
+            channel.queue_delete(q.as_str().into(), QueueDeleteOptions::default()),
+        )
+        .await?;
     }
     for exchange in names.exchanges() {
         timed(

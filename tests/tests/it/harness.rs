@@ -365,12 +365,10 @@ async fn cleanup(id: String, amqp_url: String, redis_url: String) -> anyhow::Res
     let conn = amqp::connect(&amqp_url, "test-cleanup").await?;
     let channel = conn.create_channel().await?;
     let names = Names::new(&id);
-    for queue in names.work_queues() {
-        for q in [Names::dead_queue(&queue), queue] {
-            channel
-                .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-                .await?;
-        }
+    for q in names.all_queues() {
+        channel
+            .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+            .await?;
     }
     for exchange in names.exchanges() {
         channel
