@@ -10,6 +10,7 @@ pub mod capacity;
 pub mod dawid_skene;
 pub mod decision;
 pub mod difficulty;
+pub mod enforcement;
 pub mod escalation;
 pub mod gold;
 pub mod ids;
