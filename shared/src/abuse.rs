@@ -6,6 +6,7 @@
 //! collusion search runs over a batch of votes.
 
 use crate::aggregate::Verdict;
+use crate::reliability::Confusion;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -49,6 +50,10 @@ pub struct GoldTally {
     pub answered: u32,
     /// Of which answered right ("unsure" is not right).
     pub correct: u32,
+    /// Of which answered "unsure" (kept since the random-answer test; older
+    /// tallies load with 0, which counts their unsure answers as wrong).
+    #[serde(default)]
+    pub unsure: u32,
 }
 
 /// What the abuse rules look at for one volunteer.
@@ -76,6 +81,25 @@ impl VolunteerStats {
         tally.correct += u32::from(correct);
     }
 
+    /// Counts one gold answer with its verdict, so that "unsure" answers are
+    /// told apart from wrong ones (the random-answer test needs them).
+    pub fn record_gold_answer(&mut self, truth_counterfeit: bool, verdict: Verdict) {
+        let right = if truth_counterfeit {
+            Verdict::Counterfeit
+        } else {
+            Verdict::Genuine
+        };
+        self.record_gold(truth_counterfeit, verdict == right);
+        if verdict == Verdict::Unsure {
+            let tally = if truth_counterfeit {
+                &mut self.gold_counterfeit
+            } else {
+                &mut self.gold_genuine
+            };
+            tally.unsure += 1;
+        }
+    }
+
     /// All gold answers.
     pub fn gold_answered(&self) -> u32 {
         self.gold_genuine.answered + self.gold_counterfeit.answered
@@ -98,9 +122,16 @@ impl VolunteerStats {
 /// stop. In the default simulation (`crowdsim`) random answers are stopped
 /// after 6 to 24 gold answers and "always genuine" after 8 to 19.
 ///
+/// With a [`RandomTest`] a fourth test runs on all gold answers: answers at
+/// random (a third each of right, wrong and "unsure") against careful ones
+/// (right `careful_right`, "unsure" `careful_unsure`). Random
+/// answers say "unsure" far more often than careful reviewers do, so it stops
+/// them after fewer gold answers; the bound on a careful volunteer becomes
+/// 4 x `false_stop_rate`.
+///
 /// Defaults: careful 0.8, spammer 0.5, false-stop rate 0.005, at least 5 gold
-/// answers; votes under 3 s are fast, and half of at least 20 recent votes
-/// being fast stops a volunteer.
+/// answers, the random-answer test off; votes under 3 s are fast, and half of
+/// at least 20 recent votes being fast stops a volunteer.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct AbusePolicy {
     /// No accuracy verdict before this many gold answers.
@@ -111,6 +142,10 @@ pub struct AbusePolicy {
     pub spammer_accuracy: f64,
     /// Bound on the chance that one of the three tests ever stops a careful volunteer.
     pub false_stop_rate: f64,
+    /// The fourth test, of answers at random over the three verdicts against
+    /// careful ones on all gold answers pooled (`None`: off).
+    #[serde(default)]
+    pub random_test: Option<RandomTest>,
     /// A vote faster than this (seconds) is "fast".
     pub fast_vote_secs: f64,
     /// Stop when at least this share of recent votes is fast.
@@ -126,6 +161,7 @@ impl Default for AbusePolicy {
             careful_accuracy: 0.8,
             spammer_accuracy: 0.5,
             false_stop_rate: 0.005,
+            random_test: None,
             fast_vote_secs: 3.0,
             fast_share: 0.5,
             min_votes_for_speed: 20,
@@ -141,12 +177,18 @@ impl Default for AbusePolicy {
 pub struct InvalidPolicy;
 
 impl AbusePolicy {
-    /// Checks 0 < spammer_accuracy < careful_accuracy < 1, 0 < false_stop_rate
-    /// < 1 and 0 < fast_share <= 1.
+    /// Checks 0 < spammer_accuracy < careful_accuracy < 1, a random test with
+    /// 1/3 < careful_right, 0 < careful_unsure and their sum < 1,
+    /// 0 < false_stop_rate < 1 and 0 < fast_share <= 1.
     pub fn validate(&self) -> Result<(), InvalidPolicy> {
         let accuracies = 0.0 < self.spammer_accuracy
             && self.spammer_accuracy < self.careful_accuracy
-            && self.careful_accuracy < 1.0;
+            && self.careful_accuracy < 1.0
+            && self.random_test.is_none_or(|r| {
+                r.careful_unsure > 0.0
+                    && r.careful_right > 1.0 / 3.0
+                    && r.careful_right + r.careful_unsure < 1.0
+            });
         let rate = 0.0 < self.false_stop_rate && self.false_stop_rate < 1.0;
         let share = 0.0 < self.fast_share && self.fast_share <= 1.0;
         if accuracies && rate && share {
@@ -169,12 +211,98 @@ impl AbusePolicy {
             + wrong * ((1.0 - spammer) / (1.0 - careful)).ln()
     }
 
+    /// The log-likelihood ratio, random answers over careful ones, of all gold
+    /// answers: right with `careful_right`, "unsure" with `careful_unsure` and
+    /// wrong otherwise, against a third each. 0 while the test is off.
+    pub fn random_evidence(&self, stats: &VolunteerStats) -> f64 {
+        let (g, c) = (stats.gold_genuine, stats.gold_counterfeit);
+        let right = f64::from(g.correct + c.correct);
+        let unsure = f64::from(g.unsure + c.unsure);
+        let wrong = (f64::from(stats.gold_answered()) - right - unsure).max(0.0);
+        self.random_ratio(right, wrong, unsure)
+    }
+
+    /// The random-answer test's log-likelihood ratio for these counts.
+    fn random_ratio(&self, right: f64, wrong: f64, unsure: f64) -> f64 {
+        let Some(test) = self.random_test else {
+            return 0.0;
+        };
+        let (right_p, unsure_p) = (test.careful_right, test.careful_unsure);
+        let wrong_p = 1.0 - right_p - unsure_p;
+        if !(unsure_p > 0.0 && wrong_p > 0.0 && right_p > 0.0) {
+            return 0.0;
+        }
+        let third = 1.0f64 / 3.0;
+        right * (third / right_p).ln()
+            + wrong * (third / wrong_p).ln()
+            + unsure * (third / unsure_p).ln()
+    }
+
+    /// The strongest evidence of the tests that the volunteer is a spammer
+    /// rather than careful (a log-likelihood ratio; stop at ln(1 /
+    /// `false_stop_rate`)).
+    pub fn spammer_log_ratio(&self, stats: &VolunteerStats) -> f64 {
+        let genuine = self.spammer_evidence(stats.gold_genuine);
+        let counterfeit = self.spammer_evidence(stats.gold_counterfeit);
+        let random = if self.random_test.is_some() {
+            self.random_evidence(stats)
+        } else {
+            f64::NEG_INFINITY
+        };
+        genuine
+            .max(counterfeit)
+            .max(genuine + counterfeit)
+            .max(random)
+    }
+
+    /// [`AbusePolicy::spammer_log_ratio`]'s tests on a confusion estimate
+    /// instead of gold tallies: its (fractional) right, wrong and unsure
+    /// counts per truth class, prior, staff outcomes and agreement included.
+    /// Softer evidence than gold, fit to steer where gold goes, not to stop.
+    pub fn confusion_log_ratio(&self, confusion: &Confusion) -> f64 {
+        let (careful, spammer) = (self.careful_accuracy, self.spammer_accuracy);
+        let class = |truth| {
+            let (right, not_right) = confusion.class_beta(truth);
+            right * (spammer / careful).ln() + not_right * ((1.0 - spammer) / (1.0 - careful)).ln()
+        };
+        let (genuine, counterfeit) = (class(false), class(true));
+        let random = if self.random_test.is_some() {
+            let c = &confusion.counts;
+            let right = c[0][0] + c[1][1];
+            self.random_ratio(right, c[0][1] + c[1][0], c[0][2] + c[1][2])
+        } else {
+            f64::NEG_INFINITY
+        };
+        genuine
+            .max(counterfeit)
+            .max(genuine + counterfeit)
+            .max(random)
+    }
+
+    /// [`AbusePolicy::assess`], and besides the gold tests the per-class tests
+    /// on the volunteer's whole confusion estimate (staff outcomes and
+    /// agreement with confident decisions included), which must reach the
+    /// bar plus `soft_margin` nats: softer evidence, so a higher bar. Still no
+    /// verdict before `min_gold_answers` gold answers.
+    pub fn assess_with(
+        &self,
+        stats: &VolunteerStats,
+        confusion: &Confusion,
+        soft_margin: f64,
+    ) -> Option<AbuseReason> {
+        let bar = (1.0 / self.false_stop_rate).ln() + soft_margin.max(0.0);
+        if stats.gold_answered() >= self.min_gold_answers
+            && self.confusion_log_ratio(confusion) >= bar
+        {
+            return Some(AbuseReason::LowGoldAccuracy);
+        }
+        self.assess(stats)
+    }
+
     /// Why this volunteer should stop counting, if they should.
     pub fn assess(&self, stats: &VolunteerStats) -> Option<AbuseReason> {
         let bar = (1.0 / self.false_stop_rate).ln();
-        let genuine = self.spammer_evidence(stats.gold_genuine);
-        let counterfeit = self.spammer_evidence(stats.gold_counterfeit);
-        let evidence = genuine.max(counterfeit).max(genuine + counterfeit);
+        let evidence = self.spammer_log_ratio(stats);
         if stats.gold_answered() >= self.min_gold_answers && evidence >= bar {
             return Some(AbuseReason::LowGoldAccuracy);
         }
@@ -186,6 +314,17 @@ impl AbusePolicy {
         }
         None
     }
+}
+
+/// The careful side of the random-answer test (the random side says each
+/// verdict a third of the time). Pooled over both classes, so `careful_right`
+/// is a careful volunteer's overall share of right answers on gold.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct RandomTest {
+    /// Share of right answers.
+    pub careful_right: f64,
+    /// Share of "unsure" answers.
+    pub careful_unsure: f64,
 }
 
 /// Thresholds of the collusion search.
@@ -388,10 +527,12 @@ mod tests {
             gold_genuine: GoldTally {
                 answered: genuine.0,
                 correct: genuine.1,
+                unsure: 0,
             },
             gold_counterfeit: GoldTally {
                 answered: counterfeit.0,
                 correct: counterfeit.1,
+                unsure: 0,
             },
             ..Default::default()
         }
@@ -422,6 +563,51 @@ mod tests {
     }
 
     #[test]
+    fn random_answers_are_stopped_sooner_once_unsure_answers_are_told_apart() {
+        let binary = AbusePolicy::default();
+        let multi = AbusePolicy {
+            random_test: Some(RandomTest {
+                careful_right: 0.85,
+                careful_unsure: 0.05,
+            }),
+            ..binary
+        };
+        multi.validate().unwrap();
+        // Nine gold answers at random: three right, three wrong, three unsure.
+        let mut s = VolunteerStats::default();
+        for (truth, v) in [
+            (false, Verdict::Genuine),
+            (false, Verdict::Counterfeit),
+            (false, Verdict::Unsure),
+            (true, Verdict::Counterfeit),
+            (true, Verdict::Genuine),
+            (true, Verdict::Unsure),
+            (false, Verdict::Unsure),
+            (true, Verdict::Genuine),
+            (false, Verdict::Genuine),
+        ] {
+            s.record_gold_answer(truth, v);
+        }
+        assert_eq!(s.gold_genuine.unsure + s.gold_counterfeit.unsure, 3);
+        assert_eq!(binary.assess(&s), None);
+        assert_eq!(multi.assess(&s), Some(AbuseReason::LowGoldAccuracy));
+        // A careful volunteer who is unsure now and then is not.
+        let mut careful = VolunteerStats::default();
+        for i in 0..60 {
+            let truth = i % 2 == 0;
+            let v = match (i % 15, truth) {
+                (0, _) => Verdict::Unsure,
+                (7, true) => Verdict::Genuine,
+                (_, true) => Verdict::Counterfeit,
+                (_, false) => Verdict::Genuine,
+            };
+            careful.record_gold_answer(truth, v);
+        }
+        assert_eq!(multi.assess(&careful), None);
+        assert!(multi.random_evidence(&careful) < -10.0);
+    }
+
+    #[test]
     fn inconsistent_policies_are_refused() {
         let base = AbusePolicy::default();
         for bad in [
@@ -439,6 +625,13 @@ mod tests {
             },
             AbusePolicy {
                 fast_share: 0.0,
+                ..base
+            },
+            AbusePolicy {
+                random_test: Some(RandomTest {
+                    careful_right: 0.9,
+                    careful_unsure: 0.2,
+                }),
                 ..base
             },
         ] {

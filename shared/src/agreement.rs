@@ -14,6 +14,14 @@
 //!   gold and staff evidence, so it refines what truth has measured and never
 //!   replaces it (a volunteer with no gold answers learns nothing here).
 //!
+//! Which tasks teach must not depend on the votes: with adaptive stopping, a
+//! task gets a third vote *because* someone dissented, so learning from every
+//! task with enough votes would mostly learn from dissent and drag every
+//! estimate down. Only audit tasks teach: a keyed share of tasks that always
+//! take `audit_votes` counting votes, of which exactly those first votes (in
+//! the order cast) are passed to [`agreement_updates`]. Whether a vote is
+//! among them does not depend on what it says, nor does its label.
+//!
 //! Every update is computed from the confusions as they were before the task
 //! was decided, and the result is sorted by voter, so the same votes in any
 //! order give the same updates. The hourly Dawid–Skene recalibration rebuilds
@@ -29,7 +37,8 @@ use serde::{Deserialize, Serialize};
 /// Defaults: an agreeing answer weighs 0.5 of a gold answer; the leave-one-out
 /// posterior must be at least 0.98 sure; the rest must carry at least 1.4 nats
 /// (one 80%-accurate vote) without the strongest partner; agreement evidence
-/// is capped at 4 times the voter's truth evidence.
+/// is capped at 4 times the voter's truth evidence; 5% of tasks are audit
+/// tasks of at least 3 votes.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct AgreementParams {
     /// Weight of one agreement observation (a gold answer weighs 1).
@@ -41,6 +50,12 @@ pub struct AgreementParams {
     pub min_support: f64,
     /// Agreement evidence is capped at this multiple of truth evidence.
     pub cap_ratio: f64,
+    /// Share of tasks that teach by agreement (audit tasks, drawn by
+    /// [`AgreementParams::is_audit_task`]).
+    pub audit_share: f64,
+    /// An audit task takes at least this many counting votes, and only its
+    /// first this many teach.
+    pub audit_votes: u32,
 }
 
 impl Default for AgreementParams {
@@ -50,6 +65,28 @@ impl Default for AgreementParams {
             confident_at: 0.98,
             min_support: 1.4,
             cap_ratio: 4.0,
+            audit_share: 0.05,
+            audit_votes: 3,
+        }
+    }
+}
+
+impl AgreementParams {
+    /// Whether `task` is an audit task: a keyed draw (as for gold turns), so
+    /// nobody can tell which tasks teach.
+    pub fn is_audit_task(&self, key: &[u8], task: &[u8]) -> bool {
+        let mut tagged = b"agreement-audit:".to_vec();
+        tagged.extend_from_slice(task);
+        crate::gold::is_gold_turn(key, &tagged, 0, self.audit_share)
+    }
+
+    /// The least counting votes a task needs before it may be decided:
+    /// `audit_votes` for an audit task, else the stopping rule's own.
+    pub fn min_votes(&self, audit: bool, rule_min_votes: u32) -> u32 {
+        if audit {
+            rule_min_votes.max(self.audit_votes)
+        } else {
+            rule_min_votes
         }
     }
 }
@@ -99,11 +136,12 @@ fn room(confusion: &Confusion, params: &AgreementParams) -> f64 {
     if room.is_finite() { room.max(0.0) } else { 0.0 }
 }
 
-/// The updates a decided task gives its counting voters, sorted by voter.
+/// The updates a decided audit task gives its counting voters, sorted by voter.
 ///
-/// `prior` is the task's prior P(counterfeit); `votes` are its counting votes
-/// only (a voter listed twice counts once, by their smallest verdict). Voters
-/// whose guard does not pass get no entry.
+/// `prior` is the task's prior P(counterfeit); `votes` are the first
+/// `audit_votes` counting votes of an audit task (a voter listed twice counts
+/// once, by their smallest verdict). Voters whose guard does not pass get no
+/// entry.
 pub fn agreement_updates<V: Ord + Copy>(
     prior: f64,
     votes: &[AgreementVote<V>],
@@ -251,6 +289,18 @@ mod tests {
         // Two gold answers allow 4 x 2 of agreement evidence, and no more.
         assert!((added - 8.0).abs() < 1e-9, "{added}");
         assert!(c.agreement <= params.cap_ratio * c.truth_evidence() + 1e-9);
+    }
+
+    #[test]
+    fn audit_tasks_are_a_keyed_share_and_take_the_audit_votes() {
+        let params = AgreementParams::default();
+        let audits = (0u32..10_000)
+            .filter(|t| params.is_audit_task(b"k", &t.to_be_bytes()))
+            .count();
+        assert!((420..580).contains(&audits), "{audits}");
+        assert_eq!(params.min_votes(true, 2), 3);
+        assert_eq!(params.min_votes(false, 2), 2);
+        assert_eq!(params.min_votes(true, 5), 5);
     }
 
     #[test]

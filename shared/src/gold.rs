@@ -83,16 +83,18 @@ impl GoldSchedule {
 ///   counts, so volunteers whose votes keep matching confident decisions
 ///   settle sooner.
 /// - *spammer risk*: the posterior probability that the volunteer is a spammer,
-///   from `spammer_prior` and the abuse rules' sequential test on their gold
-///   answers ([`AbusePolicy::spammer_evidence`]), times `risk_gain`, up to
-///   `risk_ceiling`: a volunteer whose gold answers look bad sees more gold,
-///   which stops a spammer within few answers.
+///   from `spammer_prior` and the abuse rules' sequential tests on their gold
+///   answers ([`AbusePolicy::spammer_log_ratio`]) or on their whole confusion
+///   estimate ([`AbusePolicy::confusion_log_ratio`]), whichever is higher,
+///   times `risk_gain`, up to `risk_ceiling`, fading linearly to nothing over
+///   the first `risk_horizon` gold answers: a volunteer whose answers look
+///   bad sees more gold, which stops a spammer within few answers.
 ///
 /// The rate never falls below `floor`, so nobody can learn that gold has
 /// stopped, and the draw stays the keyed [`is_gold_turn`].
 ///
-/// Defaults: floor 0.03, ceiling 0.5, settled at sd 0.07, newcomer sd 0.175,
-/// spammer prior 0.15, risk gain 1.5 up to 0.8.
+/// Defaults: floor 0.02, ceiling 0.5, settled at sd 0.12, newcomer sd 0.175,
+/// spammer prior 0.15, risk gain 1.5 up to 0.8, fading over 40 gold answers.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct GoldPolicy {
     /// The least share of gold, for anyone.
@@ -109,25 +111,32 @@ pub struct GoldPolicy {
     pub risk_gain: f64,
     /// The share spammer risk asks for at most.
     pub risk_ceiling: f64,
+    /// Gold answers over which the risk term fades to nothing: the abuse
+    /// tests stop a spammer well within it, so a volunteer still counting
+    /// after that many is in between (careless, say), where more gold no
+    /// longer changes what is done with them.
+    pub risk_horizon: f64,
 }
 
 impl Default for GoldPolicy {
     fn default() -> Self {
         GoldPolicy {
-            floor: 0.03,
+            floor: 0.02,
             ceiling: 0.5,
-            settled_sd: 0.07,
+            settled_sd: 0.12,
             newcomer_sd: 0.175,
             spammer_prior: 0.15,
             risk_gain: 1.5,
             risk_ceiling: 0.8,
+            risk_horizon: 40.0,
         }
     }
 }
 
 impl GoldPolicy {
     /// Checks 0 < floor <= ceiling <= 1, floor <= risk_ceiling <= 1,
-    /// 0 < settled_sd < newcomer_sd, 0 < spammer_prior < 1 and risk_gain >= 0.
+    /// 0 < settled_sd < newcomer_sd, 0 < spammer_prior < 1, risk_gain >= 0
+    /// and risk_horizon > 0.
     pub fn validate(&self) -> Result<(), InvalidSchedule> {
         let ok = 0.0 < self.floor
             && self.floor <= self.ceiling
@@ -140,16 +149,21 @@ impl GoldPolicy {
             && 0.0 < self.spammer_prior
             && self.spammer_prior < 1.0
             && self.risk_gain >= 0.0
-            && self.risk_gain.is_finite();
+            && self.risk_gain.is_finite()
+            && self.risk_horizon > 0.0;
         if ok { Ok(()) } else { Err(InvalidSchedule) }
     }
 
     /// The probability that a volunteer with these gold tallies is a spammer
     /// rather than careful, by the abuse rules' hypotheses.
     pub fn spammer_risk(&self, abuse: &AbusePolicy, stats: &VolunteerStats) -> f64 {
-        let genuine = abuse.spammer_evidence(stats.gold_genuine);
-        let counterfeit = abuse.spammer_evidence(stats.gold_counterfeit);
-        let evidence = genuine.max(counterfeit).max(genuine + counterfeit);
+        let evidence = abuse.spammer_log_ratio(stats);
+        self.risk_of(evidence)
+    }
+
+    /// The probability of a spammer from a log-likelihood ratio, spammer over
+    /// careful, and `spammer_prior`.
+    fn risk_of(&self, evidence: f64) -> f64 {
         let prior = self.spammer_prior.clamp(1e-9, 1.0 - 1e-9);
         let log_odds = (prior / (1.0 - prior)).ln() + evidence;
         1.0 / (1.0 + (-log_odds).exp())
@@ -162,7 +176,14 @@ impl GoldPolicy {
         let span = self.newcomer_sd / self.settled_sd - 1.0;
         let unknown = (confusion.uncertainty() / self.settled_sd - 1.0) / span;
         let uncertainty = self.ceiling * unknown.clamp(0.0, 1.0);
-        let risk = (self.risk_gain * self.spammer_risk(abuse, stats)).min(self.risk_ceiling);
+        // Gold tallies, and the whole estimate (staff outcomes and agreement
+        // too): a volunteer whose votes keep disagreeing with confident
+        // decisions sees more gold even while their few gold answers look fine.
+        let risk = self
+            .spammer_risk(abuse, stats)
+            .max(self.risk_of(abuse.confusion_log_ratio(confusion)));
+        let fade = (1.0 - f64::from(stats.gold_answered()) / self.risk_horizon).max(0.0);
+        let risk = (self.risk_gain * risk).min(self.risk_ceiling) * fade;
         let rate = uncertainty.max(risk);
         if rate.is_finite() {
             rate.max(self.floor).min(1.0)
@@ -170,6 +191,42 @@ impl GoldPolicy {
             self.floor
         }
     }
+}
+
+impl GoldPolicy {
+    /// The share of a volunteer's gold turns that should be counterfeit
+    /// listings: in proportion to how uncertain each class's estimate is
+    /// (Beta posterior variance), within [0.25, 0.75] so both classes keep
+    /// being measured. Real work is mostly genuine, so agreement and staff
+    /// outcomes settle specificity long before sensitivity, and gold then
+    /// goes where the estimate is still weak; a volunteer who always says
+    /// "genuine" also meets counterfeit gold sooner.
+    pub fn counterfeit_share(&self, confusion: &Confusion) -> f64 {
+        let var = |(a, b): (f64, f64)| {
+            let n = a + b;
+            a * b / (n * n * (n + 1.0))
+        };
+        let (genuine, counterfeit) = (
+            var(confusion.class_beta(false)),
+            var(confusion.class_beta(true)),
+        );
+        let share = counterfeit / (genuine + counterfeit);
+        if share.is_finite() {
+            share.clamp(0.25, 0.75)
+        } else {
+            0.5
+        }
+    }
+}
+
+/// Whether `volunteer`'s gold turn number `claim_number` should be a
+/// counterfeit listing, at `share` ([`GoldPolicy::counterfeit_share`]): the
+/// same keyed draw as [`is_gold_turn`], on a separate domain so the two draws
+/// are independent.
+pub fn is_counterfeit_gold(key: &[u8], volunteer: &[u8], claim_number: u64, share: f64) -> bool {
+    let mut tagged = b"gold-class:".to_vec();
+    tagged.extend_from_slice(volunteer);
+    is_gold_turn(key, &tagged, claim_number, share)
 }
 
 /// Whether `volunteer`'s claim number `claim_number` is a gold turn at `rate`.
@@ -275,7 +332,11 @@ mod tests {
     }
 
     fn tallies(genuine: (u32, u32), counterfeit: (u32, u32)) -> VolunteerStats {
-        let tally = |(answered, correct)| crate::abuse::GoldTally { answered, correct };
+        let tally = |(answered, correct)| crate::abuse::GoldTally {
+            answered,
+            correct,
+            unsure: 0,
+        };
         VolunteerStats {
             gold_genuine: tally(genuine),
             gold_counterfeit: tally(counterfeit),
@@ -311,8 +372,8 @@ mod tests {
         // Falling (an occasional wrong answer may lift it for a while), never
         // above a newcomer's, and at the floor once both classes are known.
         assert!(rates.iter().all(|r| *r < newcomer), "{rates:?}");
-        assert!(rates[14] < rates[4] && rates[4] < newcomer, "{rates:?}");
-        assert_eq!(rates[29], policy.floor, "{rates:?}");
+        assert!(rates[3] < rates[0] && rates[0] < newcomer, "{rates:?}");
+        assert!(rates[10..].iter().all(|r| *r == policy.floor), "{rates:?}");
     }
 
     #[test]
@@ -325,6 +386,26 @@ mod tests {
         let failing = policy.rate(&c, &tallies((4, 4), (4, 0)), &abuse);
         assert!(failing > newcomer, "{failing} vs {newcomer}");
         assert!(policy.spammer_risk(&abuse, &tallies((4, 4), (4, 0))) > 0.5);
+    }
+
+    #[test]
+    fn gold_leans_to_the_class_still_unknown_within_bounds() {
+        let policy = GoldPolicy::default();
+        assert_eq!(policy.counterfeit_share(&Confusion::default()), 0.5);
+        let mut c = Confusion::default();
+        c.observe(false, Verdict::Genuine, 100.0);
+        assert_eq!(policy.counterfeit_share(&c), 0.75);
+        c.observe(true, Verdict::Counterfeit, 400.0);
+        assert_eq!(policy.counterfeit_share(&c), 0.25);
+        let draws = (0..4000)
+            .filter(|n| is_counterfeit_gold(b"k", b"v", *n, 0.75))
+            .count();
+        assert!((2850..3150).contains(&draws), "{draws}");
+        let turns: Vec<bool> = (0..64).map(|n| is_gold_turn(b"k", b"v", n, 0.5)).collect();
+        let classes: Vec<bool> = (0..64)
+            .map(|n| is_counterfeit_gold(b"k", b"v", n, 0.5))
+            .collect();
+        assert_ne!(turns, classes);
     }
 
     fn schedule() -> impl Strategy<Value = GoldSchedule> {
