@@ -33,6 +33,10 @@ pub enum Access {
     Staff,
     /// Admins only.
     Admin,
+    /// Seller accounts only (each sees its own seller's cases).
+    Seller,
+    /// Brand-owner accounts only (each sees its own complaints).
+    BrandOwner,
 }
 
 impl Access {
@@ -45,6 +49,8 @@ impl Access {
             (Access::Volunteer, Some(role)) => role == Role::Volunteer,
             (Access::Staff, Some(role)) => role.is_staff(),
             (Access::Admin, Some(role)) => role == Role::Admin,
+            (Access::Seller, Some(role)) => role == Role::Seller,
+            (Access::BrandOwner, Some(role)) => role == Role::BrandOwner,
         }
     }
 
@@ -53,6 +59,8 @@ impl Access {
             Access::Volunteer => "only volunteers review tasks",
             Access::Staff => "this route is for staff",
             Access::Admin => "this route is for admins",
+            Access::Seller => "this route is for seller accounts",
+            Access::BrandOwner => "this route is for brand owners",
             Access::Anonymous | Access::SignedIn => "not allowed",
         })
     }
@@ -123,12 +131,18 @@ mod tests {
             Some(Role::Volunteer),
             Some(Role::Staff),
             Some(Role::Admin),
+            Some(Role::Seller),
+            Some(Role::BrandOwner),
         ];
         let admitted = |access: Access| roles.map(|r| access.admits(r));
-        assert_eq!(admitted(Access::Anonymous), [true, true, true, true]);
-        assert_eq!(admitted(Access::SignedIn), [false, true, true, true]);
-        assert_eq!(admitted(Access::Volunteer), [false, true, false, false]);
-        assert_eq!(admitted(Access::Staff), [false, false, true, true]);
-        assert_eq!(admitted(Access::Admin), [false, false, false, true]);
+        let t = true;
+        let f = false;
+        assert_eq!(admitted(Access::Anonymous), [t, t, t, t, t, t]);
+        assert_eq!(admitted(Access::SignedIn), [f, t, t, t, t, t]);
+        assert_eq!(admitted(Access::Volunteer), [f, t, f, f, f, f]);
+        assert_eq!(admitted(Access::Staff), [f, f, t, t, f, f]);
+        assert_eq!(admitted(Access::Admin), [f, f, f, t, f, f]);
+        assert_eq!(admitted(Access::Seller), [f, f, f, f, t, f]);
+        assert_eq!(admitted(Access::BrandOwner), [f, f, f, f, f, t]);
     }
 }

@@ -15,6 +15,8 @@ fn access_name(access: &Access) -> &'static str {
         Access::Volunteer => "volunteer",
         Access::Staff => "staff",
         Access::Admin => "admin",
+        Access::Seller => "seller",
+        Access::BrandOwner => "brand_owner",
     }
 }
 
