@@ -6,7 +6,7 @@
 //! collusion search runs over a batch of votes.
 
 use crate::aggregate::Verdict;
-use crate::reliability::Confusion;
+use crate::reliability::{Confusion, ReliabilityPrior};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -67,6 +67,12 @@ pub struct VolunteerStats {
     pub recent_votes: u32,
     /// Of which faster than [`AbusePolicy::fast_vote_secs`].
     pub recent_fast_votes: u32,
+    /// Real (not gold) votes ever given, for the random-answer test.
+    #[serde(default)]
+    pub votes: u32,
+    /// Of which "unsure".
+    #[serde(default)]
+    pub unsure_votes: u32,
 }
 
 impl VolunteerStats {
@@ -98,6 +104,13 @@ impl VolunteerStats {
             };
             tally.unsure += 1;
         }
+    }
+
+    /// Counts one real vote: how often a volunteer says "unsure" is evidence
+    /// of random answering even where the truth is not known.
+    pub fn record_vote(&mut self, verdict: Verdict) {
+        self.votes += 1;
+        self.unsure_votes += u32::from(verdict == Verdict::Unsure);
     }
 
     /// All gold answers.
@@ -212,14 +225,31 @@ impl AbusePolicy {
     }
 
     /// The log-likelihood ratio, random answers over careful ones, of all gold
-    /// answers: right with `careful_right`, "unsure" with `careful_unsure` and
-    /// wrong otherwise, against a third each. 0 while the test is off.
+    /// answers (right with `careful_right`, "unsure" with `careful_unsure` and
+    /// wrong otherwise, against a third each) and of the real votes ("unsure"
+    /// with `careful_unsure` against a third). 0 while the test is off.
     pub fn random_evidence(&self, stats: &VolunteerStats) -> f64 {
         let (g, c) = (stats.gold_genuine, stats.gold_counterfeit);
         let right = f64::from(g.correct + c.correct);
         let unsure = f64::from(g.unsure + c.unsure);
         let wrong = (f64::from(stats.gold_answered()) - right - unsure).max(0.0);
+        let votes_unsure = f64::from(stats.unsure_votes.min(stats.votes));
+        let votes_decisive = f64::from(stats.votes) - votes_unsure;
         self.random_ratio(right, wrong, unsure)
+            + self.random_vote_ratio(votes_decisive, votes_unsure)
+    }
+
+    /// The random-answer test on real votes, whose truth is unknown: random
+    /// answers are "unsure" a third of the time, careful ones `careful_unsure`.
+    fn random_vote_ratio(&self, decisive: f64, unsure: f64) -> f64 {
+        let Some(test) = self.random_test else {
+            return 0.0;
+        };
+        let u = test.careful_unsure;
+        if !(u > 0.0 && u < 1.0) {
+            return 0.0;
+        }
+        unsure * ((1.0 / 3.0) / u).ln() + decisive * ((2.0 / 3.0) / (1.0 - u)).ln()
     }
 
     /// The random-answer test's log-likelihood ratio for these counts.
@@ -257,19 +287,25 @@ impl AbusePolicy {
 
     /// [`AbusePolicy::spammer_log_ratio`]'s tests on a confusion estimate
     /// instead of gold tallies: its (fractional) right, wrong and unsure
-    /// counts per truth class, prior, staff outcomes and agreement included.
-    /// Softer evidence than gold, fit to steer where gold goes, not to stop.
-    pub fn confusion_log_ratio(&self, confusion: &Confusion) -> f64 {
+    /// counts per truth class beyond `prior` (staff outcomes and agreement
+    /// included). Softer evidence than gold, fit to steer where gold goes.
+    pub fn confusion_log_ratio(&self, confusion: &Confusion, prior: &ReliabilityPrior) -> f64 {
+        let base = Confusion::prior(prior).counts;
+        let mut c = confusion.counts;
+        for (row, base) in c.iter_mut().zip(base) {
+            for (x, b) in row.iter_mut().zip(base) {
+                *x = (*x - b).max(0.0);
+            }
+        }
         let (careful, spammer) = (self.careful_accuracy, self.spammer_accuracy);
-        let class = |truth| {
-            let (right, not_right) = confusion.class_beta(truth);
+        let class = |t: usize| {
+            let right = c[t][t];
+            let not_right = c[t][1 - t] + c[t][2];
             right * (spammer / careful).ln() + not_right * ((1.0 - spammer) / (1.0 - careful)).ln()
         };
-        let (genuine, counterfeit) = (class(false), class(true));
+        let (genuine, counterfeit) = (class(0), class(1));
         let random = if self.random_test.is_some() {
-            let c = &confusion.counts;
-            let right = c[0][0] + c[1][1];
-            self.random_ratio(right, c[0][1] + c[1][0], c[0][2] + c[1][2])
+            self.random_ratio(c[0][0] + c[1][1], c[0][1] + c[1][0], c[0][2] + c[1][2])
         } else {
             f64::NEG_INFINITY
         };
@@ -279,20 +315,21 @@ impl AbusePolicy {
             .max(random)
     }
 
-    /// [`AbusePolicy::assess`], and besides the gold tests the per-class tests
-    /// on the volunteer's whole confusion estimate (staff outcomes and
-    /// agreement with confident decisions included), which must reach the
+    /// [`AbusePolicy::assess`], and besides the gold tests the same tests on
+    /// the volunteer's whole confusion estimate beyond `prior` (staff outcomes
+    /// and agreement with confident decisions included), which must reach the
     /// bar plus `soft_margin` nats: softer evidence, so a higher bar. Still no
     /// verdict before `min_gold_answers` gold answers.
     pub fn assess_with(
         &self,
         stats: &VolunteerStats,
         confusion: &Confusion,
+        prior: &ReliabilityPrior,
         soft_margin: f64,
     ) -> Option<AbuseReason> {
         let bar = (1.0 / self.false_stop_rate).ln() + soft_margin.max(0.0);
         if stats.gold_answered() >= self.min_gold_answers
-            && self.confusion_log_ratio(confusion) >= bar
+            && self.confusion_log_ratio(confusion, prior) >= bar
         {
             return Some(AbuseReason::LowGoldAccuracy);
         }
@@ -605,6 +642,17 @@ mod tests {
         }
         assert_eq!(multi.assess(&careful), None);
         assert!(multi.random_evidence(&careful) < -10.0);
+        // Real votes count too: a third of them unsure is evidence of random
+        // answers, hardly ever unsure is evidence against.
+        let before = multi.random_evidence(&careful);
+        let mut guessing = careful;
+        let mut steady = careful;
+        for i in 0..30 {
+            guessing.record_vote([Verdict::Genuine, Verdict::Counterfeit, Verdict::Unsure][i % 3]);
+            steady.record_vote(Verdict::Genuine);
+        }
+        assert!(multi.random_evidence(&guessing) > before + 5.0);
+        assert!(multi.random_evidence(&steady) < before);
     }
 
     #[test]

@@ -11,7 +11,7 @@
 
 use crate::abuse::{AbusePolicy, VolunteerStats};
 use crate::aggregate::Verdict;
-use crate::reliability::Confusion;
+use crate::reliability::{Confusion, ReliabilityPrior};
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
@@ -172,7 +172,13 @@ impl GoldPolicy {
     /// The share of gold for a volunteer with this confusion estimate and
     /// these gold tallies: within [floor, max(ceiling, risk_ceiling)], never
     /// below the floor whatever the inputs.
-    pub fn rate(&self, confusion: &Confusion, stats: &VolunteerStats, abuse: &AbusePolicy) -> f64 {
+    pub fn rate(
+        &self,
+        confusion: &Confusion,
+        stats: &VolunteerStats,
+        abuse: &AbusePolicy,
+        prior: &ReliabilityPrior,
+    ) -> f64 {
         let span = self.newcomer_sd / self.settled_sd - 1.0;
         let unknown = (confusion.uncertainty() / self.settled_sd - 1.0) / span;
         let uncertainty = self.ceiling * unknown.clamp(0.0, 1.0);
@@ -181,7 +187,7 @@ impl GoldPolicy {
         // decisions sees more gold even while their few gold answers look fine.
         let risk = self
             .spammer_risk(abuse, stats)
-            .max(self.risk_of(abuse.confusion_log_ratio(confusion)));
+            .max(self.risk_of(abuse.confusion_log_ratio(confusion, prior)));
         let fade = (1.0 - f64::from(stats.gold_answered()) / self.risk_horizon).max(0.0);
         let risk = (self.risk_gain * risk).min(self.risk_ceiling) * fade;
         let rate = uncertainty.max(risk);
@@ -348,7 +354,12 @@ mod tests {
     fn a_newcomer_sees_much_gold_and_a_converged_careful_volunteer_little() {
         let (policy, abuse) = (GoldPolicy::default(), AbusePolicy::default());
         policy.validate().unwrap();
-        let newcomer = policy.rate(&Confusion::default(), &VolunteerStats::default(), &abuse);
+        let newcomer = policy.rate(
+            &Confusion::default(),
+            &VolunteerStats::default(),
+            &abuse,
+            &ReliabilityPrior::default(),
+        );
         assert!(newcomer >= 0.45, "{newcomer}");
         let mut careful = Confusion::default();
         let mut stats = VolunteerStats::default();
@@ -367,7 +378,7 @@ mod tests {
                 careful.observe(false, Verdict::Counterfeit, 1.0);
                 stats.record_gold(false, false);
             }
-            rates.push(policy.rate(&careful, &stats, &abuse));
+            rates.push(policy.rate(&careful, &stats, &abuse, &ReliabilityPrior::default()));
         }
         // Falling (an occasional wrong answer may lift it for a while), never
         // above a newcomer's, and at the floor once both classes are known.
@@ -379,11 +390,21 @@ mod tests {
     #[test]
     fn a_volunteer_failing_gold_sees_more_of_it_than_a_newcomer() {
         let (policy, abuse) = (GoldPolicy::default(), AbusePolicy::default());
-        let newcomer = policy.rate(&Confusion::default(), &VolunteerStats::default(), &abuse);
+        let newcomer = policy.rate(
+            &Confusion::default(),
+            &VolunteerStats::default(),
+            &abuse,
+            &ReliabilityPrior::default(),
+        );
         let mut c = Confusion::default();
         c.observe(true, Verdict::Genuine, 4.0);
         c.observe(false, Verdict::Genuine, 4.0);
-        let failing = policy.rate(&c, &tallies((4, 4), (4, 0)), &abuse);
+        let failing = policy.rate(
+            &c,
+            &tallies((4, 4), (4, 0)),
+            &abuse,
+            &ReliabilityPrior::default(),
+        );
         assert!(failing > newcomer, "{failing} vs {newcomer}");
         assert!(policy.spammer_risk(&abuse, &tallies((4, 4), (4, 0))) > 0.5);
     }
@@ -431,7 +452,12 @@ mod tests {
                 confusion.observe(i >= 3, v, *w);
             }
             let stats = tallies((g.0.max(g.1), g.0.min(g.1)), (c.0.max(c.1), c.0.min(c.1)));
-            let rate = policy.rate(&confusion, &stats, &AbusePolicy::default());
+            let rate = policy.rate(
+                &confusion,
+                &stats,
+                &AbusePolicy::default(),
+                &ReliabilityPrior::default(),
+            );
             prop_assert!(rate >= floor && rate <= 1.0, "{rate}");
         }
 
