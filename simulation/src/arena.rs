@@ -440,7 +440,9 @@ impl Arena {
                 let m = &mut members[id as usize];
                 let rate = match &policy.gold {
                     GoldRule::Schedule(s) => s.rate(u64::from(m.gold_answers) + u64::from(m.votes)),
-                    GoldRule::Uncertainty(g) => g.rate(&m.confusion, &m.stats, &policy.abuse),
+                    GoldRule::Uncertainty(g) => {
+                        g.rate(&m.confusion, &m.stats, &policy.abuse, &policy.reliability)
+                    }
                 };
                 let gold_turn = is_gold_turn(&key, &id.to_be_bytes(), m.claims, rate);
                 m.claims += 1;
@@ -457,7 +459,12 @@ impl Arena {
                     m.confusion.observe(truth, verdict, 1.0);
                     m.stats.record_gold_answer(truth, verdict);
                     let stop = match policy.soft_stop_margin {
-                        Some(margin) => policy.abuse.assess_with(&m.stats, &m.confusion, margin),
+                        Some(margin) => policy.abuse.assess_with(
+                            &m.stats,
+                            &m.confusion,
+                            &policy.reliability,
+                            margin,
+                        ),
                         None => policy.abuse.assess(&m.stats),
                     };
                     if m.stopped_after.is_none() && stop.is_some() {
@@ -468,7 +475,9 @@ impl Arena {
                 }
                 m.votes += 1;
                 votes_total += 1;
-                voters.push((id, v.answer(t as u64, task.counterfeit, &mut rng)));
+                let verdict = v.answer(t as u64, task.counterfeit, &mut rng);
+                m.stats.record_vote(verdict);
+                voters.push((id, verdict));
                 if let Some(p) = v.partner
                     && roster.present(p)
                     && !voters.iter().any(|(w, _)| *w == p)
