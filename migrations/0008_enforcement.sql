@@ -189,3 +189,6 @@ ALTER TABLE outbox ADD CONSTRAINT outbox_topic_check CHECK (topic IN ('tasks', '
 CREATE INDEX audit_log_at_idx ON audit_log (id DESC);
 CREATE INDEX audit_log_actor_idx ON audit_log (actor_id, id DESC);
 CREATE INDEX audit_log_action_idx ON audit_log (action, id DESC);
+
+-- A seller's listings, for carrying its new risk tier to them.
+CREATE INDEX listings_seller_idx ON listings (seller_id);

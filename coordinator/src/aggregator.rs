@@ -249,6 +249,17 @@ async fn write_decisions(conn: &mut sqlx::PgConnection, judged: &[Judged]) -> sq
     .bind(&states)
     .execute(&mut *conn)
     .await?;
+    // Automatic decisions are audited, one row each, in the same transaction.
+    sqlx::query(
+        "INSERT INTO audit_log (actor_id, action, subject, new)
+         SELECT NULL, 'task.decide', 'task:' || t, jsonb_build_object('outcome', o, 'state', s)
+         FROM unnest($1::uuid[], $2::text[], $3::text[]) AS u(t, o, s)",
+    )
+    .bind(&tasks)
+    .bind(&outcomes)
+    .bind(&states)
+    .execute(&mut *conn)
+    .await?;
     if !esc_ids.is_empty() {
         sqlx::query(
             "INSERT INTO escalations (id, task_id, listing_id, reason)

@@ -182,6 +182,19 @@ impl App {
         let interval = Duration::from_millis(self.config.reaper_interval_ms);
         loops.spawn(async move { ("lease reaper", reaper::run(pool, leases, interval, c).await) });
 
+        let (pool, clock, c) = (
+            self.pool.clone(),
+            self.config.services.clock(),
+            cancel.clone(),
+        );
+        let interval = Duration::from_millis(self.config.deadline_sweep_ms);
+        loops.spawn(async move {
+            (
+                "deadline sweep",
+                crate::deadlines::run(pool, clock, interval, c).await,
+            )
+        });
+
         let (pool, leases, c) = (self.pool.clone(), self.leases.clone(), cancel.clone());
         let audit = self.config.audit();
         loops.spawn(async move {

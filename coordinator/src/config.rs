@@ -143,6 +143,9 @@ pub struct Config {
     /// Pause between reaper sweeps of expired leases, in milliseconds.
     #[arg(long, env = "SPOTCHECK_REAPER_INTERVAL_MS", default_value_t = 250)]
     pub reaper_interval_ms: u64,
+    /// Pause between sweeps of refutation deadlines, in milliseconds.
+    #[arg(long, env = "SPOTCHECK_DEADLINE_SWEEP_MS", default_value_t = 1000)]
+    pub deadline_sweep_ms: u64,
     /// Unacked deliveries per consumer.
     #[arg(long, env = "SPOTCHECK_PREFETCH", default_value_t = 1000)]
     pub prefetch: u16,
@@ -181,6 +184,7 @@ impl Config {
     /// a bad setting stops the process before any loop or consumer starts.
     pub fn prepare(&mut self) -> anyhow::Result<()> {
         self.services.read_secret_files()?;
+        self.services.check_production()?;
         spotcheck_platform::secrets::take_file(
             "SPOTCHECK_SAMPLING_KEY",
             &mut self.sampling_key,

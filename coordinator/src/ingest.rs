@@ -96,11 +96,49 @@ pub async fn ingest_many(
     now_secs: i64,
     frames: &mut FrameTally,
 ) -> anyhow::Result<IngestReport> {
+    let marked = seller_records(conn, listings).await?;
+    let listings = marked.as_deref().unwrap_or(listings);
     let mut report = IngestReport::default();
     for part in distinct_runs(listings) {
         report += ingest_distinct(conn, sampler, throttle, policy, part, now_secs, frames).await?;
     }
     Ok(report)
+}
+
+/// The signal a listing of a permanently banned seller carries.
+pub const BANNED_SELLER_SIGNAL: &str = "banned_seller";
+
+/// The listings as the seller records have them, when any of their sellers
+/// has a record that matters: the tier staff set or strikes gave replaces the
+/// feed's (so a seller with strikes is inspected more), and a banned seller's
+/// listings carry the [`BANNED_SELLER_SIGNAL`]. `None` when nothing changes.
+async fn seller_records(
+    conn: &mut PgConnection,
+    listings: &[Listing],
+) -> anyhow::Result<Option<Vec<Listing>>> {
+    let mut sellers: Vec<&str> = listings.iter().map(|l| l.seller_id.as_str()).collect();
+    sellers.sort_unstable();
+    sellers.dedup();
+    let records = spotcheck_platform::enforcement::seller_tiers(conn, &sellers).await?;
+    if records.is_empty() {
+        return Ok(None);
+    }
+    let records: HashMap<String, (String, bool)> = records
+        .into_iter()
+        .map(|(seller, tier, banned)| (seller, (tier, banned)))
+        .collect();
+    let mut marked = listings.to_vec();
+    for listing in &mut marked {
+        if let Some((tier, banned)) = records.get(&listing.seller_id) {
+            listing.seller_risk_tier = Some(tier.clone());
+            if *banned {
+                listing
+                    .signals
+                    .insert(BANNED_SELLER_SIGNAL.to_owned(), true);
+            }
+        }
+    }
+    Ok(Some(marked))
 }
 
 /// Splits `listings` into consecutive runs in which no listing id repeats: an

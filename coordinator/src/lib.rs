@@ -8,6 +8,7 @@ pub mod audit;
 pub mod capacity;
 pub mod config;
 pub mod consumer;
+pub mod deadlines;
 pub mod feed;
 pub mod import;
 pub mod ingest;

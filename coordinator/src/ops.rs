@@ -86,6 +86,25 @@ pub async fn refresh(ops: &Ops) -> anyhow::Result<()> {
     for (state, n) in states {
         metrics::gauge!("spotcheck_tasks", "state" => state).set(n as f64);
     }
+    let enforcement = spotcheck_platform::enforcement::figures(&ops.pool).await?;
+    for state in spotcheck_shared::enforcement::CaseState::ALL {
+        let n = enforcement["cases_by_state"][state.as_str()]
+            .as_f64()
+            .unwrap_or(0.0);
+        metrics::gauge!("spotcheck_cases", "state" => state.as_str()).set(n);
+    }
+    for kind in spotcheck_shared::enforcement::PenaltyKind::ALL {
+        let n = enforcement["penalties_by_kind"][kind.as_str()]
+            .as_f64()
+            .unwrap_or(0.0);
+        metrics::gauge!("spotcheck_penalties_in_force", "kind" => kind.as_str()).set(n);
+    }
+    if let Some(rate) = enforcement["refutation_rate"].as_f64() {
+        metrics::gauge!("spotcheck_refutation_rate").set(rate);
+    }
+    if let Some(secs) = enforcement["median_secs_to_enforcement"].as_f64() {
+        metrics::gauge!("spotcheck_median_seconds_to_enforcement").set(secs);
+    }
     Ok(())
 }
 

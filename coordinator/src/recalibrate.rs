@@ -207,6 +207,17 @@ pub async fn recalibrate(pool: &PgPool, days: u32) -> anyhow::Result<Option<Summ
         .bind(&members)
         .execute(&mut *tx)
         .await?;
+        if added.rows_affected() > 0 {
+            spotcheck_platform::enforcement::audit(
+                &mut tx,
+                None,
+                "collusion.flag",
+                "collusion",
+                None,
+                serde_json::json!({"members": members}),
+            )
+            .await?;
+        }
         summary.collusion_groups += added.rows_affected();
     }
     sqlx::query(

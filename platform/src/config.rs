@@ -56,12 +56,38 @@ pub struct ServiceConfig {
     /// Seconds a lease lasts without an extend.
     #[arg(long, env = "SPOTCHECK_LEASE_TTL_SECS", default_value_t = 300)]
     pub lease_ttl_secs: u64,
+    /// Seconds a seller has to refute a case (three days by default).
+    #[arg(long, env = "SPOTCHECK_REFUTATION_WINDOW_SECS", default_value_t = 259_200,
+          value_parser = clap::value_parser!(i64).range(1..=31_536_000))]
+    pub refutation_window_secs: i64,
+    /// Outside production only: a file holding seconds to add to the clock of
+    /// deadlines (refutation windows, review holds), so tests need not wait.
+    #[arg(long, env = "SPOTCHECK_CLOCK_OFFSET_FILE")]
+    pub clock_offset_file: Option<std::path::PathBuf>,
 }
 
 impl ServiceConfig {
     /// Whether this is a development deployment.
     pub fn is_development(&self) -> bool {
         secrets::is_development(&self.env)
+    }
+
+    /// The clock of deadlines.
+    pub fn clock(&self) -> crate::clock::Clock {
+        match &self.clock_offset_file {
+            Some(path) => crate::clock::Clock::offset_by_file(path.clone()),
+            None => crate::clock::Clock::system(),
+        }
+    }
+
+    /// Refuses settings meant for tests outside development.
+    pub fn check_production(&self) -> anyhow::Result<()> {
+        if !self.is_development() && self.clock_offset_file.is_some() {
+            anyhow::bail!(
+                "SPOTCHECK_CLOCK_OFFSET_FILE moves the clock of deadlines and is refused when SPOTCHECK_ENV is not development"
+            );
+        }
+        Ok(())
     }
 
     /// Reads the connection strings given as `..._FILE` paths.

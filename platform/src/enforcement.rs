@@ -326,6 +326,7 @@ pub async fn enforce(
     .bind(now)
     .execute(&mut *conn)
     .await?;
+    retier_listings(conn, &case.seller_id).await?;
     sqlx::query("UPDATE cases SET strike = $2 WHERE id = $1")
         .bind(case.id)
         .bind(strike as i32)
@@ -459,6 +460,21 @@ pub async fn lift(
     Ok(Ok(penalty))
 }
 
+/// Carries the seller's effective tier to its stored listings, so the next
+/// surveillance round samples them at that tier's rate.
+pub async fn retier_listings(conn: &mut PgConnection, seller_id: &str) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE listings l SET seller_risk_tier = coalesce(s.tier_override, s.derived_tier)
+         FROM sellers s
+         WHERE s.seller_id = $1 AND l.seller_id = $1
+           AND l.seller_risk_tier <> coalesce(s.tier_override, s.derived_tier)",
+    )
+    .bind(seller_id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// The risk tier the sampler uses for each of these sellers that has a record
 /// (the override, else the derived tier), and whether each is banned.
 pub async fn seller_tiers(
@@ -529,7 +545,7 @@ async fn retier(pool: &sqlx::PgPool, now: DateTime<Utc>) -> anyhow::Result<()> {
     .await?;
     for (seller, live) in stale {
         let tier = enforcement::derived_tier(live as usize);
-        sqlx::query(
+        let changed = sqlx::query(
             "UPDATE sellers SET derived_tier = $2, updated_at = $3
              WHERE seller_id = $1 AND derived_tier <> $2",
         )
@@ -538,6 +554,33 @@ async fn retier(pool: &sqlx::PgPool, now: DateTime<Utc>) -> anyhow::Result<()> {
         .bind(now)
         .execute(&mut *conn)
         .await?;
+        if changed.rows_affected() > 0 {
+            retier_listings(&mut conn, &seller).await?;
+        }
     }
     Ok(())
+}
+
+/// The enforcement figures staff stats and the gauges show: cases by state,
+/// the refutation rate (cases refuted ÷ cases whose window is over), the
+/// median seconds from opening to enforcement, and live penalties by kind.
+pub async fn figures(pool: &sqlx::PgPool) -> sqlx::Result<Value> {
+    let (figures,): (Value,) = sqlx::query_as(
+        "SELECT jsonb_build_object(
+           'cases_by_state', (SELECT coalesce(jsonb_object_agg(state, n), '{}'::jsonb)
+                              FROM (SELECT state, count(*) AS n FROM cases GROUP BY state) s),
+           'refutation_rate', (SELECT CASE WHEN count(*) = 0 THEN NULL
+                                 ELSE (count(*) FILTER (WHERE r.case_id IS NOT NULL))::float8 / count(*) END
+                               FROM cases c LEFT JOIN refutations r ON r.case_id = c.id
+                               WHERE c.state <> 'notified'),
+           'median_secs_to_enforcement', (SELECT percentile_cont(0.5) WITHIN GROUP (
+                                            ORDER BY extract(epoch FROM closed_at - created_at))
+                                          FROM cases WHERE state = 'enforced'),
+           'penalties_by_kind', (SELECT coalesce(jsonb_object_agg(kind, n), '{}'::jsonb)
+                                 FROM (SELECT kind, count(*) AS n FROM penalties
+                                       WHERE lifted_at IS NULL GROUP BY kind) p))",
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(figures)
 }

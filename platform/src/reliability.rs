@@ -81,6 +81,7 @@ pub async fn store(
         metrics::counter!("spotcheck_volunteers_stopped_total", "reason" => reason.as_str())
             .increment(1);
         tracing::warn!(volunteer.id = %volunteer, reason = reason.as_str(), "volunteer stopped counting");
+        audit_stops(conn, &[(volunteer, reason)]).await?;
     }
     Ok(())
 }
@@ -163,6 +164,7 @@ pub async fn account_votes(
         updates.push((*id, r, stop));
     }
     store_many(conn, &updates).await?;
+    audit_stops(conn, &stopped).await?;
     Ok(stopped)
 }
 
@@ -277,4 +279,60 @@ pub async fn score_outcome(
         store(conn, *volunteer, &r, None).await?;
     }
     Ok(votes.len() as u64)
+}
+
+/// Corrects a staff outcome applied before (`was` counterfeit or not) to the
+/// truth learned later (`now`): each vote already scored on the task is taken
+/// back at the old truth and counted at the new one. Returns the votes rescored.
+pub async fn rescore_outcome(
+    conn: &mut PgConnection,
+    task: Uuid,
+    was: bool,
+    now: bool,
+    learning: &Learning,
+) -> sqlx::Result<u64> {
+    if was == now {
+        return Ok(0);
+    }
+    let mut votes: Vec<(Uuid, String)> = sqlx::query_as(
+        "SELECT volunteer_id, verdict FROM votes WHERE task_id = $1 AND scored_at IS NOT NULL",
+    )
+    .bind(task)
+    .fetch_all(&mut *conn)
+    .await?;
+    votes.sort();
+    for (volunteer, verdict) in &votes {
+        let column = match verdict.parse().unwrap_or(Verdict::Unsure) {
+            Verdict::Genuine => 0,
+            Verdict::Counterfeit => 1,
+            Verdict::Unsure => 2,
+        };
+        let mut r = lock(conn, *volunteer, &learning.prior).await?;
+        // The answer moves from the old truth's row to the new one's.
+        let counts = &mut r.confusion.counts;
+        counts[usize::from(was)][column] = (counts[usize::from(was)][column] - 1.0).max(0.0);
+        counts[usize::from(now)][column] += 1.0;
+        store(conn, *volunteer, &r, None).await?;
+    }
+    Ok(votes.len() as u64)
+}
+
+/// Audits volunteers stopped from counting (an automatic action: no actor).
+async fn audit_stops(conn: &mut PgConnection, stopped: &[(Uuid, AbuseReason)]) -> sqlx::Result<()> {
+    if stopped.is_empty() {
+        return Ok(());
+    }
+    let subjects: Vec<String> = stopped.iter().map(|(id, _)| format!("user:{id}")).collect();
+    let reasons: Vec<&str> = stopped.iter().map(|(_, r)| r.as_str()).collect();
+    sqlx::query(
+        "INSERT INTO audit_log (actor_id, action, subject, old, new)
+         SELECT NULL, 'volunteer.stop_counting', s, '{\"counting\": true}'::jsonb,
+                jsonb_build_object('counting', false, 'reason', r)
+         FROM unnest($1::text[], $2::text[]) AS u(s, r)",
+    )
+    .bind(&subjects)
+    .bind(&reasons)
+    .execute(conn)
+    .await?;
+    Ok(())
 }

@@ -107,6 +107,10 @@ pub struct Config {
     /// Votes a task asks for (used to size dry runs of the sampling rules).
     #[arg(long, env = "SPOTCHECK_MIN_VOTES", default_value_t = 3)]
     pub min_votes: u32,
+    /// Complaints one brand owner may file in an hour (new ones and duplicates
+    /// merged into an open one); more are answered 429 `complaint_rate_limited`.
+    #[arg(long, env = "SPOTCHECK_COMPLAINTS_PER_HOUR", default_value_t = 60)]
+    pub complaints_per_hour: u32,
     /// Average volunteer time one vote takes, in seconds (converts votes into
     /// volunteer-hours in dry runs).
     #[arg(long, env = "SPOTCHECK_VOTE_SECONDS", default_value_t = 45.0)]
@@ -258,6 +262,7 @@ impl Config {
     /// a bad setting stops the process before any listener, loop or consumer.
     pub fn prepare(&mut self) -> anyhow::Result<()> {
         self.services.read_secret_files()?;
+        self.services.check_production()?;
         secrets::take_file(
             "SPOTCHECK_GOLD_KEY",
             &mut self.gold.key,

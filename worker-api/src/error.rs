@@ -15,6 +15,8 @@ pub struct ApiError {
     detail: String,
     source: Option<anyhow::Error>,
     retry_after_secs: Option<u64>,
+    /// Extension members of the problem (RFC 9457 section 3.2).
+    extra: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// The problem-details body.
@@ -31,6 +33,9 @@ pub struct Problem {
     pub detail: String,
     /// Stable machine-readable code.
     pub code: &'static str,
+    /// Extension members, when the problem has any.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub extra: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 impl ApiError {
@@ -42,7 +47,16 @@ impl ApiError {
             detail: detail.into(),
             source: None,
             retry_after_secs: None,
+            extra: None,
         }
+    }
+
+    /// The same error with extension members (an object's fields) in its body.
+    pub fn with_extra(mut self, extra: serde_json::Value) -> Self {
+        if let serde_json::Value::Object(map) = extra {
+            self.extra = Some(map);
+        }
+        self
     }
 
     /// 429 with this code and a `Retry-After` of at least one second.
@@ -100,6 +114,7 @@ impl ApiError {
             detail: "an internal error occurred".into(),
             source: Some(source),
             retry_after_secs: None,
+            extra: None,
         }
     }
 
@@ -111,6 +126,7 @@ impl ApiError {
             detail: "a backing service is unavailable; try again shortly".into(),
             source: Some(source),
             retry_after_secs: None,
+            extra: None,
         }
     }
 
@@ -131,6 +147,7 @@ pub fn problem(status: StatusCode, code: &'static str, detail: String) -> Proble
         status: status.as_u16(),
         detail,
         code,
+        extra: None,
     }
 }
 
@@ -148,7 +165,12 @@ impl IntoResponse for ApiError {
         if let Some(source) = &self.source {
             tracing::error!(error = ?source, code = self.code, "request failed");
         }
-        let mut response = problem_response(self.status, self.code, self.detail);
+        let mut body = problem(self.status, self.code, self.detail);
+        body.extra = self.extra;
+        let mut response = (self.status, Json(body)).into_response();
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
         if let Some(secs) = self.retry_after_secs {
             response
                 .headers_mut()

@@ -20,6 +20,7 @@ pub mod ops;
 pub mod quota;
 pub mod ratelimit;
 pub mod rejection;
+pub mod review_hold;
 pub mod routes;
 pub mod serve;
 pub mod state;

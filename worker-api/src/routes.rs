@@ -5,6 +5,7 @@
 //! tests iterate it, so a route cannot be added without both.
 
 pub mod auth;
+pub mod cases;
 pub mod escalations;
 pub mod health;
 pub mod inspections;
@@ -12,6 +13,8 @@ pub mod me;
 pub mod openapi;
 pub mod prevalence;
 pub mod sampling;
+pub mod seller;
+pub mod sellers;
 pub mod stats;
 pub mod tasks;
 pub mod users;
@@ -78,10 +81,27 @@ pub static ROUTES: &[RouteSpec] = &[
     route!(POST "/v1/tasks/{task_id}/votes",              Volunteer, Vote      => votes::vote),
     // any signed-in user
     route!(GET  "/v1/me",                                 SignedIn,  Subject   => me::me),
+    // seller accounts (each sees only its own seller's cases)
+    route!(GET  "/v1/seller/cases",                       Seller,    Subject   => seller::list),
+    route!(GET  "/v1/seller/cases/{case_id}",             Seller,    Subject   => seller::one),
+    route!(POST "/v1/seller/cases/{case_id}/refutation",  Seller,    Subject   => seller::refute),
+    route!(GET  "/v1/seller/penalties",                   Seller,    Subject   => seller::penalties),
     // staff and admins (which accounts staff may manage is checked per object)
     route!(GET  "/v1/staff/escalations",                  Staff,     Subject   => escalations::list),
     route!(GET  "/v1/staff/escalations/{id}",             Staff,     Subject   => escalations::one),
     route!(POST "/v1/staff/escalations/{id}/decision",    Staff,     Subject   => escalations::decide),
+    route!(POST "/v1/staff/escalations/{id}/review",      Staff,     Subject   => escalations::review),
+    route!(GET  "/v1/staff/cases",                        Staff,     Subject   => cases::list),
+    route!(GET  "/v1/staff/cases/export",                 Staff,     Subject   => cases::export),
+    route!(GET  "/v1/staff/cases/{case_id}",              Staff,     Subject   => cases::one),
+    route!(POST "/v1/staff/cases/{case_id}/review",       Staff,     Subject   => cases::review),
+    route!(POST "/v1/staff/cases/{case_id}/refutation-decision", Staff, Subject => cases::refutation_decision),
+    route!(GET  "/v1/staff/sellers/{seller_id}",          Staff,     Subject   => sellers::get),
+    route!(PUT  "/v1/staff/sellers/{seller_id}/risk-tier", Staff,    Subject   => sellers::put_tier),
+    route!(GET  "/v1/staff/penalty-ladder",               Staff,     Subject   => sellers::get_ladder),
+    route!(PUT  "/v1/staff/penalty-ladder",               Staff,     Subject   => sellers::put_ladder),
+    route!(POST "/v1/staff/penalties/{penalty_id}/lift",  Staff,     Subject   => sellers::lift),
+    route!(GET  "/v1/staff/audit",                        Staff,     Subject   => sellers::audit),
     route!(GET  "/v1/staff/sampling-rules",               Staff,     Subject   => sampling::get_rules),
     route!(PUT  "/v1/staff/sampling-rules",               Staff,     Subject   => sampling::put_rules),
     route!(GET  "/v1/staff/sampling-rules/history",       Staff,     Subject   => sampling::history),

@@ -5,6 +5,7 @@ use crate::audit;
 use crate::auth::caller::Staff;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiQuery, page_params, parse_id};
+use crate::review_hold::{self, Held};
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::{Path, State};
@@ -12,11 +13,10 @@ use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use spotcheck_platform::enforcement::{self, CaseSource, NewCase};
 use spotcheck_platform::reliability::{self, Learning};
 use spotcheck_shared::EscalationId;
-use spotcheck_shared::escalation::{
-    EscalationStatus, REFUTATION_WINDOW_SECS, StaffDecision, Transition, apply,
-};
+use spotcheck_shared::escalation::{EscalationStatus, StaffDecision, Transition, apply};
 use uuid::Uuid;
 
 /// Query of the list.
@@ -41,9 +41,11 @@ pub struct EscalationRow {
     decided_at: Option<DateTime<Utc>>,
     decision_note: Option<String>,
     refutation_deadline: Option<DateTime<Utc>>,
+    reviewer: Option<Uuid>,
+    review_until: Option<DateTime<Utc>>,
 }
 
-const COLUMNS: &str = "id, task_id, listing_id, status, reason, created_at, decided_by, decided_at, decision_note, refutation_deadline";
+const COLUMNS: &str = "id, task_id, listing_id, status, reason, created_at, decided_by, decided_at, decision_note, refutation_deadline, reviewer, review_until";
 
 /// A page of escalations.
 #[derive(Debug, Serialize)]
@@ -156,24 +158,34 @@ pub struct DecisionBody {
     note: Option<String>,
 }
 
-/// `POST /v1/staff/escalations/{id}/decision`: confirm or dismiss; a repeat is answered as the first.
+/// `POST /v1/staff/escalations/{id}/decision`: confirm or dismiss; a repeat
+/// is answered as the first. A confirmation opens a case against the seller
+/// (its id is in the answer as `case_id`), which notifies the seller and
+/// starts the refutation window. Refused while another staff member holds
+/// the escalation for review.
 pub async fn decide(
     State(state): State<AppState>,
     Staff(me): Staff,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<DecisionBody>,
-) -> ApiResult<Json<EscalationRow>> {
+) -> ApiResult<Json<Value>> {
     let id: EscalationId = parse_id(&id, "escalation")?;
     if body.note.as_ref().is_some_and(|n| n.chars().count() > 4000) {
         return Err(ApiError::invalid("note is at most 4000 characters"));
     }
+    let now = state.config.services.clock().now();
+    let window = state.config.services.refutation_window_secs;
     let mut tx = state.pool.begin().await?;
-    let current: Option<(String, Uuid)> =
-        sqlx::query_as("SELECT status, task_id FROM escalations WHERE id = $1 FOR UPDATE")
-            .bind(id.0)
-            .fetch_optional(&mut *tx)
-            .await?;
-    let (current, task) = current.ok_or_else(|| ApiError::not_found("escalation"))?;
+    let current: Option<(String, Uuid, String, Option<Uuid>, Option<DateTime<Utc>>)> =
+        sqlx::query_as(
+            "SELECT status, task_id, listing_id, reviewer, review_until
+             FROM escalations WHERE id = $1 FOR UPDATE",
+        )
+        .bind(id.0)
+        .fetch_optional(&mut *tx)
+        .await?;
+    let (current, task, listing_id, reviewer, review_until) =
+        current.ok_or_else(|| ApiError::not_found("escalation"))?;
     let current: EscalationStatus = current
         .parse()
         .map_err(|e: String| ApiError::internal(anyhow::anyhow!(e)))?;
@@ -187,18 +199,20 @@ pub async fn decide(
             ));
         }
         Transition::To(next) => {
-            let window =
-                (next == EscalationStatus::Confirmed).then_some(REFUTATION_WINDOW_SECS as f64);
+            review_hold::refuse_if_held_by_other(reviewer, review_until, me.id.0, now)?;
+            let confirmed = next == EscalationStatus::Confirmed;
+            let deadline = confirmed.then(|| now + chrono::Duration::seconds(window));
             sqlx::query(
-                "UPDATE escalations SET status = $2, decided_by = $3, decided_at = now(), decision_note = $4,
-                        refutation_deadline = now() + make_interval(secs => $5)
+                "UPDATE escalations SET status = $2, decided_by = $3, decided_at = $5,
+                        decision_note = $4, refutation_deadline = $6
                  WHERE id = $1",
             )
             .bind(id.0)
             .bind(next.as_str())
             .bind(me.id.0)
             .bind(&body.note)
-            .bind(window)
+            .bind(now)
+            .bind(deadline)
             .execute(&mut *tx)
             .await?;
             audit::record(
@@ -211,16 +225,76 @@ pub async fn decide(
             )
             .await?;
             // The staff outcome is the truth: it teaches every voter's reliability.
-            reliability::score_outcome(
-                &mut tx,
-                task,
-                next == EscalationStatus::Confirmed,
-                &Learning::default(),
-            )
-            .await?;
+            reliability::score_outcome(&mut tx, task, confirmed, &Learning::default()).await?;
+            if confirmed {
+                let (seller,): (String,) =
+                    sqlx::query_as("SELECT seller_id FROM listings WHERE listing_id = $1")
+                        .bind(&listing_id)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                let case = NewCase {
+                    seller_id: &seller,
+                    listing_id: Some(&listing_id),
+                    source: CaseSource::Escalation(id.0),
+                    opened_by: Some(me.id.0),
+                    note: body.note.as_deref(),
+                };
+                enforcement::open_case(&mut tx, &case, window, now).await?;
+            }
             tracing::info!(escalation.id = %id, staff.id = %me.id, status = next.as_str(), "escalation decided");
         }
     }
     tx.commit().await?;
-    Ok(Json(load(&state, id).await?))
+    one_with_case(&state, id).await
+}
+
+/// The escalation with the id of the case it opened (null until confirmed).
+async fn one_with_case(state: &AppState, id: EscalationId) -> ApiResult<Json<Value>> {
+    let escalation = load(state, id).await?;
+    let case: Option<(Uuid,)> = sqlx::query_as("SELECT id FROM cases WHERE escalation_id = $1")
+        .bind(id.0)
+        .fetch_optional(&state.pool)
+        .await?;
+    let mut body = serde_json::to_value(&escalation).map_err(anyhow::Error::from)?;
+    body["case_id"] = json!(case.map(|(c,)| c));
+    Ok(Json(body))
+}
+
+/// `POST /v1/staff/escalations/{id}/review`: take the escalation for exclusive
+/// review (`409 held_by_another` naming the holder while someone else has it).
+pub async fn review(
+    State(state): State<AppState>,
+    Staff(me): Staff,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let id: EscalationId = parse_id(&id, "escalation")?;
+    let now = state.config.services.clock().now();
+    let mut tx = state.pool.begin().await?;
+    let row: Option<(Option<Uuid>, Option<DateTime<Utc>>)> =
+        sqlx::query_as("SELECT reviewer, review_until FROM escalations WHERE id = $1 FOR UPDATE")
+            .bind(id.0)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let (reviewer, until) = row.ok_or_else(|| ApiError::not_found("escalation"))?;
+    let end = review_hold::take(
+        &mut tx,
+        Held::Escalation,
+        id.0,
+        reviewer,
+        until,
+        me.id.0,
+        now,
+    )
+    .await?;
+    audit::record(
+        &mut *tx,
+        me.id,
+        "escalation.review",
+        &format!("escalation:{id}"),
+        None,
+        json!({"reviewer": me.id.0, "review_until": end}),
+    )
+    .await?;
+    tx.commit().await?;
+    one_with_case(&state, id).await
 }

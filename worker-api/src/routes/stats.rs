@@ -84,5 +84,6 @@ pub async fn stats(State(state): State<AppState>, Staff(_): Staff) -> ApiResult<
         }
         None => json!(null),
     };
+    doc["enforcement"] = spotcheck_platform::enforcement::figures(&state.pool).await?;
     Ok(Json(doc))
 }
