@@ -13,6 +13,7 @@ pub mod difficulty;
 pub mod enforcement;
 pub mod escalation;
 pub mod gold;
+pub mod gold_rate;
 pub mod ids;
 pub mod lease_token;
 pub mod listing;

@@ -20,7 +20,8 @@ use spotcheck_shared::decision::{
     DecisionRule, EscalationReason, Judgement, TaskFacts, WeighedVote,
 };
 use spotcheck_shared::difficulty::DifficultyRule;
-use spotcheck_shared::gold::{GoldPolicy, GoldSchedule, is_gold_turn};
+use spotcheck_shared::gold::{GoldSchedule, is_gold_turn};
+use spotcheck_shared::gold_rate::GoldPolicy;
 use spotcheck_shared::posterior::{DEFAULT_PRIOR_COUNTERFEIT, RiskThresholds, StoppingRule};
 use spotcheck_shared::reliability::{Confusion, ReliabilityPrior};
 use std::collections::VecDeque;
