@@ -8,21 +8,19 @@
 //! `difficulty`, `dawid_skene`); the engine only plays the crowd.
 
 use crate::crowdsim::{SimTask, tasks};
+use crate::policy::{Adaptive, GoldRule, Policy};
 use crate::population::{CrowdShape, Group, Roster, Volunteer, population};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
-use spotcheck_shared::abuse::{AbusePolicy, RandomTest, VolunteerStats};
+use spotcheck_shared::abuse::VolunteerStats;
 use spotcheck_shared::aggregate::{Outcome, Verdict};
-use spotcheck_shared::agreement::{AgreementParams, AgreementVote, agreement_updates};
+use spotcheck_shared::agreement::{AgreementVote, agreement_updates};
 use spotcheck_shared::dawid_skene::{DawidSkeneOptions, dawid_skene};
 use spotcheck_shared::decision::{
     DecisionRule, EscalationReason, Judgement, TaskFacts, WeighedVote,
 };
-use spotcheck_shared::difficulty::DifficultyRule;
-use spotcheck_shared::gold::{GoldSchedule, is_gold_turn};
-use spotcheck_shared::gold_rate::GoldPolicy;
-use spotcheck_shared::posterior::{DEFAULT_PRIOR_COUNTERFEIT, RiskThresholds, StoppingRule};
+use spotcheck_shared::gold::is_gold_turn;
 use spotcheck_shared::reliability::{Confusion, ReliabilityPrior};
 use std::collections::VecDeque;
 
@@ -52,118 +50,6 @@ impl Default for ArenaConfig {
             counterfeit_rate: 0.09,
             shape: CrowdShape::default(),
             staff_delay: 2_000,
-        }
-    }
-}
-
-/// How an adaptive policy chooses gold turns.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum GoldRule {
-    /// By experience alone (today's rule).
-    Schedule(GoldSchedule),
-    /// By the uncertainty of the estimate and spammer risk.
-    Uncertainty(GoldPolicy),
-}
-
-/// An adaptive policy's settings.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Adaptive {
-    /// The name in reports.
-    pub name: &'static str,
-    /// Prior P(counterfeit).
-    pub prior: f64,
-    /// A newcomer's reliability.
-    pub reliability: ReliabilityPrior,
-    /// Stopping rules by business risk.
-    pub thresholds: RiskThresholds,
-    /// Who gets stopped from counting.
-    pub abuse: AbusePolicy,
-    /// When a claim is a gold turn.
-    pub gold: GoldRule,
-    /// Learning from agreement with decided tasks (`None`: gold and staff only).
-    pub agreement: Option<AgreementParams>,
-    /// How disagreement among careful voters asks for more votes.
-    pub difficulty: DifficultyRule,
-    /// Also stop on the whole confusion estimate, at this many nats above the
-    /// gold tests' bar (`None`: gold tallies alone).
-    pub soft_stop_margin: Option<f64>,
-    /// Whether staff verdicts on escalated tasks teach their voters' estimates.
-    pub staff_feedback: bool,
-}
-
-impl Adaptive {
-    /// The policy the services run today.
-    pub fn today() -> Self {
-        Adaptive {
-            name: "adaptive today",
-            prior: DEFAULT_PRIOR_COUNTERFEIT,
-            reliability: ReliabilityPrior::default(),
-            thresholds: RiskThresholds::default(),
-            abuse: AbusePolicy::default(),
-            gold: GoldRule::Schedule(GoldSchedule::default()),
-            agreement: None,
-            difficulty: DifficultyRule::NONE,
-            soft_stop_margin: None,
-            staff_feedback: true,
-        }
-    }
-
-    /// The new policy: gold by uncertainty and spammer risk, agreement
-    /// learning, difficulty, a stopping rule that lets clear-cut tasks end at
-    /// two votes, and abuse tests tuned for asymmetric volunteers (careful
-    /// 0.75 against spammer 0.4 per class, a random-answer test, a 0.002
-    /// false-stop rate, and the whole estimate consulted 2 nats above the bar).
-    pub fn learned() -> Self {
-        Adaptive {
-            name: "adaptive new",
-            prior: DEFAULT_PRIOR_COUNTERFEIT,
-            reliability: ReliabilityPrior::default(),
-            thresholds: RiskThresholds {
-                base: StoppingRule {
-                    min_votes: 2,
-                    max_votes: 10,
-                    counterfeit_at: 0.9,
-                    genuine_at: 0.015,
-                },
-                ..RiskThresholds::default()
-            },
-            abuse: AbusePolicy {
-                careful_accuracy: 0.75,
-                spammer_accuracy: 0.4,
-                false_stop_rate: 0.002,
-                random_test: Some(RandomTest {
-                    careful_right: 0.85,
-                    careful_unsure: 0.05,
-                }),
-                ..AbusePolicy::default()
-            },
-            gold: GoldRule::Uncertainty(GoldPolicy::default()),
-            agreement: Some(AgreementParams::default()),
-            difficulty: DifficultyRule { discount: 0.3 },
-            soft_stop_margin: Some(2.0),
-            staff_feedback: true,
-        }
-    }
-}
-
-/// A way of deciding tasks.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Policy {
-    /// `k` votes, strict majority.
-    Majority(u32),
-    /// `k` votes, labels from Dawid–Skene over all of them at the end.
-    DawidSkene(u32),
-    /// Votes until the posterior is confident.
-    Adaptive(Box<Adaptive>),
-}
-
-impl Policy {
-    /// The name in reports.
-    pub fn name(&self) -> String {
-        match self {
-            Policy::Majority(k) => format!("majority-{k}"),
-            Policy::DawidSkene(k) => format!("dawid-skene-{k}"),
-            Policy::Adaptive(a) => a.name.to_string(),
         }
     }
 }

@@ -2,7 +2,8 @@
 //! votes, today's adaptive policy and the new one on one realistic crowd, as a
 //! table, with who was stopped from counting and whether the targets hold.
 
-use crate::arena::{Adaptive, Arena, ArenaConfig, Member, Report, Run};
+use crate::arena::{Arena, ArenaConfig, Member, Report, Run};
+use crate::policy::Adaptive;
 use crate::population::Group;
 use std::fmt::Write;
 

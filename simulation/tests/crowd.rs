@@ -3,8 +3,9 @@
 //! 5,000 x 200,000 run (`spotcheck-simulation crowd`, see docs/crowd.md).
 
 use spotcheck_shared::aggregate::Verdict;
-use spotcheck_simulation::arena::{Adaptive, Arena, ArenaConfig, Run};
+use spotcheck_simulation::arena::{Arena, ArenaConfig, Run};
 use spotcheck_simulation::crowd_bench::missed_targets;
+use spotcheck_simulation::policy::Adaptive;
 use spotcheck_simulation::population::Group;
 
 fn arena(volunteers: usize, tasks: usize) -> Arena {
