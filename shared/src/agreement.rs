@@ -28,7 +28,7 @@
 //! the estimates from scratch and stays the anchor.
 
 use crate::aggregate::Verdict;
-use crate::posterior::{PRIOR_FLOOR, canonical_sum};
+use crate::posterior::{PRIOR_FLOOR, RiskThresholds, canonical_sum};
 use crate::reliability::Confusion;
 use serde::{Deserialize, Serialize};
 
@@ -88,6 +88,16 @@ impl AgreementParams {
         } else {
             rule_min_votes
         }
+    }
+
+    /// The stopping rules for an audit task: `thresholds` with at least
+    /// `audit_votes` counting votes before any decision (risky listings too,
+    /// since their rule is derived from the base one).
+    pub fn audit_thresholds(&self, thresholds: &RiskThresholds) -> RiskThresholds {
+        let mut audit = thresholds.clone();
+        audit.base.min_votes = self.min_votes(true, audit.base.min_votes);
+        audit.base.max_votes = audit.base.max_votes.max(audit.base.min_votes);
+        audit
     }
 }
 
@@ -301,6 +311,10 @@ mod tests {
         assert_eq!(params.min_votes(true, 2), 3);
         assert_eq!(params.min_votes(false, 2), 2);
         assert_eq!(params.min_votes(true, 5), 5);
+        let audit = params.audit_thresholds(&RiskThresholds::default());
+        assert_eq!(audit.base.min_votes, 3);
+        assert_eq!(audit.rule_for("high", 900.0).min_votes, 3);
+        audit.validate().unwrap();
     }
 
     #[test]

@@ -288,15 +288,11 @@ impl Arena {
                 .agreement
                 .is_some_and(|a| a.is_audit_task(&key, &(t as u64).to_be_bytes()));
             let rule = match &policy.agreement {
-                Some(a) if audit => {
-                    let mut thresholds = policy.thresholds.clone();
-                    thresholds.base.min_votes = a.min_votes(true, thresholds.base.min_votes);
-                    DecisionRule::Adaptive {
-                        prior: policy.prior,
-                        thresholds,
-                        max_slots: u32::MAX,
-                    }
-                }
+                Some(a) if audit => DecisionRule::Adaptive {
+                    prior: policy.prior,
+                    thresholds: a.audit_thresholds(&policy.thresholds),
+                    max_slots: u32::MAX,
+                },
                 _ => rule.clone(),
             };
             let mut voters: Vec<(u32, Verdict)> = Vec::new();
