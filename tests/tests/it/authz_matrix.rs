@@ -258,6 +258,88 @@ impl World {
                     if own { 403 } else { 200 },
                 )
             }
+            ("POST", "/v1/complaints") => {
+                let body = json!({"brand": "Matrix", "listing_id": self.listing, "reason": "other",
+                                  "description": "matrix", "evidence_urls": []});
+                case(route.into(), Some(body), 201)
+            }
+            // No caller of the matrix owns a complaint: an admitted one finds none.
+            ("GET", "/v1/complaints/{complaint_id}") => {
+                case(format!("/v1/complaints/{}", uuid::Uuid::nil()), None, 404)
+            }
+            ("POST", "/v1/staff/complaints/{complaint_id}/decision") => case(
+                format!("/v1/staff/complaints/{}/decision", uuid::Uuid::nil()),
+                Some(json!({"decision": "reject", "note": "matrix"})),
+                404,
+            ),
+            ("POST", "/v1/staff/test-purchases") => case(
+                route.into(),
+                Some(
+                    json!({"listing_id": self.listing, "purchased_at": "2026-01-05T10:00:00Z",
+                            "vendor": "matrix", "result": "authentic"}),
+                ),
+                201,
+            ),
+            // Staff take the escalation for review in turn: the admin, who
+            // comes after the staff member, finds it held.
+            ("POST", "/v1/staff/escalations/{id}/review") => case(
+                format!("/v1/staff/escalations/{}/review", self.escalation),
+                None,
+                if caller.is_some_and(|c| c.0 == Role::Admin) {
+                    409
+                } else {
+                    200
+                },
+            ),
+            ("GET", "/v1/staff/cases/export") => case(
+                "/v1/staff/cases/export?seller_id=matrix-seller".into(),
+                None,
+                200,
+            ),
+            // The matrix opens no case, so an admitted caller finds none.
+            ("GET", "/v1/staff/cases/{case_id}") => {
+                case(format!("/v1/staff/cases/{}", uuid::Uuid::nil()), None, 404)
+            }
+            ("POST", "/v1/staff/cases/{case_id}/review") => case(
+                format!("/v1/staff/cases/{}/review", uuid::Uuid::nil()),
+                None,
+                404,
+            ),
+            ("POST", "/v1/staff/cases/{case_id}/refutation-decision") => case(
+                format!("/v1/staff/cases/{}/refutation-decision", uuid::Uuid::nil()),
+                Some(json!({"decision": "reject"})),
+                404,
+            ),
+            ("GET", "/v1/staff/sellers/{seller_id}") => {
+                case("/v1/staff/sellers/matrix-nobody".into(), None, 404)
+            }
+            ("PUT", "/v1/staff/sellers/{seller_id}/risk-tier") => case(
+                "/v1/staff/sellers/matrix-seller/risk-tier".into(),
+                Some(json!({"tier": "high", "reason": "matrix"})),
+                200,
+            ),
+            ("PUT", "/v1/staff/penalty-ladder") => case(
+                route.into(),
+                Some(
+                    serde_json::to_value(spotcheck_shared::enforcement::Ladder::default())
+                        .expect("a ladder"),
+                ),
+                200,
+            ),
+            ("POST", "/v1/staff/penalties/{penalty_id}/lift") => case(
+                format!("/v1/staff/penalties/{}/lift", uuid::Uuid::nil()),
+                Some(json!({"reason": "matrix"})),
+                404,
+            ),
+            // No caller of the matrix is a seller account.
+            ("GET", "/v1/seller/cases/{case_id}") => {
+                case(format!("/v1/seller/cases/{}", uuid::Uuid::nil()), None, 404)
+            }
+            ("POST", "/v1/seller/cases/{case_id}/refutation") => case(
+                format!("/v1/seller/cases/{}/refutation", uuid::Uuid::nil()),
+                Some(json!({"text": "matrix", "evidence_urls": []})),
+                404,
+            ),
             // Served on the operator address only (as in production); the
             // public one answers like an unknown route.
             ("GET", "/metrics") => case(route.into(), None, 404),

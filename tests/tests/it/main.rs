@@ -10,6 +10,7 @@ mod claim_path;
 mod delivery;
 mod e2e;
 mod edge;
+mod enforcement;
 mod fault;
 mod harness;
 mod ingest;
