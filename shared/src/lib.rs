@@ -7,6 +7,7 @@ pub mod abuse;
 pub mod aggregate;
 pub mod agreement;
 pub mod capacity;
+pub mod complaint;
 pub mod dawid_skene;
 pub mod decision;
 pub mod difficulty;

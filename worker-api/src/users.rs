@@ -41,7 +41,7 @@ fn check_new_account(username: &str, plain: &str) -> Result<(), CreateUserError>
 
 /// Creates an active account; the password is hashed off the async threads,
 /// without a bound on hashes at once (the command line and start-up use it;
-/// requests go through [`create_user_with`]).
+/// requests go through [`hash_new_account`] and [`insert_user`]).
 pub async fn create_user(
     pool: &PgPool,
     username: &str,
@@ -50,38 +50,40 @@ pub async fn create_user(
 ) -> Result<UserId, CreateUserError> {
     check_new_account(username, &plain)?;
     let hash = password::hash(plain).await?;
-    insert_user(pool, username, hash, role).await
+    insert_user(pool, username, hash, role, None).await
 }
 
-/// Creates an active account, hashing its password in a slot of `hasher`.
-pub async fn create_user_with(
-    pool: &PgPool,
+/// Checks a new account's name and password and hashes the password in a slot
+/// of `hasher`; the caller then inserts the account with [`insert_user`].
+pub async fn hash_new_account(
     hasher: &password::Hasher,
     username: &str,
     plain: String,
-    role: Role,
-) -> Result<UserId, CreateUserError> {
+) -> Result<String, CreateUserError> {
     check_new_account(username, &plain)?;
-    let hash = hasher.hash(plain).await??;
-    insert_user(pool, username, hash, role).await
+    Ok(hasher.hash(plain).await??)
 }
 
-async fn insert_user(
-    pool: &PgPool,
+/// Inserts an active account (a seller's with its `seller_id`), in the
+/// caller's transaction when given one.
+pub async fn insert_user<'e>(
+    executor: impl sqlx::Executor<'e, Database = sqlx::Postgres>,
     username: &str,
     hash: String,
     role: Role,
+    seller_id: Option<&str>,
 ) -> Result<UserId, CreateUserError> {
     let id = UserId::new();
     let done = sqlx::query(
-        "INSERT INTO users (id, username, password_hash, role) VALUES ($1, $2, $3, $4)
+        "INSERT INTO users (id, username, password_hash, role, seller_id) VALUES ($1, $2, $3, $4, $5)
          ON CONFLICT ON CONSTRAINT users_username_key DO NOTHING",
     )
     .bind(id.0)
     .bind(username)
     .bind(hash)
     .bind(role.as_str())
-    .execute(pool)
+    .bind(seller_id)
+    .execute(executor)
     .await
     .map_err(anyhow::Error::from)?;
     if done.rows_affected() == 0 {

@@ -1,48 +1,81 @@
-//! Account management by staff: create (admins any role, staff volunteers only),
-//! suspend and reinstate.
+//! Account management by staff: create (admins any role, staff the roles
+//! without staff powers; sellers linked to their seller id, brand owners to
+//! their brands), suspend and reinstate.
 
 use crate::audit;
 use crate::auth::caller::Staff;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, parse_id};
 use crate::state::AppState;
-use crate::users::{CreateUserError, create_user_with};
+use crate::users::{CreateUserError, hash_new_account, insert_user};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use spotcheck_shared::complaint::{check_brands, check_id};
 use spotcheck_shared::{Role, UserId, UserStatus};
 
-/// `POST /v1/staff/users` body.
+/// `POST /v1/staff/users` body: a seller account names its `seller_id`, a
+/// brand owner's the `brands` it may complain about.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewUser {
     username: String,
     password: String,
     role: Role,
+    #[serde(default)]
+    seller_id: Option<String>,
+    #[serde(default)]
+    brands: Option<Vec<String>>,
 }
 
-/// Creates an account.
+/// The links a new account's role asks for, validated.
+fn links(body: &NewUser) -> ApiResult<(Option<&str>, Vec<String>)> {
+    let seller_id = match (body.role, body.seller_id.as_deref()) {
+        (Role::Seller, Some(id)) => {
+            check_id("seller_id", id).map_err(ApiError::invalid)?;
+            Some(id)
+        }
+        (Role::Seller, None) => return Err(ApiError::invalid("a seller account needs seller_id")),
+        (_, Some(_)) => {
+            return Err(ApiError::invalid(
+                "seller_id is given for seller accounts only",
+            ));
+        }
+        (_, None) => None,
+    };
+    let brands = match (body.role, body.brands.as_deref()) {
+        (Role::BrandOwner, Some(brands)) => check_brands(brands).map_err(ApiError::invalid)?,
+        (Role::BrandOwner, None) => {
+            return Err(ApiError::invalid("a brand-owner account needs brands"));
+        }
+        (_, Some(_)) => {
+            return Err(ApiError::invalid(
+                "brands are given for brand-owner accounts only",
+            ));
+        }
+        (_, None) => Vec::new(),
+    };
+    Ok((seller_id, brands))
+}
+
+/// Creates an account: admins any role, staff the roles without staff powers
+/// (volunteers, sellers, brand owners). A seller account is refused while its
+/// seller is banned (409 `seller_banned`). One audit row, in the same
+/// transaction as the account and its brands.
 pub async fn create(
     State(state): State<AppState>,
     Staff(me): Staff,
     ApiJson(body): ApiJson<NewUser>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    if me.role != Role::Admin && body.role != Role::Volunteer {
+    if me.role != Role::Admin && body.role.is_staff() {
         return Err(ApiError::forbidden(
             "only admins create staff or admin accounts",
         ));
     }
-    let id = create_user_with(
-        &state.pool,
-        &state.hasher,
-        &body.username,
-        body.password,
-        body.role,
-    )
-    .await
-    .map_err(|e| match e {
+    let (seller_id, brands) = links(&body)?;
+    let refused = |e: CreateUserError| match e {
         CreateUserError::Taken => {
             ApiError::new(StatusCode::CONFLICT, "username_taken", e.to_string())
         }
@@ -51,10 +84,47 @@ pub async fn create(
         }
         CreateUserError::Busy(busy) => busy.into(),
         CreateUserError::Internal(e) => ApiError::internal(e),
-    })?;
-    let new = json!({"username": body.username, "role": body.role});
+    };
+    let hash = hash_new_account(&state.hasher, &body.username, body.password.clone())
+        .await
+        .map_err(refused)?;
+    let mut tx = state.pool.begin().await?;
+    if let Some(seller) = seller_id {
+        // Shared lock: a ban committed meanwhile waits for this account, or is seen.
+        let banned: Option<bool> =
+            sqlx::query_scalar("SELECT banned FROM sellers WHERE seller_id = $1 FOR SHARE")
+                .bind(seller)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if banned == Some(true) {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "seller_banned",
+                "this seller is banned: no new account may act for it",
+            ));
+        }
+    }
+    let id = insert_user(&mut *tx, &body.username, hash, body.role, seller_id)
+        .await
+        .map_err(refused)?;
+    if !brands.is_empty() {
+        sqlx::query(
+            "INSERT INTO brand_owner_brands (user_id, brand) SELECT $1, b FROM unnest($2::text[]) AS b",
+        )
+        .bind(id.0)
+        .bind(&brands)
+        .execute(&mut *tx)
+        .await?;
+    }
+    let mut new = json!({"username": body.username, "role": body.role});
+    if let Some(seller) = seller_id {
+        new["seller_id"] = json!(seller);
+    }
+    if !brands.is_empty() {
+        new["brands"] = json!(brands);
+    }
     audit::record(
-        &state.pool,
+        &mut *tx,
         me.id,
         "user.create",
         &format!("user:{id}"),
@@ -62,6 +132,7 @@ pub async fn create(
         new,
     )
     .await?;
+    tx.commit().await?;
     Ok((StatusCode::CREATED, Json(json!({"user_id": id}))))
 }
 
@@ -82,7 +153,8 @@ async fn set_status(
             .fetch_optional(&mut *tx)
             .await?;
     let (role, old) = row.ok_or_else(|| ApiError::not_found("user"))?;
-    if me.role != Role::Admin && role != Role::Volunteer.as_str() {
+    let staff_account = role.parse::<Role>().map_or(true, Role::is_staff);
+    if me.role != Role::Admin && staff_account {
         return Err(ApiError::forbidden(
             "only admins change the status of staff or admins",
         ));
