@@ -3,10 +3,10 @@
 //! accounts that vote together far more often than chance.
 //!
 //! Each volunteer's confusion is rebuilt as the prior, plus every answer whose
-//! truth is known and already applied (gold tasks and staff outcomes, all time),
-//! plus the EM's soft labels for their other recent review votes; the rows are
-//! locked while they are rebuilt. One replica runs it at a time
-//! (a transaction-scoped advisory lock); the others skip that turn.
+//! truth is known and already applied (gold tasks, staff outcomes and test
+//! purchases, all time), plus the EM's soft labels for their other recent
+//! review votes; the rows are locked while they are rebuilt. One replica runs
+//! it at a time (a transaction-scoped advisory lock); the others skip that turn.
 
 use spotcheck_shared::Verdict;
 use spotcheck_shared::abuse::{CollusionParams, collusion_groups};
@@ -70,9 +70,12 @@ pub async fn recalibrate(pool: &PgPool, days: u32) -> anyhow::Result<Option<Summ
          LEFT JOIN decisions d ON d.task_id = v.task_id
          LEFT JOIN volunteer_reliability r ON r.volunteer_id = v.volunteer_id
          WHERE t.kind = 'review' AND v.verdict <> 'unsure' AND coalesce(r.counting, true)
-           -- a task staff settled is a known truth below, not an EM label
+           -- a task staff settled, or a vote a test purchase scored, is a
+           -- known truth below, not an EM label
            AND NOT EXISTS (SELECT 1 FROM escalations e WHERE e.task_id = v.task_id
                            AND e.status IN ('confirmed', 'dismissed'))
+           AND NOT EXISTS (SELECT 1 FROM test_purchases p WHERE p.listing_id = t.listing_id
+                           AND p.created_at <= v.scored_at)
            AND v.created_at > now() - make_interval(days => $1)",
     )
     .bind(days as i32)
@@ -138,7 +141,7 @@ pub async fn recalibrate(pool: &PgPool, days: u32) -> anyhow::Result<Option<Summ
     sqlx::query("SELECT volunteer_id FROM volunteer_reliability ORDER BY volunteer_id FOR UPDATE")
         .execute(&mut *tx)
         .await?;
-    // Known truths applied so far: gold answers and staff outcomes, all time.
+    // Known truths applied so far: gold answers, staff outcomes and test purchases, all time.
     let known: Vec<KnownRow> = sqlx::query_as(
         "SELECT v.volunteer_id, v.verdict, truth, count(*)
          FROM votes v
@@ -149,6 +152,16 @@ pub async fn recalibrate(pool: &PgPool, days: u32) -> anyhow::Result<Option<Summ
              SELECT e.status = 'confirmed' FROM escalations e
              WHERE e.task_id = v.task_id AND e.status IN ('confirmed', 'dismissed')
                AND v.scored_at IS NOT NULL
+             UNION ALL
+             -- where no staff outcome settled the task, the test purchase of
+             -- the listing that scored the vote (recorded in the transaction
+             -- that set scored_at: the latest recorded by then)
+             (SELECT p.result = 'counterfeit' FROM tasks t
+                  JOIN test_purchases p ON p.listing_id = t.listing_id
+              WHERE t.id = v.task_id AND p.created_at <= v.scored_at
+                AND NOT EXISTS (SELECT 1 FROM escalations e WHERE e.task_id = v.task_id
+                                AND e.status IN ('confirmed', 'dismissed'))
+              ORDER BY p.created_at DESC, p.id DESC LIMIT 1)
          ) k ON true
          GROUP BY 1, 2, 3",
     )

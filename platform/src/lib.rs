@@ -4,6 +4,7 @@
 
 pub mod amqp;
 pub mod clock;
+pub mod complaints;
 pub mod config;
 pub mod db;
 pub mod enforcement;

@@ -12,6 +12,11 @@
 //! with no answer yet is left out of the overall share. When nothing counterfeit
 //! was found the upper end of the interval is the exact bound for zero successes
 //! in the effective sample size.
+//!
+//! Only round tasks are units of the sample. An inspection a brand owner's
+//! complaint opened (inclusion probability 1, out of round) was chosen by the
+//! complainant, not drawn from the frame: counting it would bias the share
+//! towards the listings brand owners suspect, so callers leave it out.
 
 use serde::Serialize;
 use std::collections::BTreeMap;

@@ -107,8 +107,8 @@ pub struct Config {
     /// Votes a task asks for (used to size dry runs of the sampling rules).
     #[arg(long, env = "SPOTCHECK_MIN_VOTES", default_value_t = 3)]
     pub min_votes: u32,
-    /// Complaints one brand owner may file in an hour (new ones and duplicates
-    /// merged into an open one); more are answered 429 `complaint_rate_limited`.
+    /// New complaints one brand owner may file in an hour; past it, new ones and
+    /// duplicates alike are answered 429 `complaint_rate_limited`.
     #[arg(long, env = "SPOTCHECK_COMPLAINTS_PER_HOUR", default_value_t = 60)]
     pub complaints_per_hour: u32,
     /// Average volunteer time one vote takes, in seconds (converts votes into

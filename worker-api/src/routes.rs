@@ -6,6 +6,8 @@
 
 pub mod auth;
 pub mod cases;
+pub mod complaint_review;
+pub mod complaints;
 pub mod escalations;
 pub mod health;
 pub mod inspections;
@@ -17,6 +19,7 @@ pub mod seller;
 pub mod sellers;
 pub mod stats;
 pub mod tasks;
+pub mod test_purchases;
 pub mod users;
 pub mod volunteers;
 pub mod votes;
@@ -86,6 +89,10 @@ pub static ROUTES: &[RouteSpec] = &[
     route!(GET  "/v1/seller/cases/{case_id}",             Seller,    Subject   => seller::one),
     route!(POST "/v1/seller/cases/{case_id}/refutation",  Seller,    Subject   => seller::refute),
     route!(GET  "/v1/seller/penalties",                   Seller,    Subject   => seller::penalties),
+    // brand owners (each sees only its own complaints)
+    route!(POST "/v1/complaints",                         BrandOwner, Subject  => complaints::create),
+    route!(GET  "/v1/complaints",                         BrandOwner, Subject  => complaints::list),
+    route!(GET  "/v1/complaints/{complaint_id}",          BrandOwner, Subject  => complaints::one),
     // staff and admins (which accounts staff may manage is checked per object)
     route!(GET  "/v1/staff/escalations",                  Staff,     Subject   => escalations::list),
     route!(GET  "/v1/staff/escalations/{id}",             Staff,     Subject   => escalations::one),
@@ -102,6 +109,10 @@ pub static ROUTES: &[RouteSpec] = &[
     route!(PUT  "/v1/staff/penalty-ladder",               Staff,     Subject   => sellers::put_ladder),
     route!(POST "/v1/staff/penalties/{penalty_id}/lift",  Staff,     Subject   => sellers::lift),
     route!(GET  "/v1/staff/audit",                        Staff,     Subject   => sellers::audit),
+    route!(GET  "/v1/staff/complaints",                   Staff,     Subject   => complaint_review::list),
+    route!(POST "/v1/staff/complaints/{complaint_id}/decision", Staff, Subject => complaint_review::decide),
+    route!(GET  "/v1/staff/brand-owners",                 Staff,     Subject   => complaint_review::brand_owners),
+    route!(POST "/v1/staff/test-purchases",               Staff,     Subject   => test_purchases::record),
     route!(GET  "/v1/staff/sampling-rules",               Staff,     Subject   => sampling::get_rules),
     route!(PUT  "/v1/staff/sampling-rules",               Staff,     Subject   => sampling::put_rules),
     route!(GET  "/v1/staff/sampling-rules/history",       Staff,     Subject   => sampling::history),

@@ -7,6 +7,7 @@ mod auth;
 mod auth_tokens;
 mod authz_matrix;
 mod claim_path;
+mod complaints;
 mod delivery;
 mod e2e;
 mod edge;

@@ -42,6 +42,41 @@ fn note(spec: &RouteSpec) -> Option<&'static str> {
             "`{\"status\": \"ready\"}`, or 503 `not_ready` without naming the failed \
              dependency (the operator address's /readyz does).",
         ),
+        "/v1/complaints" if spec.method == axum::http::Method::POST => Some(
+            "`{brand, listing_id?, seller_id?, reason, description, evidence_urls}`; reason \
+             `counterfeit`, `trademark_misuse`, `unauthorized_seller` or `other`. `201 \
+             {complaint_id}`; a duplicate while one is open for the same listing (or seller) \
+             merges its evidence and answers `200` with the open one's id. 403 \
+             `brand_not_linked`, 404 for an unknown listing or seller, 429 \
+             `complaint_rate_limited` past SPOTCHECK_COMPLAINTS_PER_HOUR.",
+        ),
+        "/v1/complaints" => Some(
+            "`{items, next_cursor}`: the caller's own complaints, newest first, with status \
+             and outcome (staff note, case and its state, inspection state); never a \
+             volunteer's identity or vote.",
+        ),
+        "/v1/complaints/{complaint_id}" => {
+            Some("One of the caller's own complaints (another owner's is 404).")
+        }
+        "/v1/staff/complaints" => Some(
+            "`?status=open|upheld|rejected&limit=&cursor=`: `{items, next_cursor}`, oldest first.",
+        ),
+        "/v1/staff/complaints/{complaint_id}/decision" => Some(
+            "`{decision: \"accept\" | \"reject\", note}`: accept upholds the complaint and \
+             opens a case against the seller (the answer carries `case_id`); the same \
+             decision again answers as the first, the other is 409 \
+             `complaint_already_decided`.",
+        ),
+        "/v1/staff/brand-owners" => Some(
+            "`{items, next_cursor}`: each brand owner's brands, complaint counts, precision \
+             (upheld / decided) and credibility (the share of a complaint's boost it earns).",
+        ),
+        "/v1/staff/test-purchases" => Some(
+            "`{listing_id, purchased_at, vendor, result: \"authentic\" | \"counterfeit\", \
+             notes?, evidence_urls?}`: `201 {test_purchase_id, case_id?, votes_scored}`; a \
+             counterfeit opens a case, and either result teaches the reliability of the \
+             volunteers who voted on the listing.",
+        ),
         _ => None,
     }
 }

@@ -26,6 +26,8 @@ type StratumRow = (String, i64, i64, i64, i64, f64, f64, f64, f64, f64);
 /// a decided inspection. A listing counts as counterfeit when staff confirmed
 /// it, genuine when staff dismissed it, and otherwise as the volunteers decided;
 /// uncertain and undecided inspections are treated as not (yet) answered.
+/// Only round tasks count: an inspection a complaint opened was not drawn with
+/// a known probability from the round's frame, so it would bias the estimate.
 pub async fn prevalence(
     State(state): State<AppState>,
     Staff(_): Staff,
@@ -37,7 +39,7 @@ pub async fn prevalence(
             sqlx::query_scalar(
                 "SELECT coalesce(
                     (SELECT max(t.round) FROM tasks t JOIN decisions d ON d.task_id = t.id
-                      WHERE t.kind = 'review'),
+                      WHERE t.kind = 'review' AND t.origin = 'round'),
                     (SELECT max(round) FROM sampling_frames))",
             )
             .fetch_one(&state.pool)
@@ -57,7 +59,7 @@ pub async fn prevalence(
             FROM tasks t
             LEFT JOIN decisions d ON d.task_id = t.id
             LEFT JOIN escalations e ON e.task_id = t.id
-            WHERE t.round = $1 AND t.kind = 'review'),
+            WHERE t.round = $1 AND t.kind = 'review' AND t.origin = 'round'),
          sample AS (
             SELECT stratum, count(*) AS inspected, count(y) AS decided,
                    count(*) FILTER (WHERE y) AS found,
