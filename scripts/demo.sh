@@ -38,6 +38,9 @@ export SPOTCHECK_RATE_AUTH_PER_MIN="${SPOTCHECK_RATE_AUTH_PER_MIN:-100000}"
 # They also answer in DEMO_THINK_MS, far faster than a person looking at a listing:
 # the speed rule would rightly stop every one of them, so the demo turns it off.
 export SPOTCHECK_FAST_VOTE_SECS="${SPOTCHECK_FAST_VOTE_SECS:-0}"
+# Staff confirm the counterfeits at the end; the sellers get a short window
+# (three days in production) so the demo shows the penalties issued.
+export SPOTCHECK_REFUTATION_WINDOW_SECS="${SPOTCHECK_REFUTATION_WINDOW_SECS:-15}"
 
 scripts/services.sh "$DEMO_DB"
 
@@ -49,7 +52,7 @@ echo "== fresh demo state"
 psql -q -h 127.0.0.1 -U postgres -d postgres -c "DROP DATABASE IF EXISTS ${DEMO_DB} WITH (FORCE)" \
     -c "CREATE DATABASE ${DEMO_DB}"
 redis-cli -h 127.0.0.1 --scan --pattern "{${SPOTCHECK_REDIS_PREFIX}}:*" | xargs -r redis-cli -h 127.0.0.1 del >/dev/null
-for queue in spotcheck.ingest spotcheck.tasks spotcheck.votes; do
+for queue in spotcheck.ingest spotcheck.tasks spotcheck.votes spotcheck.enforcement.unrouted; do
     rabbitmqctl -q purge_queue "$queue" >/dev/null 2>&1 || true
 done
 "$BIN/worker-api" migrate
@@ -95,6 +98,8 @@ cat <<MSG
 == running: coordinator and worker-api are up
    API:          $API   (staff sign in as admin / \$SPOTCHECK_ADMIN_PASSWORD)
    escalations:  curl -H "authorization: Bearer \$TOKEN" $API/v1/staff/escalations
+   cases:        curl -H "authorization: Bearer \$TOKEN" $API/v1/staff/cases
+   penalties:    the enforcement events wait in the queue spotcheck.enforcement.unrouted
    figures:      curl -H "authorization: Bearer \$TOKEN" $API/v1/staff/stats
    logs:         $LOGS/coordinator.log, $LOGS/worker-api.log
    stop:         Ctrl-C${DEMO_SECS:+ (or wait ${DEMO_SECS}s)}
@@ -103,7 +108,7 @@ MSG
 "$BIN/spotcheck-sim" demo --seed "$DEMO_SEED" --count "$DEMO_LISTINGS" \
     --volunteers "$DEMO_VOLUNTEERS" --think-ms "$DEMO_THINK_MS" --duration-secs "${DEMO_SECS:-3600}" \
     --api "$API" --admin-user admin --report-every 10 --json-report "$LOGS/report.json" \
-    ${DEMO_WAIT_INGEST:+--wait-ingest}
+    --enforce-secs "${DEMO_ENFORCE_SECS:-60}" ${DEMO_WAIT_INGEST:+--wait-ingest}
 echo "== report written to $LOGS/report.json"
 if [[ -n "$DEMO_SECS" ]]; then
     exit 0

@@ -49,8 +49,14 @@ pub struct Voted {
 /// One escalation as listed to staff; other fields are ignored.
 #[derive(Debug, Clone, Deserialize)]
 pub struct EscalationItem {
+    /// The escalation's id.
+    #[serde(default)]
+    pub id: String,
     /// The escalated listing.
     pub listing_id: String,
+    /// `open`, `confirmed` or `dismissed`.
+    #[serde(default)]
+    pub status: String,
 }
 
 /// A page of escalations.
@@ -203,6 +209,20 @@ impl Api {
             .get(format!("{}/v1/staff/stats", self.base))
             .bearer_auth(token);
         json_of(send(req).await?).await
+    }
+
+    /// `POST /v1/staff/escalations/{id}/decision`: `confirm` or `dismiss`.
+    pub async fn decide_escalation(
+        &self,
+        token: &str,
+        id: &str,
+        decision: &str,
+        note: &str,
+    ) -> Result<(), ApiError> {
+        let body = json!({ "decision": decision, "note": note });
+        let path = format!("/v1/staff/escalations/{id}/decision");
+        send(self.post(&path, Some(token)).json(&body)).await?;
+        Ok(())
     }
 
     /// `GET /v1/staff/escalations`: one page of up to `limit`, from `cursor`.

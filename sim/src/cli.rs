@@ -186,6 +186,11 @@ pub struct DemoArgs {
     /// Gold tasks (listings with known answers) staff add before the volunteers start.
     #[arg(long, default_value_t = 40)]
     pub gold: usize,
+    /// After the review, staff decide the escalations and the demo waits up to
+    /// this many seconds for the cases' refutation windows to run out and the
+    /// penalties to be issued (`0`: staff decide nothing).
+    #[arg(long, default_value_t = 0)]
+    pub enforce_secs: u64,
     /// The API and users.
     #[command(flatten)]
     pub api: ApiArgs,

@@ -112,6 +112,16 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         print!("{score}");
     }
     println!("{load}");
+    if args.enforce_secs > 0 {
+        enforce(
+            &api,
+            &rec,
+            &mut staff_session,
+            &crew.truth,
+            args.enforce_secs,
+        )
+        .await;
+    }
     if let Some(path) = &args.crew.json_report {
         let report = DemoReport {
             ending: format!("{ending:?}"),
@@ -122,6 +132,42 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         load::write_json(path, &report)?;
     }
     Ok(())
+}
+
+/// Staff decide the escalations (confirm the counterfeits, dismiss the rest),
+/// then the demo waits up to `secs` for the refutation windows of the cases
+/// opened to run out and their penalties to be issued, and prints the result.
+async fn enforce(
+    api: &Api,
+    rec: &Arc<Recorder>,
+    staff_session: &mut crate::session::Session,
+    truth: &crate::truth::Truth,
+    secs: u64,
+) {
+    match staff::decide_escalations(api, rec, staff_session, truth).await {
+        Ok((confirmed, dismissed)) => println!(
+            "staff: {confirmed} escalations confirmed (a case each, seller notified), {dismissed} dismissed"
+        ),
+        Err(e) => {
+            eprintln!("could not decide the escalations: {e:#}");
+            return;
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let stats = staff::stats(api, rec, staff_session).await;
+        let over = stats.as_ref().is_some_and(staff::windows_over);
+        if over || Instant::now() >= deadline {
+            if let Some(stats) = &stats {
+                println!("enforcement: {}", staff::enforcement_summary(stats));
+            }
+            if !over {
+                println!("enforcement: some refutation windows are still running after {secs}s");
+            }
+            return;
+        }
+        tokio::time::sleep(POLL).await;
+    }
 }
 
 /// `count` gold listings, half counterfeit and half genuine, from a marketplace

@@ -54,6 +54,32 @@ pub fn all_closed(stats: &Value, listings: usize) -> bool {
     ingested && total && open
 }
 
+/// The enforcement line of the stats: cases by state and penalties by kind.
+pub fn enforcement_summary(stats: &Value) -> String {
+    let e = &stats["enforcement"];
+    let join = |v: &Value| {
+        v.as_object()
+            .map(|m| {
+                let mut parts: Vec<String> = m.iter().map(|(k, n)| format!("{k} {n}")).collect();
+                parts.sort();
+                parts.join(", ")
+            })
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "none".into())
+    };
+    format!(
+        "cases: {} | penalties in force: {}",
+        join(&e["cases_by_state"]),
+        join(&e["penalties_by_kind"])
+    )
+}
+
+/// Whether every case has left the refutation window (none `notified`).
+pub fn windows_over(stats: &Value) -> bool {
+    number(stats, &["enforcement", "cases_by_state", "notified"]).unwrap_or(0) == 0
+        && number(stats, &["enforcement", "cases_by_state", "expired"]).unwrap_or(0) == 0
+}
+
 /// Reads the stats, recording the call.
 pub async fn stats(api: &Api, rec: &Recorder, staff: &mut Session) -> Option<Value> {
     staff
@@ -71,7 +97,57 @@ pub async fn escalated_listings(
     rec: &Recorder,
     staff: &mut Session,
 ) -> anyhow::Result<HashSet<String>> {
-    let mut listings = HashSet::new();
+    Ok(escalations(api, rec, staff)
+        .await?
+        .into_iter()
+        .map(|e| e.listing_id)
+        .collect())
+}
+
+/// Staff decide every open escalation as the demo's staff would after looking
+/// at the listing: confirm a counterfeit (the hidden truth), dismiss the rest.
+/// A confirmation opens a case, whose refutation window then runs out (no
+/// simulated seller refutes) and the penalty ladder is enforced. Returns how
+/// many were confirmed and dismissed.
+pub async fn decide_escalations(
+    api: &Api,
+    rec: &Recorder,
+    staff: &mut Session,
+    truth: &crate::truth::Truth,
+) -> anyhow::Result<(u64, u64)> {
+    let (mut confirmed, mut dismissed) = (0, 0);
+    for e in escalations(api, rec, staff).await? {
+        if e.status != "open" {
+            continue;
+        }
+        let counterfeit = truth.is_counterfeit(&e.listing_id) == Some(true);
+        let (decision, note) = if counterfeit {
+            ("confirm", "counterfeit on inspection")
+        } else {
+            ("dismiss", "genuine on inspection")
+        };
+        let id = e.id.as_str();
+        staff
+            .call(api, rec, CallKind::Staff, |t| async move {
+                api.decide_escalation(&t, id, decision, note).await
+            })
+            .await?;
+        if counterfeit {
+            confirmed += 1;
+        } else {
+            dismissed += 1;
+        }
+    }
+    Ok((confirmed, dismissed))
+}
+
+/// Every escalation, following `next_cursor`.
+async fn escalations(
+    api: &Api,
+    rec: &Recorder,
+    staff: &mut Session,
+) -> anyhow::Result<Vec<crate::api::EscalationItem>> {
+    let mut all = Vec::new();
     let mut cursor: Option<String> = None;
     for _ in 0..MAX_PAGES {
         let from = cursor.as_deref();
@@ -80,10 +156,10 @@ pub async fn escalated_listings(
                 api.escalations(&t, PAGE, from).await
             })
             .await?;
-        listings.extend(page.items.into_iter().map(|e| e.listing_id));
+        all.extend(page.items);
         match page.next_cursor {
             Some(next) if Some(&next) != cursor.as_ref() => cursor = Some(next),
-            _ => return Ok(listings),
+            _ => return Ok(all),
         }
     }
     anyhow::bail!("escalations did not end after {MAX_PAGES} pages")
