@@ -374,6 +374,9 @@ pub enum LiftRefusal {
     AlreadyLifted,
 }
 
+/// Case, seller, kind, listing and when lifted, of a penalty.
+type PenaltyRow = (Uuid, String, String, Option<String>, Option<DateTime<Utc>>);
+
 /// Lifts a penalty: marks it, undoes the seller status it set, publishes a
 /// `lifted` event and audits it. Returns the penalty as JSON.
 pub async fn lift(
@@ -383,14 +386,13 @@ pub async fn lift(
     reason: &str,
     now: DateTime<Utc>,
 ) -> sqlx::Result<Result<Value, LiftRefusal>> {
-    let row: Option<(Uuid, String, String, Option<String>, Option<DateTime<Utc>>)> =
-        sqlx::query_as(
-            "SELECT case_id, seller_id, kind, listing_id, lifted_at FROM penalties
+    let row: Option<PenaltyRow> = sqlx::query_as(
+        "SELECT case_id, seller_id, kind, listing_id, lifted_at FROM penalties
              WHERE id = $1 FOR UPDATE",
-        )
-        .bind(penalty_id)
-        .fetch_optional(&mut *conn)
-        .await?;
+    )
+    .bind(penalty_id)
+    .fetch_optional(&mut *conn)
+    .await?;
     let Some((case_id, seller_id, kind, listing_id, lifted_at)) = row else {
         return Ok(Err(LiftRefusal::NotFound));
     };

@@ -588,8 +588,10 @@ mod tests {
         let mut l = Ladder::default();
         l.steps[0].penalties[0].days = Some(3);
         assert!(l.validate().unwrap_err().contains("only for"));
-        let mut l = Ladder::default();
-        l.strikes_expire_days = 10;
+        let l = Ladder {
+            strikes_expire_days: 10,
+            ..Ladder::default()
+        };
         assert!(l.validate().unwrap_err().contains("strikes_expire_days"));
         let mut l = Ladder::default();
         l.steps[2].penalties.push(PenaltySpec {

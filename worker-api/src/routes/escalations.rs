@@ -158,6 +158,9 @@ pub struct DecisionBody {
     note: Option<String>,
 }
 
+/// Status, task, listing, reviewer and end of the review hold of an escalation.
+type DecisionRow = (String, Uuid, String, Option<Uuid>, Option<DateTime<Utc>>);
+
 /// `POST /v1/staff/escalations/{id}/decision`: confirm or dismiss; a repeat
 /// is answered as the first. A confirmation opens a case against the seller
 /// (its id is in the answer as `case_id`), which notifies the seller and
@@ -176,14 +179,13 @@ pub async fn decide(
     let now = state.config.services.clock().now();
     let window = state.config.services.refutation_window_secs;
     let mut tx = state.pool.begin().await?;
-    let current: Option<(String, Uuid, String, Option<Uuid>, Option<DateTime<Utc>>)> =
-        sqlx::query_as(
-            "SELECT status, task_id, listing_id, reviewer, review_until
+    let current: Option<DecisionRow> = sqlx::query_as(
+        "SELECT status, task_id, listing_id, reviewer, review_until
              FROM escalations WHERE id = $1 FOR UPDATE",
-        )
-        .bind(id.0)
-        .fetch_optional(&mut *tx)
-        .await?;
+    )
+    .bind(id.0)
+    .fetch_optional(&mut *tx)
+    .await?;
     let (current, task, listing_id, reviewer, review_until) =
         current.ok_or_else(|| ApiError::not_found("escalation"))?;
     let current: EscalationStatus = current
