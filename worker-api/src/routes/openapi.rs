@@ -77,6 +77,73 @@ fn note(spec: &RouteSpec) -> Option<&'static str> {
              counterfeit opens a case, and either result teaches the reliability of the \
              volunteers who voted on the listing.",
         ),
+        "/v1/staff/escalations/{id}/decision" => Some(
+            "`{decision: \"confirm\" | \"dismiss\", note?}`: the escalation with `case_id`; a \
+             confirmation opens a case against the seller and starts the refutation window \
+             (SPOTCHECK_REFUTATION_WINDOW_SECS). 409 `escalation_already_decided`, 409 \
+             `held_by_another` while another staff member reviews it.",
+        ),
+        "/v1/staff/escalations/{id}/review" | "/v1/staff/cases/{case_id}/review" => Some(
+            "Holds it for exclusive review for 15 minutes (renewed by the holder); 409 \
+             `held_by_another` with `reviewer` and `review_until` while someone else holds it.",
+        ),
+        "/v1/staff/cases" => Some(
+            "`?state=notified|refuted|upheld|rejected|expired|enforced&seller_id=&limit=&cursor=`: \
+             `{items, next_cursor}`, oldest first.",
+        ),
+        "/v1/staff/cases/{case_id}" => Some(
+            "The case with `evidence` (listing, reasons, staff note, test purchase, votes), \
+             `refutation`, `penalties` and `history` (its audit rows).",
+        ),
+        "/v1/staff/cases/{case_id}/refutation-decision" => Some(
+            "`{decision: \"uphold\" | \"reject\", note?}` on a refuted case, never by the staff \
+             member who opened it (403 `separation_of_duties`): uphold closes it without \
+             penalty, reject issues the ladder's penalties at once. 409 `case_state`, 409 \
+             `held_by_another`.",
+        ),
+        "/v1/staff/cases/export" => Some(
+            "`?seller_id=a,b&format=json|html`: the referral case file of 1 to 50 sellers \
+             (records, cases, evidence, refutations, penalties), as JSON or a printable page.",
+        ),
+        "/v1/staff/sellers/{seller_id}" => Some(
+            "Storefront and deposit status, banned, strikes (live or aged out), risk tier \
+             (derived, override, effective) and penalties.",
+        ),
+        "/v1/staff/sellers/{seller_id}/risk-tier" => Some(
+            "`{tier, reason}`: overrides the tier the sampler uses for the seller's listings; \
+             `tier: null` clears it.",
+        ),
+        "/v1/staff/penalty-ladder" => Some(
+            "`{strike_window_days, strikes_expire_days, steps: [{strike, penalties: [{kind, \
+             days?}]}]}`; kinds `delist_listing`, `reimburse_buyers`, `limit_new_listings` \
+             (days), `public_notice` (days), `close_storefront`, `confiscate_deposit`, \
+             `permanent_ban`. A PUT is validated (422 `invalid_ladder` naming the field) and \
+             audited.",
+        ),
+        "/v1/staff/penalties/{penalty_id}/lift" => Some(
+            "`{reason}`: lifts the penalty, restores what it changed and publishes a `lifted` \
+             enforcement event; 409 `penalty_already_lifted`.",
+        ),
+        "/v1/staff/audit" => Some(
+            "`?actor=<user id>|system&action=<prefix>&since=<RFC 3339>&limit=&cursor=`: \
+             `{items, next_cursor}`, newest first.",
+        ),
+        "/v1/seller/cases" => Some(
+            "`{items, next_cursor}`: the seller's own cases with their evidence bundle (listing, \
+             reasons given with counts, staff note), never a volunteer's identity or a vote.",
+        ),
+        "/v1/seller/cases/{case_id}" => Some(
+            "One of the seller's own cases with evidence, refutation and penalties (another \
+             seller's is 404).",
+        ),
+        "/v1/seller/cases/{case_id}/refutation" => Some(
+            "`{text, evidence_urls}` (text up to 8,000 characters, up to 20 http(s) links), \
+             once per case before its deadline: `201`, the case `refuted`. 409 \
+             `refutation_window_closed` after the deadline, 409 `already_refuted`.",
+        ),
+        "/v1/seller/penalties" => {
+            Some("`{seller_id, items}`: the penalties in force, with `until` for timed ones.")
+        }
         _ => None,
     }
 }
