@@ -12,6 +12,7 @@ mod sample;
 
 pub use frames::FrameTally;
 pub use sample::{Candidate, sample_many};
+use spotcheck_shared::complaint::COMPLAINT_SIGNAL;
 
 use crate::policy::CurrentPolicy;
 use spotcheck_shared::capacity::Throttle;
@@ -108,34 +109,55 @@ pub async fn ingest_many(
 /// The signal a listing of a permanently banned seller carries.
 pub const BANNED_SELLER_SIGNAL: &str = "banned_seller";
 
-/// The listings as the seller records have them, when any of their sellers
-/// has a record that matters: the tier staff set or strikes gave replaces the
-/// feed's (so a seller with strikes is inspected more), and a banned seller's
-/// listings carry the [`BANNED_SELLER_SIGNAL`]. `None` when nothing changes.
+/// The listings as the records already stored have them, when any record
+/// matters: the tier staff set or strikes gave a seller replaces the feed's (so
+/// a seller with strikes is inspected more), a banned seller's listings carry
+/// the [`BANNED_SELLER_SIGNAL`], and a listing a brand owner's complaint boosted
+/// keeps its complaint signal through the feed's newer versions. One statement
+/// for the batch; `None` when nothing changes.
 async fn seller_records(
     conn: &mut PgConnection,
     listings: &[Listing],
 ) -> anyhow::Result<Option<Vec<Listing>>> {
-    let mut sellers: Vec<&str> = listings.iter().map(|l| l.seller_id.as_str()).collect();
-    sellers.sort_unstable();
-    sellers.dedup();
-    let records = spotcheck_platform::enforcement::seller_tiers(conn, &sellers).await?;
+    let ids: Vec<&str> = listings.iter().map(|l| l.listing_id.as_str()).collect();
+    let sellers: Vec<&str> = listings.iter().map(|l| l.seller_id.as_str()).collect();
+    // Listing, the seller's tier (when its record matters), banned, complaint-boosted.
+    let records: Vec<(String, Option<String>, bool, bool)> = sqlx::query_as(
+        "SELECT u.listing_id, coalesce(s.tier_override, s.derived_tier), coalesce(s.banned, false),
+                coalesce((l.signals ->> $3)::boolean, false)
+         FROM unnest($1::text[], $2::text[]) AS u(listing_id, seller_id)
+         LEFT JOIN sellers s ON s.seller_id = u.seller_id
+             AND (s.tier_override IS NOT NULL OR s.derived_tier <> 'standard' OR s.banned)
+         LEFT JOIN listings l ON l.listing_id = u.listing_id
+         WHERE s.seller_id IS NOT NULL OR coalesce((l.signals ->> $3)::boolean, false)",
+    )
+    .bind(&ids)
+    .bind(&sellers)
+    .bind(COMPLAINT_SIGNAL)
+    .fetch_all(&mut *conn)
+    .await?;
     if records.is_empty() {
         return Ok(None);
     }
-    let records: HashMap<String, (String, bool)> = records
+    let records: HashMap<String, (Option<String>, bool, bool)> = records
         .into_iter()
-        .map(|(seller, tier, banned)| (seller, (tier, banned)))
+        .map(|(listing, tier, banned, boosted)| (listing, (tier, banned, boosted)))
         .collect();
     let mut marked = listings.to_vec();
     for listing in &mut marked {
-        if let Some((tier, banned)) = records.get(&listing.seller_id) {
+        let Some((tier, banned, boosted)) = records.get(listing.listing_id.as_str()) else {
+            continue;
+        };
+        if let Some(tier) = tier {
             listing.seller_risk_tier = Some(tier.clone());
-            if *banned {
-                listing
-                    .signals
-                    .insert(BANNED_SELLER_SIGNAL.to_owned(), true);
-            }
+        }
+        if *banned {
+            listing
+                .signals
+                .insert(BANNED_SELLER_SIGNAL.to_owned(), true);
+        }
+        if *boosted {
+            listing.signals.insert(COMPLAINT_SIGNAL.to_owned(), true);
         }
     }
     Ok(Some(marked))

@@ -5,13 +5,14 @@
 //! climb the ladder, strikes age out, lifting publishes `lifted`, and every
 //! step is in the audit trail.
 
-use crate::harness::{TestEnv, wait_until};
+use crate::harness::{TestEnv, import_lines, lines_of, wait_until};
 use futures::StreamExt;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use reqwest::Method;
 use serde_json::{Value, json};
 use spotcheck_shared::Role;
+use spotcheck_simulation::demo::generate;
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -644,6 +645,39 @@ async fn repeat_offenders_climb_the_ladder_strikes_age_out_and_lifting_publishes
     .await
     .expect("tiers");
     assert_eq!(tiers, ["critical"]);
+
+    // The feed's new listings of the seller come in at its tier, marked as a
+    // banned seller's; a listing a complaint boosted keeps its signal when the
+    // feed sends a newer version without it.
+    let mut fresh = generate(91, 2);
+    for d in &mut fresh {
+        d.listing.seller_id = "S-9".into();
+        d.listing.seller_risk_tier = Some("low".into());
+    }
+    let boosted = fresh[1].listing.listing_id.as_str().to_owned();
+    import_lines(&w.env, &lines_of(&fresh[..1])).await;
+    import_lines(&w.env, &lines_of(&fresh[1..])).await;
+    sqlx::query("UPDATE listings SET signals = signals || '{\"brand_complaint\": true}' WHERE listing_id = $1")
+        .bind(&boosted)
+        .execute(&w.env.pool)
+        .await
+        .expect("boost");
+    fresh[1].listing.version += 1;
+    import_lines(&w.env, &lines_of(&fresh[1..])).await;
+    let stored: Vec<(String, Value)> = sqlx::query_as(
+        "SELECT seller_risk_tier, signals FROM listings WHERE listing_id = ANY($1) ORDER BY listing_id = $2",
+    )
+    .bind(fresh.iter().map(|d| d.listing.listing_id.as_str().to_owned()).collect::<Vec<_>>())
+    .bind(&boosted)
+    .fetch_all(&w.env.pool)
+    .await
+    .expect("stored listings");
+    assert_eq!(stored.len(), 2);
+    for (tier, signals) in &stored {
+        assert_eq!(tier, "critical");
+        assert_eq!(signals["banned_seller"], true, "{signals}");
+    }
+    assert_eq!(stored[1].1["brand_complaint"], true, "{}", stored[1].1);
 
     // Lifting the ban publishes `lifted` and gives the storefront back its status.
     let ban = record["penalties"]
