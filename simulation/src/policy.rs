@@ -2,12 +2,13 @@
 //! and the two adaptive policies, today's and the new one, as settings the
 //! engine ([`arena`](crate::arena)) plays.
 
-use spotcheck_shared::abuse::{AbusePolicy, RandomTest};
+use spotcheck_shared::abuse::{AbusePolicy, SOFT_STOP_MARGIN};
 use spotcheck_shared::agreement::AgreementParams;
+use spotcheck_shared::decision::learned_thresholds;
 use spotcheck_shared::difficulty::DifficultyRule;
 use spotcheck_shared::gold::GoldSchedule;
 use spotcheck_shared::gold_rate::GoldPolicy;
-use spotcheck_shared::posterior::{DEFAULT_PRIOR_COUNTERFEIT, RiskThresholds, StoppingRule};
+use spotcheck_shared::posterior::{DEFAULT_PRIOR_COUNTERFEIT, RiskThresholds};
 use spotcheck_shared::reliability::ReliabilityPrior;
 
 /// How an adaptive policy chooses gold turns.
@@ -62,39 +63,25 @@ impl Adaptive {
         }
     }
 
-    /// The new policy: gold by uncertainty and spammer risk, agreement
-    /// learning, difficulty, a stopping rule that lets clear-cut tasks end at
-    /// two votes, and abuse tests tuned for asymmetric volunteers (careful
-    /// 0.75 against spammer 0.4 per class, a random-answer test, a 0.002
-    /// false-stop rate, and the whole estimate consulted 2 nats above the bar).
+    /// The new policy, with the settings the services run (each defined once,
+    /// in `shared`): gold by uncertainty and spammer risk
+    /// ([`GoldPolicy::default`]), agreement learning on audit tasks
+    /// ([`AgreementParams::default`]), difficulty ([`DifficultyRule::LEARNED`]),
+    /// a stopping rule that lets clear-cut tasks end at two votes
+    /// ([`learned_thresholds`]), and abuse tests tuned for asymmetric
+    /// volunteers ([`AbusePolicy::learned`], the whole estimate consulted
+    /// [`SOFT_STOP_MARGIN`] nats above the bar).
     pub fn learned() -> Self {
         Adaptive {
             name: "adaptive new",
             prior: DEFAULT_PRIOR_COUNTERFEIT,
             reliability: ReliabilityPrior::default(),
-            thresholds: RiskThresholds {
-                base: StoppingRule {
-                    min_votes: 2,
-                    max_votes: 10,
-                    counterfeit_at: 0.9,
-                    genuine_at: 0.015,
-                },
-                ..RiskThresholds::default()
-            },
-            abuse: AbusePolicy {
-                careful_accuracy: 0.75,
-                spammer_accuracy: 0.4,
-                false_stop_rate: 0.002,
-                random_test: Some(RandomTest {
-                    careful_right: 0.85,
-                    careful_unsure: 0.05,
-                }),
-                ..AbusePolicy::default()
-            },
+            thresholds: learned_thresholds(),
+            abuse: AbusePolicy::learned(),
             gold: GoldRule::Uncertainty(GoldPolicy::default()),
             agreement: Some(AgreementParams::default()),
-            difficulty: DifficultyRule { discount: 0.3 },
-            soft_stop_margin: Some(2.0),
+            difficulty: DifficultyRule::LEARNED,
+            soft_stop_margin: Some(SOFT_STOP_MARGIN),
             staff_feedback: true,
         }
     }
