@@ -82,7 +82,9 @@ pub async fn audit(
 }
 
 /// Opens a case (state `notified`, deadline now + the window) and returns its
-/// id; opening it again from the same source returns the first one.
+/// id; opening it again from the same source returns the first one. The
+/// caller's own audit row names the case (`case_id` in its new value), so a
+/// staff action that opens a case leaves one audit row, not two.
 pub async fn open_case(
     conn: &mut PgConnection,
     case: &NewCase<'_>,
@@ -113,16 +115,6 @@ pub async fn open_case(
     .fetch_optional(&mut *conn)
     .await?;
     if let Some((id,)) = inserted {
-        audit(
-            conn,
-            case.opened_by,
-            "case.open",
-            &format!("case:{id}"),
-            None,
-            json!({"state": "notified", "seller_id": case.seller_id, "listing_id": case.listing_id,
-                   "source": source, "deadline": deadline}),
-        )
-        .await?;
         metrics::counter!("spotcheck_cases_opened_total", "source" => source).increment(1);
         return Ok(id);
     }

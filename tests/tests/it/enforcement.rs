@@ -437,7 +437,8 @@ async fn an_unrefuted_case_is_enforced_once_by_two_coordinators_and_a_late_refut
         .await;
     assert_eq!(status, 403);
 
-    // The history of the case is its audit trail: opened, expired, enforced.
+    // The history of the case is its audit trail: confirmed (opening it),
+    // expired, enforced, and the penalties issued.
     let detail = w.case(case).await;
     let actions: Vec<&str> = detail["history"]
         .as_array()
@@ -445,7 +446,15 @@ async fn an_unrefuted_case_is_enforced_once_by_two_coordinators_and_a_late_refut
         .iter()
         .filter_map(|h| h["action"].as_str())
         .collect();
-    assert_eq!(actions, ["case.open", "case.expired", "case.enforced"]);
+    assert_eq!(
+        actions,
+        [
+            "escalation.decide",
+            "case.expired",
+            "case.enforced",
+            "penalties.issue"
+        ]
+    );
     assert_eq!(detail["penalties"].as_array().map(Vec::len), Some(3));
 }
 
@@ -774,8 +783,8 @@ async fn repeat_offenders_climb_the_ladder_strikes_age_out_and_lifting_publishes
             None => break,
         }
     }
-    // Three cases: opened, expired and enforced each.
-    assert_eq!(seen.len(), 9, "{seen:?}");
+    // Three cases: expired and enforced each.
+    assert_eq!(seen.len(), 6, "{seen:?}");
     assert!(seen.windows(2).all(|p| p[0] > p[1]), "newest first");
     let (_, system) = w
         .env
@@ -800,4 +809,148 @@ async fn repeat_offenders_climb_the_ladder_strikes_age_out_and_lifting_publishes
         (status, body["code"].as_str()),
         (422, Some("validation_failed"))
     );
+}
+
+/// Audit rows written by the user behind `token`.
+async fn rows_by(w: &World, token: &str) -> i64 {
+    let (_, me) = w.env.call(Method::GET, "/v1/me", Some(token), None).await;
+    let id: Uuid = me["user_id"]
+        .as_str()
+        .expect("a user id")
+        .parse()
+        .expect("a uuid");
+    sqlx::query_scalar("SELECT count(*) FROM audit_log WHERE actor_id = $1")
+        .bind(id)
+        .fetch_one(&w.env.pool)
+        .await
+        .expect("count")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_state_changing_route_leaves_exactly_one_audit_row_by_its_caller() {
+    let w = World::start().await;
+    let seller = w.seller("seller-audit", "S-A").await;
+    let (escalation, _) = w.escalation("S-A").await;
+    let post = |path: String, token: String, body: Option<Value>| {
+        let env = &w.env;
+        async move { env.call(Method::POST, &path, Some(&token), body).await }
+    };
+    let put = |path: &'static str, token: String, body: Value| {
+        let env = &w.env;
+        async move { env.call(Method::PUT, path, Some(&token), Some(body)).await }
+    };
+    // (route, who, status) in order, each checked for one new row by its caller.
+    let staff = w.staff.clone();
+    let other = w.other_staff.clone();
+    let before = rows_by(&w, &staff).await;
+    let (status, _) = post(
+        format!("/v1/staff/escalations/{escalation}/review"),
+        staff.clone(),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(rows_by(&w, &staff).await, before + 1, "escalation review");
+    let case = w.confirm(&staff, escalation).await;
+    assert_eq!(
+        rows_by(&w, &staff).await,
+        before + 2,
+        "escalation decision and its case"
+    );
+    w.confirm(&staff, escalation).await;
+    assert_eq!(
+        rows_by(&w, &staff).await,
+        before + 2,
+        "a repeated decision changes nothing"
+    );
+
+    let seller_before = rows_by(&w, &seller).await;
+    let (status, _) = post(
+        format!("/v1/seller/cases/{case}/refutation"),
+        seller.clone(),
+        Some(json!({"text": "genuine", "evidence_urls": []})),
+    )
+    .await;
+    assert_eq!(status, 201);
+    assert_eq!(rows_by(&w, &seller).await, seller_before + 1, "refutation");
+
+    let other_before = rows_by(&w, &other).await;
+    let (status, _) = post(
+        format!("/v1/staff/cases/{case}/review"),
+        other.clone(),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(rows_by(&w, &other).await, other_before + 1, "case review");
+    let (status, body) = post(
+        format!("/v1/staff/cases/{case}/refutation-decision"),
+        other.clone(),
+        Some(json!({"decision": "reject", "note": "no invoice"})),
+    )
+    .await;
+    assert_eq!(
+        (status, body["state"].as_str()),
+        (200, Some("enforced")),
+        "{body}"
+    );
+    assert_eq!(
+        rows_by(&w, &other).await,
+        other_before + 2,
+        "refutation decision"
+    );
+
+    let (status, ladder) = w
+        .env
+        .call(Method::GET, "/v1/staff/penalty-ladder", Some(&staff), None)
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        put("/v1/staff/penalty-ladder", staff.clone(), ladder)
+            .await
+            .0,
+        200
+    );
+    assert_eq!(rows_by(&w, &staff).await, before + 3, "ladder");
+    let tier = json!({"tier": "high", "reason": "watch list"});
+    assert_eq!(
+        put("/v1/staff/sellers/S-A/risk-tier", staff.clone(), tier)
+            .await
+            .0,
+        200
+    );
+    assert_eq!(rows_by(&w, &staff).await, before + 4, "risk tier");
+    let penalty: Uuid = sqlx::query_scalar("SELECT id FROM penalties WHERE case_id = $1 LIMIT 1")
+        .bind(case)
+        .fetch_one(&w.env.pool)
+        .await
+        .expect("a penalty");
+    let (status, _) = post(
+        format!("/v1/staff/penalties/{penalty}/lift"),
+        staff.clone(),
+        Some(json!({"reason": "appeal"})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(rows_by(&w, &staff).await, before + 5, "lift");
+    let (status, _) = w
+        .env
+        .call(
+            Method::GET,
+            "/v1/staff/cases/export?seller_id=S-A&format=html",
+            Some(&staff),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(rows_by(&w, &staff).await, before + 6, "case file export");
+    // What followed the rejection is audited as automatic actions.
+    let automatic: Vec<String> = sqlx::query_scalar(
+        "SELECT action FROM audit_log WHERE actor_id IS NULL AND (subject = $1 OR subject = 'seller:S-A') ORDER BY id",
+    )
+    .bind(format!("case:{case}"))
+    .fetch_all(&w.env.pool)
+    .await
+    .expect("automatic rows");
+    assert_eq!(automatic, ["case.enforced", "penalties.issue"]);
 }

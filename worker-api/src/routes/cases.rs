@@ -194,9 +194,10 @@ pub async fn one(
     let (history,): (Value,) = sqlx::query_as(
         "SELECT coalesce(jsonb_agg(jsonb_build_object('action', action, 'actor_id', actor_id,
                 'old', old, 'new', new, 'at', at) ORDER BY id), '[]'::jsonb)
-         FROM audit_log WHERE subject = $1",
+         FROM audit_log WHERE subject = $1 OR new ->> 'case_id' = $2",
     )
     .bind(format!("case:{id}"))
+    .bind(id.to_string())
     .fetch_one(&mut *conn)
     .await?;
     case["evidence"] = evidence;

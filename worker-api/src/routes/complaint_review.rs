@@ -105,8 +105,8 @@ pub struct Decided {
 /// `POST /v1/staff/complaints/{complaint_id}/decision`: accept (the complaint
 /// is upheld and a case opened against the seller, whose id the answer
 /// carries) or reject; the same decision again is answered as the first, the
-/// other one is `409 complaint_already_decided`. Audited: `complaint.decide`,
-/// and `case.open` for the case an acceptance opens.
+/// other one is `409 complaint_already_decided`. Audited: one
+/// `complaint.decide` row, naming the case an acceptance opens.
 pub async fn decide(
     State(state): State<AppState>,
     Staff(me): Staff,
@@ -154,15 +154,6 @@ pub async fn decide(
     .bind(&body.note)
     .execute(&mut *tx)
     .await?;
-    audit::record(
-        &mut *tx,
-        me.id,
-        "complaint.decide",
-        &format!("complaint:{id}"),
-        Some(json!({"status": current})),
-        json!({"status": next, "note": body.note}),
-    )
-    .await?;
     let mut case_id = None;
     if next == ComplaintStatus::Upheld {
         let seller = seller_id
@@ -184,6 +175,15 @@ pub async fn decide(
             .await?;
         case_id = Some(case);
     }
+    audit::record(
+        &mut *tx,
+        me.id,
+        "complaint.decide",
+        &format!("complaint:{id}"),
+        Some(json!({"status": current})),
+        json!({"status": next, "note": body.note, "case_id": case_id}),
+    )
+    .await?;
     tx.commit().await?;
     tracing::info!(complaint.id = %id, staff.id = %me.id, status = next.as_str(), "complaint decided");
     Ok(Json(Decided {

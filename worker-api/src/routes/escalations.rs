@@ -217,17 +217,9 @@ pub async fn decide(
             .bind(deadline)
             .execute(&mut *tx)
             .await?;
-            audit::record(
-                &mut *tx,
-                me.id,
-                "escalation.decide",
-                &format!("escalation:{id}"),
-                Some(json!({"status": current.as_str()})),
-                json!({"status": next.as_str(), "note": body.note}),
-            )
-            .await?;
             // The staff outcome is the truth: it teaches every voter's reliability.
             reliability::score_outcome(&mut tx, task, confirmed, &Learning::default()).await?;
+            let mut case_id = None;
             if confirmed {
                 let (seller,): (String,) =
                     sqlx::query_as("SELECT seller_id FROM listings WHERE listing_id = $1")
@@ -241,8 +233,17 @@ pub async fn decide(
                     opened_by: Some(me.id.0),
                     note: body.note.as_deref(),
                 };
-                enforcement::open_case(&mut tx, &case, window, now).await?;
+                case_id = Some(enforcement::open_case(&mut tx, &case, window, now).await?);
             }
+            audit::record(
+                &mut *tx,
+                me.id,
+                "escalation.decide",
+                &format!("escalation:{id}"),
+                Some(json!({"status": current.as_str()})),
+                json!({"status": next.as_str(), "note": body.note, "case_id": case_id}),
+            )
+            .await?;
             tracing::info!(escalation.id = %id, staff.id = %me.id, status = next.as_str(), "escalation decided");
         }
     }

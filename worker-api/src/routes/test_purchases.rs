@@ -83,8 +83,8 @@ pub struct Recorded {
 }
 
 /// `POST /v1/staff/test-purchases`: `201 {test_purchase_id, case_id?}`.
-/// Audited: `test_purchase.record`, and `case.open` for the case a
-/// counterfeit opens (opened by the staff member who records it).
+/// Audited: one `test_purchase.record` row, naming the case a counterfeit
+/// opens (opened by the staff member who records it).
 pub async fn record(
     State(state): State<AppState>,
     Staff(me): Staff,
@@ -118,16 +118,6 @@ pub async fn record(
     .bind(me.id.0)
     .execute(&mut *tx)
     .await?;
-    audit::record(
-        &mut *tx,
-        me.id,
-        "test_purchase.record",
-        &format!("test_purchase:{id}"),
-        None,
-        json!({"listing_id": body.listing_id, "seller_id": seller, "vendor": body.vendor,
-               "purchased_at": body.purchased_at, "result": body.result}),
-    )
-    .await?;
     let counterfeit = body.result == PurchaseResult::Counterfeit;
     let case_id = if counterfeit {
         let case = NewCase {
@@ -142,6 +132,16 @@ pub async fn record(
     } else {
         None
     };
+    audit::record(
+        &mut *tx,
+        me.id,
+        "test_purchase.record",
+        &format!("test_purchase:{id}"),
+        None,
+        json!({"listing_id": body.listing_id, "seller_id": seller, "vendor": body.vendor,
+               "purchased_at": body.purchased_at, "result": body.result, "case_id": case_id}),
+    )
+    .await?;
     // The truth about the listing teaches everyone who inspected it, in task order.
     let tasks: Vec<Uuid> = sqlx::query_scalar(
         "SELECT id FROM tasks WHERE listing_id = $1 AND kind = 'review' ORDER BY id",
