@@ -2,18 +2,28 @@
 //! accounted to their volunteers (pace, gold answers, abuse rules) in one
 //! transaction, then every task they touch that has the votes it asked for is
 //! judged in a second one: a decision and maybe an escalation, or one more
-//! vote slot. The two never lock a volunteer's row and a task's row together.
+//! vote slot. The first locks votes, then volunteers; the second tasks, then
+//! (for decided audit tasks) their voters, each in id order.
 //!
-//! What the votes come to is [`DecisionRule::judge`], the pure function the
-//! simulation calls too. Exactly one decision per task, whatever the
-//! redelivery: task rows are locked (in id order) and decided only while open.
+//! What the votes come to is [`DecisionRule::judge_with`], the pure function
+//! the simulation calls too, with the task's difficulty. A keyed share of
+//! tasks are audit tasks ([`AgreementParams::is_audit_task`]): they take at
+//! least `audit_votes` counting votes, and once decided their first ones (in
+//! the order cast) teach their voters' confusion estimates by agreement, in
+//! the transaction that writes the decision. Exactly one decision per task,
+//! and so one lesson, whatever the redelivery: task rows are locked (in id
+//! order) and decided only while open.
 
 use crate::consumer::Handled;
 use lapin::message::Delivery;
 use spotcheck_platform::outbox;
 use spotcheck_platform::reliability::{self, Learning};
 use spotcheck_platform::standing::StandingCache;
+use spotcheck_shared::agreement::{
+    AgreementParams, AgreementUpdate, AgreementVote, agreement_updates,
+};
 use spotcheck_shared::decision::{DecisionRule, Judgement, TaskFacts, WeighedVote};
+use spotcheck_shared::difficulty::DifficultyRule;
 use spotcheck_shared::messages::{VoteRecorded, decode_votes};
 use spotcheck_shared::reliability::Confusion;
 use spotcheck_shared::{EscalationId, Outcome, TaskId, Verdict};
@@ -26,8 +36,43 @@ use uuid::Uuid;
 pub struct Aggregation {
     /// How tasks are decided.
     pub rule: DecisionRule,
+    /// How disagreement among careful voters asks for more votes.
+    pub difficulty: DifficultyRule,
+    /// Audit tasks and learning from agreement (`None`: gold and staff only).
+    pub audit: Option<Audit>,
     /// Reliability learning and abuse rules.
     pub learning: Learning,
+}
+
+/// Audit tasks: which they are, how they are decided, what they teach.
+#[derive(Clone)]
+pub struct Audit {
+    /// The share of audit tasks, their votes and the agreement guards.
+    pub params: AgreementParams,
+    /// Secret of the keyed draw that makes a task an audit task.
+    pub key: Vec<u8>,
+    /// The rule audit tasks are decided by (at least `audit_votes` votes).
+    pub rule: DecisionRule,
+    /// The prior P(counterfeit) of the soft labels.
+    pub prior: f64,
+}
+
+impl std::fmt::Debug for Audit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Audit")
+            .field("params", &self.params)
+            .field("key", &"<redacted>")
+            .field("rule", &self.rule)
+            .field("prior", &self.prior)
+            .finish()
+    }
+}
+
+impl Audit {
+    /// Whether `task` is an audit task.
+    pub fn covers(&self, task: Uuid) -> bool {
+        self.params.is_audit_task(&self.key, task.as_bytes())
+    }
 }
 
 /// What looking at a task came to.
@@ -44,6 +89,9 @@ pub enum Decision {
 }
 
 type TaskRow = (Uuid, String, String, i32, i32, String, String, f64);
+
+/// A vote of a ready task: task, voter, verdict, their confusion and whether they count.
+type VoteRow = (Uuid, Uuid, String, Option<serde_json::Value>, Option<bool>);
 
 /// A task judged in this batch.
 struct Judged {
@@ -113,38 +161,47 @@ pub async fn decide_many(
         return Ok(decisions);
     }
     let ready_ids: Vec<Uuid> = ready.iter().map(|r| r.0).collect();
-    let votes: Vec<(Uuid, String, Option<serde_json::Value>, Option<bool>)> = sqlx::query_as(
-        "SELECT v.task_id, v.verdict, r.confusion, r.counting
+    // In the order cast: an audit task's first counting votes teach.
+    let votes: Vec<VoteRow> = sqlx::query_as(
+        "SELECT v.task_id, v.volunteer_id, v.verdict, r.confusion, r.counting
          FROM votes v LEFT JOIN volunteer_reliability r ON r.volunteer_id = v.volunteer_id
-         WHERE v.task_id = ANY($1)",
+         WHERE v.task_id = ANY($1) ORDER BY v.created_at, v.id",
     )
     .bind(&ready_ids)
     .fetch_all(&mut *tx)
     .await?;
     // A volunteer without a row yet is a newcomer: the prior confusion.
     let newcomer = Confusion::prior(&agg.learning.prior);
-    let mut by_task: HashMap<Uuid, Vec<WeighedVote>> = HashMap::new();
-    for (task, verdict, confusion, counting) in votes {
+    let mut by_task: HashMap<Uuid, Vec<(Uuid, WeighedVote)>> = HashMap::new();
+    for (task, voter, verdict, confusion, counting) in votes {
         let confusion = match (confusion, counting) {
             (_, Some(false)) => None,
             (Some(c), _) => Some(serde_json::from_value(c).unwrap_or(newcomer)),
             (None, _) => Some(newcomer),
         };
-        by_task.entry(task).or_default().push(WeighedVote {
+        let vote = WeighedVote {
             verdict: verdict.parse().unwrap_or(Verdict::Unsure),
             confusion,
-        });
+        };
+        by_task.entry(task).or_default().push((voter, vote));
     }
     let mut more: Vec<TaskId> = Vec::new();
     let mut judged: Vec<Judged> = Vec::new();
+    let mut lessons: Vec<AgreementUpdate<Uuid>> = Vec::new();
     for (id, _, _, required, _, listing_id, tier, price) in ready {
-        let votes = by_task.remove(&id).unwrap_or_default();
+        let cast = by_task.remove(&id).unwrap_or_default();
+        let votes: Vec<WeighedVote> = cast.iter().map(|(_, v)| *v).collect();
         let facts = TaskFacts {
             slots: required.max(0) as u32,
             seller_risk_tier: &tier,
             price,
         };
-        let judgement = agg.rule.judge(&votes, facts);
+        let audit = agg.audit.as_ref().filter(|a| a.covers(id));
+        let rule = audit.map_or(&agg.rule, |a| &a.rule);
+        let judgement = rule.judge_with(&votes, facts, &agg.difficulty);
+        if let (Some(audit), Judgement::Decided { .. }) = (audit, judgement) {
+            lessons.extend(lessons_of(audit, &cast));
+        }
         match judgement {
             Judgement::MoreVotes { posterior } => {
                 tracing::debug!(task.id = %id, posterior, "asking for another vote");
@@ -171,7 +228,16 @@ pub async fn decide_many(
         outbox::offer_slots(&mut tx, &more, 1).await?;
     }
     write_decisions(&mut tx, &judged).await?;
+    if let Some(audit) = &agg.audit {
+        let added =
+            reliability::apply_agreement(&mut tx, &lessons, &audit.params, &agg.learning.prior)
+                .await?;
+        if added > 0.0 {
+            tracing::debug!(updates = lessons.len(), added, "agreement taught");
+        }
+    }
     tx.commit().await?;
+    metrics::counter!("spotcheck_agreement_updates_total").increment(lessons.len() as u64);
     metrics::counter!("spotcheck_extra_votes_total").increment(more.len() as u64);
     for j in &judged {
         if let Judgement::Decided { outcome, .. } = j.judgement {
@@ -180,6 +246,24 @@ pub async fn decide_many(
         }
     }
     Ok(decisions)
+}
+
+/// What a decided audit task teaches: the agreement updates of its first
+/// `audit_votes` counting votes in the order cast (`cast`), each with its
+/// voter's estimate as it was before the decision.
+fn lessons_of(audit: &Audit, cast: &[(Uuid, WeighedVote)]) -> Vec<AgreementUpdate<Uuid>> {
+    let first: Vec<AgreementVote<Uuid>> = cast
+        .iter()
+        .filter_map(|(voter, v)| {
+            v.confusion.map(|confusion| AgreementVote {
+                voter: *voter,
+                verdict: v.verdict,
+                confusion,
+            })
+        })
+        .take(audit.params.audit_votes as usize)
+        .collect();
+    agreement_updates(audit.prior, &first, &audit.params)
 }
 
 /// Votes per verdict, and how many weighed.

@@ -2,6 +2,9 @@
 
 use clap::{Parser, Subcommand};
 use spotcheck_platform::config::ServiceConfig;
+use spotcheck_shared::agreement::AgreementParams;
+use spotcheck_shared::decision::LEARNED_STOPPING_RULE;
+use spotcheck_shared::difficulty::DifficultyRule;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -48,24 +51,26 @@ pub struct Config {
     /// A file holding the sampling key (instead of `SPOTCHECK_SAMPLING_KEY`).
     #[arg(long, env = "SPOTCHECK_SAMPLING_KEY_FILE")]
     pub sampling_key_file: Option<PathBuf>,
-    /// Votes each task asks for.
-    #[arg(long, env = "SPOTCHECK_MIN_VOTES", default_value_t = 3)]
+    /// Votes each task asks for at first; in adaptive mode also the fewest
+    /// counting votes a decision needs (audit tasks take at least
+    /// `SPOTCHECK_AUDIT_VOTES`). Majority mode decides on exactly this many.
+    #[arg(long, env = "SPOTCHECK_MIN_VOTES", default_value_t = LEARNED_STOPPING_RULE.min_votes as i32)]
     pub min_votes: i32,
     /// `adaptive` (reliability-weighted posterior and stopping rule) or
     /// `majority` (a fixed strict majority of `SPOTCHECK_MIN_VOTES`).
     #[arg(long, env = "SPOTCHECK_AGGREGATION", default_value = "adaptive", value_parser = ["adaptive", "majority"])]
     pub aggregation: String,
     /// Most counting votes before a task is escalated as uncertain.
-    #[arg(long, env = "SPOTCHECK_MAX_VOTES", default_value_t = 7)]
+    #[arg(long, env = "SPOTCHECK_MAX_VOTES", default_value_t = LEARNED_STOPPING_RULE.max_votes)]
     pub max_votes: u32,
     /// Most vote slots a task may ask for, counting or not (at most 50).
     #[arg(long, env = "SPOTCHECK_MAX_SLOTS", default_value_t = 12)]
     pub max_slots: i32,
     /// Posterior at or above which a listing is decided counterfeit (escalated).
-    #[arg(long, env = "SPOTCHECK_COUNTERFEIT_AT", default_value_t = 0.9)]
+    #[arg(long, env = "SPOTCHECK_COUNTERFEIT_AT", default_value_t = LEARNED_STOPPING_RULE.counterfeit_at)]
     pub counterfeit_at: f64,
     /// Posterior at or below which a listing is decided genuine.
-    #[arg(long, env = "SPOTCHECK_GENUINE_AT", default_value_t = 0.05)]
+    #[arg(long, env = "SPOTCHECK_GENUINE_AT", default_value_t = LEARNED_STOPPING_RULE.genuine_at)]
     pub genuine_at: f64,
     /// `counterfeit_at` for risky listings (a risky seller tier or a high price).
     #[arg(long, env = "SPOTCHECK_RISKY_COUNTERFEIT_AT", default_value_t = 0.7)]
@@ -81,6 +86,20 @@ pub struct Config {
     /// Prices at or above this are escalated at the lower threshold.
     #[arg(long, env = "SPOTCHECK_HIGH_PRICE", default_value_t = 500.0)]
     pub high_price: f64,
+    /// How far disagreement among careful voters discounts a task's evidence:
+    /// it is divided by 1 + this x the task's difficulty (0 ignores
+    /// difficulty). Adaptive mode only.
+    #[arg(long, env = "SPOTCHECK_DIFFICULTY_DISCOUNT", default_value_t = DifficultyRule::LEARNED.discount)]
+    pub difficulty_discount: f64,
+    /// Share of tasks that are audit tasks (a keyed draw): they take at least
+    /// `SPOTCHECK_AUDIT_VOTES` counting votes, and their first ones teach
+    /// their voters' estimates by agreement with the decision (0 turns
+    /// learning from agreement off). Adaptive mode only.
+    #[arg(long, env = "SPOTCHECK_AUDIT_SHARE", default_value_t = AgreementParams::default().audit_share)]
+    pub audit_share: f64,
+    /// Counting votes an audit task takes at least, and how many of them teach.
+    #[arg(long, env = "SPOTCHECK_AUDIT_VOTES", default_value_t = AgreementParams::default().audit_votes)]
+    pub audit_votes: u32,
     /// Prior probability that a sampled listing is counterfeit.
     #[arg(long, env = "SPOTCHECK_PRIOR_COUNTERFEIT", default_value_t = 0.1)]
     pub prior_counterfeit: f64,
@@ -208,9 +227,11 @@ impl Config {
 
     /// How votes become decisions; refuses inconsistent thresholds.
     pub fn aggregation(&self) -> anyhow::Result<crate::aggregator::Aggregation> {
-        use crate::aggregator::Aggregation;
+        use crate::aggregator::{Aggregation, Audit};
         use spotcheck_shared::decision::DecisionRule;
         use spotcheck_shared::posterior::{RiskThresholds, StoppingRule};
+        let mut difficulty = DifficultyRule::NONE;
+        let mut audit = None;
         let rule = if self.aggregation == "majority" {
             DecisionRule::Majority
         } else {
@@ -234,22 +255,59 @@ impl Config {
                 self.prior_counterfeit > 0.0 && self.prior_counterfeit < 1.0,
                 "SPOTCHECK_PRIOR_COUNTERFEIT must be in (0, 1)"
             );
+            anyhow::ensure!(
+                self.difficulty_discount.is_finite() && self.difficulty_discount >= 0.0,
+                "SPOTCHECK_DIFFICULTY_DISCOUNT must be a number >= 0"
+            );
+            anyhow::ensure!(
+                (0.0..=1.0).contains(&self.audit_share),
+                "SPOTCHECK_AUDIT_SHARE must be in [0, 1]"
+            );
+            anyhow::ensure!(
+                (2..=self.max_slots.max(2) as u32).contains(&self.audit_votes),
+                "SPOTCHECK_AUDIT_VOTES must be between 2 and SPOTCHECK_MAX_SLOTS"
+            );
+            difficulty = DifficultyRule {
+                discount: self.difficulty_discount,
+            };
+            let max_slots = self.max_slots.max(1) as u32;
+            if self.audit_share > 0.0 {
+                let params = AgreementParams {
+                    audit_share: self.audit_share,
+                    audit_votes: self.audit_votes,
+                    ..AgreementParams::default()
+                };
+                audit = Some(Audit {
+                    params,
+                    // The sampling key is the coordinator's secret: volunteers
+                    // cannot tell which tasks teach.
+                    key: self.sampling_key.as_bytes().to_vec(),
+                    rule: DecisionRule::Adaptive {
+                        prior: self.prior_counterfeit,
+                        thresholds: params.audit_thresholds(&thresholds),
+                        max_slots,
+                    },
+                    prior: self.prior_counterfeit,
+                });
+            }
             DecisionRule::Adaptive {
                 prior: self.prior_counterfeit,
                 thresholds,
-                max_slots: self.max_slots.max(1) as u32,
+                max_slots,
             }
         };
         let abuse = spotcheck_shared::abuse::AbusePolicy {
             fast_vote_secs: self.fast_vote_secs.max(0.0),
             fast_share: self.fast_vote_share,
-            ..Default::default()
+            ..spotcheck_shared::abuse::AbusePolicy::learned()
         };
         abuse
             .validate()
             .map_err(|_| anyhow::anyhow!("SPOTCHECK_FAST_VOTE_SHARE must be in (0, 1]"))?;
         Ok(Aggregation {
             rule,
+            difficulty,
+            audit,
             learning: spotcheck_platform::reliability::Learning {
                 abuse,
                 ..Default::default()

@@ -1,10 +1,11 @@
 //! Volunteer reliability in PostgreSQL: the confusion estimate, the figures the
 //! abuse rules judge, and whether a volunteer's votes count. Both binaries use
-//! it: the coordinator applies gold answers and vote pace, worker-api applies
-//! staff outcomes and reinstatements.
+//! it: the coordinator applies gold answers, vote pace and agreement with
+//! decided audit tasks, worker-api applies staff outcomes and reinstatements.
 
 use spotcheck_shared::Verdict;
-use spotcheck_shared::abuse::{AbusePolicy, AbuseReason, VolunteerStats};
+use spotcheck_shared::abuse::{AbusePolicy, AbuseReason, SOFT_STOP_MARGIN, VolunteerStats};
+use spotcheck_shared::agreement::{AgreementParams, AgreementUpdate};
 use spotcheck_shared::reliability::{Confusion, ReliabilityPrior};
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -87,12 +88,26 @@ pub async fn store(
 }
 
 /// The knobs of reliability learning and abuse detection.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Learning {
     /// The newcomer's prior.
     pub prior: ReliabilityPrior,
     /// The abuse thresholds.
     pub abuse: AbusePolicy,
+    /// Nats above the gold tests' bar at which the same tests on the whole
+    /// confusion estimate stop a volunteer ([`AbusePolicy::assess_with`]).
+    pub soft_margin: f64,
+}
+
+impl Default for Learning {
+    /// The learned settings ([`AbusePolicy::learned`], [`SOFT_STOP_MARGIN`]).
+    fn default() -> Self {
+        Learning {
+            prior: ReliabilityPrior::default(),
+            abuse: AbusePolicy::learned(),
+            soft_margin: SOFT_STOP_MARGIN,
+        }
+    }
 }
 
 /// A vote being accounted: id, volunteer, verdict, seconds taken, gold answer.
@@ -100,7 +115,9 @@ type AccountedRow = (Uuid, Uuid, String, Option<f64>, Option<String>);
 
 /// Applies each vote of `votes` to its volunteer, exactly once (a vote already
 /// accounted is skipped): its pace (was it fast?) and, on a gold task, the
-/// known answer (confusion and gold tallies); then the abuse rules. Votes and
+/// known answer (confusion and gold tallies, "unsure" told from wrong), else
+/// the verdict (how often they say "unsure"); then the abuse rules, on the
+/// gold tallies and on the whole confusion estimate. Votes and
 /// volunteers are locked in id order, so concurrent batches cannot deadlock,
 /// and the whole batch is a fixed handful of statements. Runs in the caller's
 /// transaction; returns the volunteers the abuse rules stopped now.
@@ -145,16 +162,26 @@ pub async fn account_votes(
             let truth = answer == "counterfeit";
             let right = verdict == expected_verdict(truth);
             r.confusion.observe(truth, verdict, 1.0);
-            r.stats.record_gold(truth, right);
+            r.stats.record_gold_answer(truth, verdict);
             metrics::counter!("spotcheck_gold_answers_total", "correct" => right.to_string())
                 .increment(1);
+        } else {
+            r.stats.record_vote(verdict);
         }
     }
     let mut stopped = Vec::new();
     let mut updates = Vec::with_capacity(volunteers.len());
     for id in &volunteers {
         let r = &locked[id];
-        let stop = learning.abuse.assess(&r.stats).filter(|_| r.counting);
+        let stop = learning
+            .abuse
+            .assess_with(
+                &r.stats,
+                &r.confusion,
+                &learning.prior,
+                learning.soft_margin,
+            )
+            .filter(|_| r.counting);
         if let Some(reason) = stop {
             metrics::counter!("spotcheck_volunteers_stopped_total", "reason" => reason.as_str())
                 .increment(1);
@@ -166,6 +193,38 @@ pub async fn account_votes(
     store_many(conn, &updates).await?;
     audit_stops(conn, &stopped).await?;
     Ok(stopped)
+}
+
+/// Applies agreement updates (of any number of decided audit tasks) to their
+/// voters' confusion estimates: rows locked in id order, each update trimmed
+/// to the room its voter's cap leaves ([`AgreementUpdate::apply`]), in the
+/// caller's transaction, which also writes the decisions, so each task teaches
+/// once. Returns the agreement weight added in all.
+pub async fn apply_agreement(
+    conn: &mut PgConnection,
+    updates: &[AgreementUpdate<Uuid>],
+    params: &AgreementParams,
+    prior: &ReliabilityPrior,
+) -> sqlx::Result<f64> {
+    if updates.is_empty() {
+        return Ok(0.0);
+    }
+    let mut volunteers: Vec<Uuid> = updates.iter().map(|u| u.voter).collect();
+    volunteers.sort_unstable();
+    volunteers.dedup();
+    let mut locked = lock_many(conn, &volunteers, prior).await?;
+    let mut added = 0.0;
+    for update in updates {
+        if let Some(r) = locked.get_mut(&update.voter) {
+            added += update.apply(&mut r.confusion, params);
+        }
+    }
+    let rows: Vec<(Uuid, &Reliability, Option<AbuseReason>)> = volunteers
+        .iter()
+        .filter_map(|id| locked.get(id).map(|r| (*id, r, None)))
+        .collect();
+    store_many(conn, &rows).await?;
+    Ok(added)
 }
 
 /// Locks and reads the rows of `volunteers` (sorted), creating newcomers' rows.

@@ -1,6 +1,7 @@
 //! A user's standing on the hot path: role, status, whether their votes count,
-//! how many answers they have given and which sellers they are linked to,
-//! cached in Redis so a claim needs no PostgreSQL round trip.
+//! how many answers they have given, which sellers they are linked to and what
+//! the gold rate reads of their reliability (confusion estimate and gold
+//! tallies), cached in Redis so a claim needs no PostgreSQL round trip.
 //!
 //! PostgreSQL stays the record. Every change of these (suspension, role,
 //! abuse stop, reinstatement, seller link) is committed there first and then
@@ -9,9 +10,15 @@
 //! reader that loaded the old row just before the change: its fill is refused
 //! when the generation moved meanwhile. Entries also expire after
 //! [`ENTRY_TTL_SECS`], which bounds staleness should Redis lose an invalidation.
+//! The reliability part changes with every gold answer and decided audit task;
+//! it is not invalidated for those, so the gold rate follows a volunteer's
+//! estimate with at most that delay (an abuse stop still invalidates at once).
 
 use redis::Script;
 use redis::aio::ConnectionManager;
+use serde::{Deserialize, Serialize};
+use spotcheck_shared::abuse::VolunteerStats;
+use spotcheck_shared::reliability::Confusion;
 use sqlx::PgPool;
 use std::sync::LazyLock;
 use uuid::Uuid;
@@ -19,8 +26,19 @@ use uuid::Uuid;
 /// How long an entry lives without being invalidated.
 pub const ENTRY_TTL_SECS: u64 = 600;
 
+/// What the gold rate reads of a volunteer's reliability.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Measured {
+    /// Their confusion estimate (`None`: no row yet, a newcomer's prior).
+    #[serde(rename = "c")]
+    pub confusion: Option<Confusion>,
+    /// Their gold tallies and vote counts.
+    #[serde(rename = "s")]
+    pub stats: VolunteerStats,
+}
+
 /// What the hot path knows of a user.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Standing {
     /// `volunteer`, `staff`, `admin`.
     pub role: String,
@@ -32,6 +50,8 @@ pub struct Standing {
     pub answers: u64,
     /// Sellers they are linked to (conflict of interest).
     pub seller_links: Vec<String>,
+    /// Their reliability as the gold rate reads it.
+    pub measured: Measured,
 }
 
 /// Errors of the cache: the record or the cache failed.
@@ -49,7 +69,7 @@ pub enum StandingError {
 static FILL: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         "if (redis.call('GET', KEYS[2]) or '0') ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 'r', ARGV[2], 's', ARGV[3], 'c', ARGV[4], 'a', ARGV[5], 'l', ARGV[6])
+redis.call('HSET', KEYS[1], 'r', ARGV[2], 's', ARGV[3], 'c', ARGV[4], 'a', ARGV[5], 'l', ARGV[6], 'q', ARGV[8])
 redis.call('EXPIRE', KEYS[1], ARGV[7])
 return 1",
     )
@@ -91,7 +111,7 @@ impl StandingCache {
             .arg(&gen_key)
             .cmd("HMGET")
             .arg(&key)
-            .arg(&["r", "s", "c", "a", "l"])
+            .arg(&["r", "s", "c", "a", "l", "q"])
             .query_async(&mut self.redis.clone())
             .await?;
         if let [
@@ -100,8 +120,12 @@ impl StandingCache {
             Some(counting),
             Some(answers),
             Some(links),
+            Some(measured),
         ] = fields.as_slice()
             && !role.is_empty()
+            // An entry without a readable "q" (written before it existed) is
+            // a miss: loaded again below.
+            && let Ok(measured) = serde_json::from_str::<Measured>(measured)
         {
             return Ok(Some(Standing {
                 role: role.clone(),
@@ -109,6 +133,7 @@ impl StandingCache {
                 counting: counting == "1",
                 answers: answers.parse().unwrap_or(0),
                 seller_links: serde_json::from_str(links).unwrap_or_default(),
+                measured,
             }));
         }
         let generation = generation.unwrap_or_else(|| "0".into());
@@ -116,6 +141,7 @@ impl StandingCache {
             return Ok(None);
         };
         let links = serde_json::to_string(&standing.seller_links).unwrap_or_else(|_| "[]".into());
+        let measured = serde_json::to_string(&standing.measured).expect("serializable");
         let _: i64 = FILL
             .key(&key)
             .key(&gen_key)
@@ -126,6 +152,7 @@ impl StandingCache {
             .arg(standing.answers)
             .arg(links)
             .arg(ENTRY_TTL_SECS)
+            .arg(measured)
             .invoke_async(&mut self.redis.clone())
             .await?;
         Ok(Some(standing))
@@ -147,25 +174,43 @@ impl StandingCache {
     }
 }
 
+/// A user row as [`load`] reads it.
+type StandingRow = (
+    String,
+    String,
+    bool,
+    i64,
+    Vec<String>,
+    Option<serde_json::Value>,
+    Option<serde_json::Value>,
+);
+
 /// The standing as PostgreSQL has it.
 pub async fn load(pool: &PgPool, user: Uuid) -> sqlx::Result<Option<Standing>> {
-    let row: Option<(String, String, bool, i64, Vec<String>)> = sqlx::query_as(
-        "SELECT u.role, u.status,
-                coalesce((SELECT r.counting FROM volunteer_reliability r WHERE r.volunteer_id = u.id), true),
+    let row: Option<StandingRow> = sqlx::query_as(
+        "SELECT u.role, u.status, coalesce(r.counting, true),
                 (SELECT count(*) FROM votes v WHERE v.volunteer_id = u.id),
-                ARRAY(SELECT k.seller_id FROM volunteer_seller_links k WHERE k.volunteer_id = u.id ORDER BY 1)
-         FROM users u WHERE u.id = $1",
+                ARRAY(SELECT k.seller_id FROM volunteer_seller_links k WHERE k.volunteer_id = u.id ORDER BY 1),
+                r.confusion, r.stats
+         FROM users u LEFT JOIN volunteer_reliability r ON r.volunteer_id = u.id
+         WHERE u.id = $1",
     )
     .bind(user)
     .fetch_optional(pool)
     .await?;
-    Ok(
-        row.map(|(role, status, counting, answers, seller_links)| Standing {
+    Ok(row.map(
+        |(role, status, counting, answers, seller_links, confusion, stats)| Standing {
             role,
             status,
             counting,
             answers: answers.max(0) as u64,
             seller_links,
-        }),
-    )
+            measured: Measured {
+                confusion: confusion.and_then(|c| serde_json::from_value(c).ok()),
+                stats: stats
+                    .and_then(|s| serde_json::from_value(s).ok())
+                    .unwrap_or_default(),
+            },
+        },
+    ))
 }

@@ -283,7 +283,7 @@ async fn task_snapshot(
 
 /// A gold claim when a gold task is left for the caller; `None` otherwise.
 async fn claim_gold(state: &AppState, me: &Caller) -> ApiResult<Option<Claimed>> {
-    let Some((task, listing)) = crate::gold::next_for(state, me.id).await? else {
+    let Some((task, listing)) = crate::gold::next_for(state, me).await? else {
         return Ok(None);
     };
     let quota = state.quotas.daily_votes(me.id);

@@ -1,10 +1,11 @@
 //! worker-api's configuration: flags or environment variables, read once.
 
 use crate::ratelimit::proxies::{ForwardedHeader, TrustedProxies};
-use anyhow::{Context, bail};
+use anyhow::bail;
 use clap::{Parser, Subcommand};
 use spotcheck_platform::config::ServiceConfig;
 use spotcheck_platform::secrets;
+use spotcheck_shared::gold_rate::GoldPolicy;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -162,27 +163,21 @@ pub struct GoldConfig {
     /// A file holding the gold key (instead of `SPOTCHECK_GOLD_KEY`).
     #[arg(long = "gold-key-file", env = "SPOTCHECK_GOLD_KEY_FILE")]
     pub key_file: Option<PathBuf>,
-    /// Share of a newcomer's claims that are gold.
+    /// Share of a newcomer's claims that are gold: what the uncertainty of a
+    /// volunteer's estimate asks for at most (0 turns gold turns off).
     #[arg(
         long = "gold-start-rate",
         env = "SPOTCHECK_GOLD_START_RATE",
-        default_value_t = 0.5
+        default_value_t = GoldPolicy::default().ceiling
     )]
     pub start_rate: f64,
-    /// Share of gold an experienced volunteer keeps getting.
+    /// The floor: the share of gold anyone keeps getting, however well known.
     #[arg(
         long = "gold-end-rate",
         env = "SPOTCHECK_GOLD_END_RATE",
-        default_value_t = 0.05
+        default_value_t = GoldPolicy::default().floor
     )]
     pub end_rate: f64,
-    /// Answers after which the share above the end rate has halved.
-    #[arg(
-        long = "gold-half-life",
-        env = "SPOTCHECK_GOLD_HALF_LIFE",
-        default_value_t = 40.0
-    )]
-    pub half_life: f64,
     /// Whether a vote on a gold task is answered with feedback (right or not, and the answer).
     #[arg(
         long = "gold-feedback",
@@ -193,13 +188,33 @@ pub struct GoldConfig {
 }
 
 impl GoldConfig {
-    /// The schedule (validated when the service starts).
-    pub fn schedule(&self) -> spotcheck_shared::gold::GoldSchedule {
-        spotcheck_shared::gold::GoldSchedule {
-            start_rate: self.start_rate,
-            end_rate: self.end_rate,
-            half_life: self.half_life,
-        }
+    /// The gold rule (validated when the service starts): the share of gold
+    /// follows what is still unknown about each volunteer, between the end
+    /// and the start rate, and rises with their spammer risk. `None` when
+    /// gold turns are off (a start rate of 0).
+    pub fn policy(&self) -> Option<GoldPolicy> {
+        let default = GoldPolicy::default();
+        (self.start_rate > 0.0).then(|| GoldPolicy {
+            ceiling: self.start_rate,
+            floor: self.end_rate,
+            // A floor above the default risk ceiling lifts it: equal rates
+            // give every volunteer that share of gold.
+            risk_ceiling: default.risk_ceiling.max(self.end_rate),
+            ..default
+        })
+    }
+
+    /// Checks the rates: 0 < end rate <= start rate <= 1, or both 0.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let valid = match self.policy() {
+            Some(policy) => policy.validate().is_ok(),
+            None => self.start_rate == 0.0 && self.end_rate == 0.0,
+        };
+        anyhow::ensure!(
+            valid,
+            "SPOTCHECK_GOLD_START_RATE and SPOTCHECK_GOLD_END_RATE: need 0 < end rate <= start rate <= 1, or both 0 (no gold turns)"
+        );
+        Ok(())
     }
 }
 
@@ -273,9 +288,7 @@ impl Config {
             &mut self.admin_password,
             &mut self.admin_password_file,
         )?;
-        self.gold.schedule().validate().context(
-            "SPOTCHECK_GOLD_START_RATE, SPOTCHECK_GOLD_END_RATE, SPOTCHECK_GOLD_HALF_LIFE",
-        )?;
+        self.gold.validate()?;
         let bootstrap = self.admin_bootstrap()?;
         if self.is_development() {
             return Ok(());

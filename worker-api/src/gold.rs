@@ -1,6 +1,10 @@
 //! Gold tasks in a volunteer's stream: on a gold turn (a keyed draw at the rate
-//! the schedule gives for the volunteer's experience) the claim serves a gold
-//! task they have not answered, in exactly the shape of any other claim.
+//! [`GoldPolicy`] gives for what is still unknown about the volunteer: the
+//! uncertainty of their confusion estimate and their spammer risk, from their
+//! cached standing) the claim serves a gold task they have not answered, in
+//! exactly the shape of any other claim. A second keyed draw picks its class,
+//! leaning to the one whose estimate is weaker, and any gold task serves when
+//! none of that class is left.
 //! Gold tasks are served from PostgreSQL, never offered on the queue. Each
 //! volunteer meets the gold tasks in an order of their own (a hash of volunteer
 //! and task), so releasing one and claiming again brings the same one back
@@ -13,9 +17,13 @@
 use crate::auth::Caller;
 use crate::error::ApiResult;
 use crate::state::AppState;
-use spotcheck_shared::gold::is_gold_turn;
+use spotcheck_platform::standing::Standing;
+use spotcheck_shared::TaskId;
+use spotcheck_shared::abuse::AbusePolicy;
+use spotcheck_shared::gold::{is_counterfeit_gold, is_gold_turn};
+use spotcheck_shared::gold_rate::GoldPolicy;
 use spotcheck_shared::messages::OfferedListing;
-use spotcheck_shared::{TaskId, UserId};
+use spotcheck_shared::reliability::{Confusion, ReliabilityPrior};
 use sqlx::PgPool;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -65,38 +73,84 @@ impl GoldPool {
     }
 }
 
+/// The share of gold for a volunteer with this standing under `policy`, by
+/// the abuse rules the coordinator runs ([`AbusePolicy::learned`]) and the
+/// newcomer's prior.
+pub fn rate(policy: &GoldPolicy, standing: &Standing) -> f64 {
+    let prior = ReliabilityPrior::default();
+    let confusion = confusion(standing, &prior);
+    policy.rate(
+        &confusion,
+        &standing.measured.stats,
+        &AbusePolicy::learned(),
+        &prior,
+    )
+}
+
+fn confusion(standing: &Standing, prior: &ReliabilityPrior) -> Confusion {
+    standing
+        .measured
+        .confusion
+        .unwrap_or_else(|| Confusion::prior(prior))
+}
+
 /// Whether this claim of `me` is a gold turn.
 pub fn is_turn(state: &AppState, me: &Caller) -> bool {
+    let Some(policy) = state.config.gold.policy() else {
+        return false;
+    };
     if !state.gold_pool.any() {
         return false;
     }
-    let answers = me.standing.answers;
-    let rate = state.config.gold.schedule().rate(answers);
     is_gold_turn(
         state.config.gold.key.as_bytes(),
         me.id.0.as_bytes(),
-        answers,
-        rate,
+        me.standing.answers,
+        rate(&policy, &me.standing),
+    )
+}
+
+/// Whether `me`'s gold task this claim should be a counterfeit listing: a
+/// keyed draw at the share [`GoldPolicy::counterfeit_share`] gives.
+fn wants_counterfeit(state: &AppState, me: &Caller) -> bool {
+    let policy = state.config.gold.policy().unwrap_or_default();
+    let share = policy.counterfeit_share(&confusion(&me.standing, &ReliabilityPrior::default()));
+    is_counterfeit_gold(
+        state.config.gold.key.as_bytes(),
+        me.id.0.as_bytes(),
+        me.standing.answers,
+        share,
     )
 }
 
 /// The next gold task left for `me` (none answered, none of a linked seller),
-/// with its listing.
-pub async fn next_for(state: &AppState, me: UserId) -> ApiResult<Option<(TaskId, OfferedListing)>> {
+/// with its listing: one of the class the draw picked when any is left, else
+/// any.
+pub async fn next_for(
+    state: &AppState,
+    me: &Caller,
+) -> ApiResult<Option<(TaskId, OfferedListing)>> {
     if !state.gold_pool.any() {
         return Ok(None);
     }
+    let answer = if wants_counterfeit(state, me) {
+        "counterfeit"
+    } else {
+        "genuine"
+    };
     let row: Option<(uuid::Uuid, sqlx::types::Json<OfferedListing>)> = sqlx::query_as(concat!(
         "SELECT t.id, ",
         spotcheck_platform::offered_listing_sql!(),
         " FROM tasks t JOIN listings l ON l.listing_id = t.listing_id
+         LEFT JOIN gold_answers g ON g.task_id = t.id
          WHERE t.kind = 'gold'
            AND NOT EXISTS (SELECT 1 FROM votes v WHERE v.task_id = t.id AND v.volunteer_id = $1)
            AND NOT EXISTS (SELECT 1 FROM volunteer_seller_links k
                            WHERE k.volunteer_id = $1 AND k.seller_id = l.seller_id)
-         ORDER BY md5($1::text || t.id::text) LIMIT 1"
+         ORDER BY g.answer IS NOT DISTINCT FROM $2 DESC, md5($1::text || t.id::text) LIMIT 1"
     ))
-    .bind(me.0)
+    .bind(me.id.0)
+    .bind(answer)
     .fetch_optional(&state.pool)
     .await?;
     Ok(row.map(|(id, listing)| (TaskId(id), listing.0)))
