@@ -54,6 +54,15 @@ impl Access {
         }
     }
 
+    /// `Ok` when this level admits `role`, else its 403.
+    pub fn check(self, role: Role) -> Result<(), ApiError> {
+        if self.admits(Some(role)) {
+            Ok(())
+        } else {
+            Err(self.refusal())
+        }
+    }
+
     fn refusal(self) -> ApiError {
         ApiError::forbidden(match self {
             Access::Volunteer => "only volunteers review tasks",

@@ -87,6 +87,21 @@ pub fn page_params(
     Ok((limit, cursor))
 }
 
+/// The end of a keyset page: `items` were fetched with one more than `limit`;
+/// the extra one is dropped, and the cursor of the next page (the last kept
+/// item's, by `cursor_of`) is returned when there is a next page.
+pub fn next_cursor<T, C: ToString>(
+    items: &mut Vec<T>,
+    limit: i64,
+    cursor_of: impl Fn(&T) -> C,
+) -> Option<String> {
+    if items.len() as i64 <= limit {
+        return None;
+    }
+    items.truncate(limit.max(0) as usize);
+    items.last().map(|item| cursor_of(item).to_string())
+}
+
 /// A deserializer's message without the names of our Rust types
 /// ("expected struct Login" reads "expected an object").
 fn scrub(message: &str) -> String {
@@ -143,6 +158,16 @@ pub fn parse_id<T: std::str::FromStr>(raw: &str, what: &str) -> Result<T, ApiErr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_page_keeps_its_limit_and_names_the_next_one_only_when_there_is_one() {
+        let mut full = vec![1, 2, 3];
+        assert_eq!(next_cursor(&mut full, 2, |i| *i), Some("2".into()));
+        assert_eq!(full, [1, 2]);
+        let mut last = vec![1, 2];
+        assert_eq!(next_cursor(&mut last, 2, |i| *i), None);
+        assert_eq!(last, [1, 2]);
+    }
 
     #[test]
     fn deserializer_messages_lose_our_type_names() {

@@ -97,40 +97,37 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
-/// A signed-in volunteer (other roles get 403).
-#[derive(Debug, Clone)]
-pub struct Volunteer(pub Caller);
+/// Declares an extractor of a signed-in caller whose role the access level
+/// admits; other roles get its 403. (The access guard refuses them before the
+/// handler already; the extractor also names what the handler expects.)
+macro_rules! role_extractor {
+    ($(#[$meta:meta])* $name:ident => $access:ident) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone)]
+        pub struct $name(pub $crate::auth::caller::Caller);
 
-/// A signed-in staff member or admin (volunteers get 403).
-#[derive(Debug, Clone)]
-pub struct Staff(pub Caller);
+        impl axum::extract::FromRequestParts<$crate::state::AppState> for $name {
+            type Rejection = $crate::error::ApiError;
 
-impl FromRequestParts<AppState> for Volunteer {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        let caller = Caller::from_request_parts(parts, state).await?;
-        if caller.role != Role::Volunteer {
-            return Err(ApiError::forbidden("only volunteers review tasks"));
+            async fn from_request_parts(
+                parts: &mut axum::http::request::Parts,
+                state: &$crate::state::AppState,
+            ) -> Result<Self, Self::Rejection> {
+                let caller =
+                    $crate::auth::caller::Caller::from_request_parts(parts, state).await?;
+                $crate::access::Access::$access.check(caller.role)?;
+                Ok($name(caller))
+            }
         }
-        Ok(Volunteer(caller))
-    }
+    };
 }
+pub(crate) use role_extractor;
 
-impl FromRequestParts<AppState> for Staff {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        let caller = Caller::from_request_parts(parts, state).await?;
-        if !caller.role.is_staff() {
-            return Err(ApiError::forbidden("this route is for staff"));
-        }
-        Ok(Staff(caller))
-    }
-}
+role_extractor!(
+    /// A signed-in volunteer (other roles get 403).
+    Volunteer => Volunteer
+);
+role_extractor!(
+    /// A signed-in staff member or admin (other roles get 403).
+    Staff => Staff
+);

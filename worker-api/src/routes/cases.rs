@@ -72,12 +72,7 @@ pub async fn list(
 
 /// `{items, next_cursor}` from rows fetched with one more than `limit`.
 pub fn page(mut rows: Vec<(Uuid, Value)>, limit: i64) -> Value {
-    let next_cursor = if rows.len() as i64 > limit {
-        rows.truncate(limit as usize);
-        rows.last().map(|(id, _)| id.to_string())
-    } else {
-        None
-    };
+    let next_cursor = crate::extract::next_cursor(&mut rows, limit, |(id, _)| *id);
     json!({"items": rows.into_iter().map(|(_, v)| v).collect::<Vec<_>>(), "next_cursor": next_cursor})
 }
 

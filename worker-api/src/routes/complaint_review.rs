@@ -73,12 +73,7 @@ pub async fn list(
         .bind(limit + 1)
         .fetch_all(&state.pool)
         .await?;
-    let next_cursor = if items.len() as i64 > limit {
-        items.truncate(limit as usize);
-        items.last().map(|c| c.complaint.complaint_id.to_string())
-    } else {
-        None
-    };
+    let next_cursor = crate::extract::next_cursor(&mut items, limit, |c| c.complaint.complaint_id);
     Ok(Json(Page { items, next_cursor }))
 }
 
@@ -227,12 +222,7 @@ pub async fn brand_owners(
     .bind(limit + 1)
     .fetch_all(&state.pool)
     .await?;
-    let next_cursor = if rows.len() as i64 > limit {
-        rows.truncate(limit as usize);
-        rows.last().map(|r| r.0.to_string())
-    } else {
-        None
-    };
+    let next_cursor = crate::extract::next_cursor(&mut rows, limit, |r| r.0);
     let prior = PrecisionPrior::default();
     let items: Vec<serde_json::Value> = rows
         .into_iter()

@@ -11,19 +11,16 @@
 //! the hourly limit can be raced.
 
 use crate::audit;
-use crate::auth::caller::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiQuery, page_params, parse_id};
 use crate::state::AppState;
 use axum::Json;
-use axum::extract::{FromRequestParts, Path, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::http::request::Parts;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use spotcheck_platform::complaints::{boost_seller_listings, open_inspection, owner_credibility};
-use spotcheck_shared::Role;
 use spotcheck_shared::complaint::{
     ComplaintReason, MAX_BRAND_CHARS, MAX_DESCRIPTION_CHARS, check_id, merge_evidence,
 };
@@ -32,24 +29,10 @@ use sqlx::types::Json as SqlJson;
 use std::time::Duration;
 use uuid::Uuid;
 
-/// A signed-in brand-owner account.
-#[derive(Debug, Clone)]
-pub struct BrandOwner(pub Caller);
-
-impl FromRequestParts<AppState> for BrandOwner {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        let caller = Caller::from_request_parts(parts, state).await?;
-        if caller.role != Role::BrandOwner {
-            return Err(ApiError::forbidden("this route is for brand owners"));
-        }
-        Ok(BrandOwner(caller))
-    }
-}
+crate::auth::caller::role_extractor!(
+    /// A signed-in brand-owner account (other roles get 403).
+    BrandOwner => BrandOwner
+);
 
 /// `POST /v1/complaints` body.
 #[derive(Debug, Deserialize)]
@@ -328,12 +311,7 @@ pub async fn list(
         .bind(limit + 1)
         .fetch_all(&state.pool)
         .await?;
-    let next_cursor = if items.len() as i64 > limit {
-        items.truncate(limit as usize);
-        items.last().map(|c| c.complaint_id.to_string())
-    } else {
-        None
-    };
+    let next_cursor = crate::extract::next_cursor(&mut items, limit, |c| c.complaint_id);
     Ok(Json(Page { items, next_cursor }))
 }
 

@@ -79,12 +79,7 @@ pub async fn list(
         .bind(limit + 1)
         .fetch_all(&state.pool)
         .await?;
-    let next_cursor = if items.len() as i64 > limit {
-        items.truncate(limit as usize);
-        items.last().map(|e| e.id.to_string())
-    } else {
-        None
-    };
+    let next_cursor = crate::extract::next_cursor(&mut items, limit, |e| e.id);
     Ok(Json(Page { items, next_cursor }))
 }
 

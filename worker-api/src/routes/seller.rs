@@ -14,7 +14,6 @@ use axum::http::request::Parts;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use spotcheck_platform::enforcement;
-use spotcheck_shared::Role;
 use spotcheck_shared::enforcement::{
     CaseEvent, MAX_REFUTATION_CHARS, check_evidence_urls, check_text,
 };
@@ -38,9 +37,7 @@ impl FromRequestParts<AppState> for SellerAccount {
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         let caller = Caller::from_request_parts(parts, state).await?;
-        if caller.role != Role::Seller {
-            return Err(ApiError::forbidden("this route is for seller accounts"));
-        }
+        crate::access::Access::Seller.check(caller.role)?;
         let seller: Option<(Option<String>,)> =
             sqlx::query_as("SELECT seller_id FROM users WHERE id = $1")
                 .bind(caller.id.0)

@@ -262,12 +262,7 @@ pub async fn audit(
     .fetch_all(&state.pool)
     .await?;
     let mut rows = rows;
-    let next_cursor = if rows.len() as i64 > limit {
-        rows.truncate(limit as usize);
-        rows.last().map(|(id, _)| id.to_string())
-    } else {
-        None
-    };
+    let next_cursor = crate::extract::next_cursor(&mut rows, limit, |(id, _)| *id);
     Ok(Json(json!({
         "items": rows.into_iter().map(|(_, v)| v).collect::<Vec<_>>(),
         "next_cursor": next_cursor,
