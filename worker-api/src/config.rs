@@ -105,8 +105,9 @@ pub struct Config {
     /// through this process is seen at once).
     #[arg(long, env = "SPOTCHECK_GOLD_POOL_REFRESH_SECS", default_value_t = 5)]
     pub gold_pool_refresh_secs: u64,
-    /// Votes a task asks for (used to size dry runs of the sampling rules).
-    #[arg(long, env = "SPOTCHECK_MIN_VOTES", default_value_t = 3)]
+    /// Votes a task asks for (used to size dry runs of the sampling rules and
+    /// the out-of-round tasks complaints open), as the coordinator's default.
+    #[arg(long, env = "SPOTCHECK_MIN_VOTES", default_value_t = 2)]
     pub min_votes: u32,
     /// New complaints one brand owner may file in an hour; past it, new ones and
     /// duplicates alike are answered 429 `complaint_rate_limited`.
