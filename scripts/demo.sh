@@ -97,6 +97,7 @@ done
 cat <<MSG
 == running: coordinator and worker-api are up
    API:          $API   (staff sign in as admin / \$SPOTCHECK_ADMIN_PASSWORD)
+   web app:      $API/app/   (the same account opens the staff console)
    escalations:  curl -H "authorization: Bearer \$TOKEN" $API/v1/staff/escalations
    cases:        curl -H "authorization: Bearer \$TOKEN" $API/v1/staff/cases
    penalties:    the enforcement events wait in the queue spotcheck.enforcement.unrouted

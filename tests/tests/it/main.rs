@@ -27,3 +27,4 @@ mod runtime_layout;
 mod sampling;
 mod shutdown;
 mod votes;
+mod web_app;

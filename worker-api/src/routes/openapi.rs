@@ -38,6 +38,14 @@ fn note(spec: &RouteSpec) -> Option<&'static str> {
              (SPOTCHECK_METRICS_ADDR); on this address only by a development process \
              without that setting, 404 otherwise.",
         ),
+        "/app/" => Some(
+            "The web app (volunteer review page and staff console): HTML, not JSON. It \
+             signs in and calls this API from the same origin.",
+        ),
+        "/app/{file}" => Some(
+            "One of the web app's embedded files (scripts, style sheet, icon), with its \
+             content type, an `ETag` and `Cache-Control: no-cache`.",
+        ),
         "/readyz" => Some(
             "`{\"status\": \"ready\"}`, or 503 `not_ready` without naming the failed \
              dependency (the operator address's /readyz does).",
