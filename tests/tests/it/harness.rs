@@ -160,6 +160,9 @@ impl TestEnv {
         // Functional tests claim, poll and sign in far faster than people do;
         // the rate-limit tests (ratelimit.rs) set the limits they check.
         config.limits = unthrottled();
+        // Tasks the API opens itself (complaints) and dry runs ask for what
+        // the coordinator's tasks ask for.
+        config.min_votes = self.min_votes as u32;
         // As in production, `/metrics` is private; on a port of its own here.
         config.edge.metrics_addr = Some("127.0.0.1:0".parse().expect("an address"));
         // Sign-ins wait for a hashing slot rather than being refused (the

@@ -18,6 +18,8 @@ fn spawn(env: &TestEnv, name: &str, port: u16) -> Child {
         .env("SPOTCHECK_SHUTDOWN_GRACE_SECS", GRACE_SECS.to_string())
         .env("SPOTCHECK_LEASE_TTL_SECS", "2")
         .env("SPOTCHECK_MIN_VOTES", "2")
+        // Exact counts: a fixed two votes a task (no audit tasks, no extra slots).
+        .env("SPOTCHECK_AGGREGATION", "majority")
         .env("SPOTCHECK_REAPER_INTERVAL_MS", "200")
         .env("SPOTCHECK_RELAY_POLL_MS", "100")
         .env("SPOTCHECK_METRICS_ADDR", "127.0.0.1:0")
