@@ -1,27 +1,19 @@
 //! The audit log: who did what to which subject, with the values before and after.
+//! One row per change, written in the transaction of the change by
+//! [`spotcheck_platform::enforcement::audit`], the one home of the statement.
 
 use serde_json::Value;
 use spotcheck_shared::UserId;
-use sqlx::{Executor, Postgres};
+use sqlx::PgConnection;
 
-/// Appends one entry, in the caller's transaction when given one.
-pub async fn record<'e>(
-    executor: impl Executor<'e, Database = Postgres>,
+/// Appends one entry by a signed-in user, in the caller's transaction.
+pub async fn record(
+    conn: &mut PgConnection,
     actor: UserId,
     action: &str,
     subject: &str,
     old: Option<Value>,
     new: Value,
 ) -> sqlx::Result<()> {
-    sqlx::query(
-        "INSERT INTO audit_log (actor_id, action, subject, old, new) VALUES ($1, $2, $3, $4, $5)",
-    )
-    .bind(actor.0)
-    .bind(action)
-    .bind(subject)
-    .bind(old)
-    .bind(new)
-    .execute(executor)
-    .await?;
-    Ok(())
+    spotcheck_platform::enforcement::audit(conn, Some(actor.0), action, subject, old, new).await
 }

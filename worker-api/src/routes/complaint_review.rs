@@ -171,7 +171,7 @@ pub async fn decide(
         case_id = Some(case);
     }
     audit::record(
-        &mut *tx,
+        &mut tx,
         me.id,
         "complaint.decide",
         &format!("complaint:{id}"),

@@ -178,7 +178,7 @@ pub async fn create(
             .execute(&mut *tx)
             .await?;
         audit::record(
-            &mut *tx,
+            &mut tx,
             me.id,
             "complaint.merge",
             &format!("complaint:{id}"),
@@ -225,7 +225,7 @@ pub async fn create(
     )
     .await?;
     audit::record(
-        &mut *tx,
+        &mut tx,
         me.id,
         "complaint.create",
         &format!("complaint:{id}"),

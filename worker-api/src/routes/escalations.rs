@@ -231,7 +231,7 @@ pub async fn decide(
                 case_id = Some(enforcement::open_case(&mut tx, &case, window, now).await?);
             }
             audit::record(
-                &mut *tx,
+                &mut tx,
                 me.id,
                 "escalation.decide",
                 &format!("escalation:{id}"),
@@ -285,7 +285,7 @@ pub async fn review(
     )
     .await?;
     audit::record(
-        &mut *tx,
+        &mut tx,
         me.id,
         "escalation.review",
         &format!("escalation:{id}"),

@@ -64,7 +64,7 @@ pub async fn put_rules(
         .execute(&mut *tx)
         .await?;
     audit::record(
-        &mut *tx,
+        &mut tx,
         me.id,
         "sampling_rules.replace",
         "sampling_rules",

@@ -133,7 +133,7 @@ pub async fn record(
         None
     };
     audit::record(
-        &mut *tx,
+        &mut tx,
         me.id,
         "test_purchase.record",
         &format!("test_purchase:{id}"),

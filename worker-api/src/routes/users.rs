@@ -124,7 +124,7 @@ pub async fn create(
         new["brands"] = json!(brands);
     }
     audit::record(
-        &mut *tx,
+        &mut tx,
         me.id,
         "user.create",
         &format!("user:{id}"),
@@ -165,7 +165,7 @@ async fn set_status(
         .execute(&mut *tx)
         .await?;
     audit::record(
-        &mut *tx,
+        &mut tx,
         me.id,
         "user.status",
         &format!("user:{id}"),
@@ -230,6 +230,9 @@ pub async fn link_seller(
             "seller links are recorded for volunteers",
         ));
     }
+    // The link and its audit row in one transaction; the cached standing is
+    // dropped once both are committed.
+    let mut tx = state.pool.begin().await?;
     sqlx::query(
         "INSERT INTO volunteer_seller_links (volunteer_id, seller_id, reason, created_by) VALUES ($1, $2, $3, $4)
          ON CONFLICT ON CONSTRAINT volunteer_seller_links_pkey DO NOTHING",
@@ -238,12 +241,11 @@ pub async fn link_seller(
     .bind(&body.seller_id)
     .bind(&reason)
     .bind(me.id.0)
-    .execute(&state.pool)
+    .execute(&mut *tx)
     .await?;
-    state.standing.invalidate(&[id.0]).await?;
     let new = json!({"seller_id": body.seller_id, "reason": reason});
     audit::record(
-        &state.pool,
+        &mut tx,
         me.id,
         "user.seller_link",
         &format!("user:{id}"),
@@ -251,6 +253,8 @@ pub async fn link_seller(
         new,
     )
     .await?;
+    tx.commit().await?;
+    state.standing.invalidate(&[id.0]).await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({"user_id": id, "seller_id": body.seller_id})),

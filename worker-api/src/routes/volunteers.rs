@@ -113,7 +113,7 @@ pub async fn add_gold(
         .execute(&mut *tx)
         .await?;
     audit::record(
-        &mut *tx,
+        &mut tx,
         me.id,
         "gold_task.create",
         &format!("task:{task}"),
@@ -258,7 +258,7 @@ pub async fn reinstate_counting(
     .await?;
     if let Some((was_counting, flag)) = previous {
         audit::record(
-            &mut *tx,
+            &mut tx,
             me.id,
             "volunteer.reinstate_counting",
             &format!("user:{id}"),
