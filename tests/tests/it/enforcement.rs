@@ -5,7 +5,7 @@
 //! climb the ladder, strikes age out, lifting publishes `lifted`, and every
 //! step is in the audit trail.
 
-use crate::harness::{TestEnv, import_lines, lines_of, wait_until};
+use crate::harness::{TestEnv, import_lines, lines_of, seed_escalation, wait_until};
 use futures::StreamExt;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
@@ -90,65 +90,17 @@ impl World {
     /// votes (reasons `logo` and `price`) by two volunteers; returns its id and
     /// the volunteers' ids.
     async fn escalation(&self, seller_id: &str) -> (Uuid, Vec<Uuid>) {
-        let pool = &self.env.pool;
         let listing = format!("L-{}", Uuid::new_v4().simple());
-        sqlx::query(
-            "INSERT INTO listings (listing_id, version, seller_id, brand, category, region,
-                 seller_risk_tier, price, currency, title, description, image_urls, signals)
-             VALUES ($1, 1, $2, 'Acme', 'bags', 'eu', 'standard', 20, 'EUR',
-                     'Acme bag <script>x</script>', 'cheap', '[]', '{}')",
+        let title = "Acme bag <script>x</script>";
+        seed_escalation(
+            &self.env.pool,
+            &listing,
+            seller_id,
+            title,
+            json!([]),
+            &["logo", "price"],
         )
-        .bind(&listing)
-        .bind(seller_id)
-        .execute(pool)
         .await
-        .expect("insert a listing");
-        let task = Uuid::now_v7();
-        sqlx::query(
-            "INSERT INTO tasks (id, listing_id, listing_version, round, state, votes_required,
-                 votes_counted, inclusion_probability, stratum, sampling)
-             VALUES ($1, $2, 1, 1, 'escalated', 2, 2, 1, 'bags/eu/standard', '{}')",
-        )
-        .bind(task)
-        .bind(&listing)
-        .execute(pool)
-        .await
-        .expect("insert a task");
-        let mut voters = Vec::new();
-        for (i, reason) in ["logo", "price"].into_iter().enumerate() {
-            let name = format!("v-{}-{i}", &listing[2..14]);
-            let id = worker_api::users::create_user(
-                pool,
-                &name,
-                crate::harness::PASSWORD.to_owned(),
-                Role::Volunteer,
-            )
-            .await
-            .expect("a volunteer");
-            sqlx::query(
-                "INSERT INTO votes (id, task_id, volunteer_id, verdict, reasons, lease_fence)
-                 VALUES ($1, $2, $3, 'counterfeit', $4, 1)",
-            )
-            .bind(Uuid::now_v7())
-            .bind(task)
-            .bind(id.0)
-            .bind(json!([reason]))
-            .execute(pool)
-            .await
-            .expect("insert a vote");
-            voters.push(id.0);
-        }
-        let escalation = Uuid::now_v7();
-        sqlx::query(
-            "INSERT INTO escalations (id, task_id, listing_id, reason) VALUES ($1, $2, $3, 'counterfeit')",
-        )
-        .bind(escalation)
-        .bind(task)
-        .bind(&listing)
-        .execute(pool)
-        .await
-        .expect("insert an escalation");
-        (escalation, voters)
     }
 
     /// Confirms an escalation as `staff`; returns the case id.

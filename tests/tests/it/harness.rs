@@ -727,3 +727,75 @@ pub async fn seeded_votes(pool: &PgPool, username: &str, votes: i64) -> uuid::Uu
     .expect("the votes");
     volunteer
 }
+
+/// An open escalation of a listing stored directly (not through the feed):
+/// the listing of `seller_id` with `title` and `image_urls`, an escalated task
+/// with one counterfeit vote per reason (each by a volunteer of its own).
+/// Returns the escalation's id and the voters' ids.
+pub async fn seed_escalation(
+    pool: &PgPool,
+    listing_id: &str,
+    seller_id: &str,
+    title: &str,
+    image_urls: Value,
+    reasons: &[&str],
+) -> (uuid::Uuid, Vec<uuid::Uuid>) {
+    sqlx::query(
+        "INSERT INTO listings (listing_id, version, seller_id, brand, category, region,
+             seller_risk_tier, price, currency, title, description, image_urls, signals)
+         VALUES ($1, 1, $2, 'Acme', 'bags', 'eu', 'standard', 20, 'EUR', $3, 'cheap', $4, '{}')",
+    )
+    .bind(listing_id)
+    .bind(seller_id)
+    .bind(title)
+    .bind(image_urls)
+    .execute(pool)
+    .await
+    .expect("insert a listing");
+    let task = uuid::Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO tasks (id, listing_id, listing_version, round, state, votes_required,
+             votes_counted, inclusion_probability, stratum, sampling)
+         VALUES ($1, $2, 1, 1, 'escalated', $3, $3, 1, 'bags/eu/standard', '{}')",
+    )
+    .bind(task)
+    .bind(listing_id)
+    .bind(reasons.len() as i32)
+    .execute(pool)
+    .await
+    .expect("insert a task");
+    let mut voters = Vec::new();
+    for (i, reason) in reasons.iter().enumerate() {
+        let id = worker_api::users::create_user(
+            pool,
+            &format!("v-{listing_id}-{i}"),
+            PASSWORD.to_owned(),
+            Role::Volunteer,
+        )
+        .await
+        .expect("a volunteer");
+        sqlx::query(
+            "INSERT INTO votes (id, task_id, volunteer_id, verdict, reasons, lease_fence)
+             VALUES ($1, $2, $3, 'counterfeit', $4, 1)",
+        )
+        .bind(uuid::Uuid::now_v7())
+        .bind(task)
+        .bind(id.0)
+        .bind(json!([reason]))
+        .execute(pool)
+        .await
+        .expect("insert a vote");
+        voters.push(id.0);
+    }
+    let escalation = uuid::Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO escalations (id, task_id, listing_id, reason) VALUES ($1, $2, $3, 'counterfeit')",
+    )
+    .bind(escalation)
+    .bind(task)
+    .bind(listing_id)
+    .execute(pool)
+    .await
+    .expect("insert an escalation");
+    (escalation, voters)
+}

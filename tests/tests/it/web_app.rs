@@ -3,7 +3,7 @@
 //! against an isolated stack; what the browser did is then checked in the
 //! database. Screenshots go to `tests/web/screenshots/` (ignored by git).
 
-use crate::harness::{PASSWORD, TestEnv, import_lines};
+use crate::harness::{PASSWORD, TestEnv, import_lines, seed_escalation};
 use reqwest::Method;
 use serde_json::{Value, json};
 use spotcheck_shared::Role;
@@ -212,62 +212,18 @@ async fn a_volunteer_on_a_phone_votes_by_key_and_by_tap_skips_and_votes_offline_
 
 /// An escalated task with two counterfeit votes on a listing whose title holds markup.
 async fn escalation(env: &TestEnv, n: usize) -> Uuid {
-    let pool = &env.pool;
+    let title = format!("Acme tote {TITLE_PAYLOAD}");
+    let reasons = ["logo_mismatch", "price_too_low"];
     let listing = format!("web-listing-{n}");
-    sqlx::query(
-        "INSERT INTO listings (listing_id, version, seller_id, brand, category, region,
-             seller_risk_tier, price, currency, title, description, image_urls, signals)
-         VALUES ($1, 1, 'web-seller', 'Acme', 'bags', 'eu', 'standard', 20, 'EUR',
-                 $2, 'cheap', $3, '{}')",
+    let (escalation, _) = seed_escalation(
+        &env.pool,
+        &listing,
+        "web-seller",
+        &title,
+        json!([PHOTO]),
+        &reasons,
     )
-    .bind(&listing)
-    .bind(format!("Acme tote {TITLE_PAYLOAD}"))
-    .bind(json!([PHOTO]))
-    .execute(pool)
-    .await
-    .expect("insert a listing");
-    let task = Uuid::now_v7();
-    sqlx::query(
-        "INSERT INTO tasks (id, listing_id, listing_version, round, state, votes_required,
-             votes_counted, inclusion_probability, stratum, sampling)
-         VALUES ($1, $2, 1, 1, 'escalated', 2, 2, 1, 'bags/eu/standard', '{}')",
-    )
-    .bind(task)
-    .bind(&listing)
-    .execute(pool)
-    .await
-    .expect("insert a task");
-    for (i, reason) in ["logo_mismatch", "price_too_low"].into_iter().enumerate() {
-        let id = worker_api::users::create_user(
-            pool,
-            &format!("web-voter-{n}-{i}"),
-            PASSWORD.to_owned(),
-            Role::Volunteer,
-        )
-        .await
-        .expect("a volunteer");
-        sqlx::query(
-            "INSERT INTO votes (id, task_id, volunteer_id, verdict, reasons, lease_fence)
-             VALUES ($1, $2, $3, 'counterfeit', $4, 1)",
-        )
-        .bind(Uuid::now_v7())
-        .bind(task)
-        .bind(id.0)
-        .bind(json!([reason]))
-        .execute(pool)
-        .await
-        .expect("insert a vote");
-    }
-    let escalation = Uuid::now_v7();
-    sqlx::query(
-        "INSERT INTO escalations (id, task_id, listing_id, reason) VALUES ($1, $2, $3, 'counterfeit')",
-    )
-    .bind(escalation)
-    .bind(task)
-    .bind(&listing)
-    .execute(pool)
-    .await
-    .expect("insert an escalation");
+    .await;
     escalation
 }
 
