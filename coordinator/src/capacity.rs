@@ -71,7 +71,26 @@ pub async fn refresh(
     .bind(hours)
     .execute(pool)
     .await?;
+    record_sample(pool, &capacity, hours).await?;
     Ok(fresh)
+}
+
+/// Keeps the minute's backlog for the staff dashboards (every replica writes the
+/// same minute's row; the last write wins) and forgets samples past 90 days.
+async fn record_sample(pool: &PgPool, capacity: &Capacity, hours: Option<f64>) -> sqlx::Result<()> {
+    sqlx::query(
+        "WITH gone AS (DELETE FROM capacity_samples WHERE at < now() - interval '90 days')
+         INSERT INTO capacity_samples (at, backlog_votes, backlog_hours, votes_per_hour)
+         VALUES (date_trunc('minute', now()), $1, $2, $3)
+         ON CONFLICT (at) DO UPDATE SET backlog_votes = EXCLUDED.backlog_votes,
+             backlog_hours = EXCLUDED.backlog_hours, votes_per_hour = EXCLUDED.votes_per_hour",
+    )
+    .bind(capacity.open_votes as i64)
+    .bind(hours)
+    .bind(capacity.votes_per_hour())
+    .execute(pool)
+    .await?;
+    Ok(())
 }
 
 /// Refreshes every `interval` until `cancel`.

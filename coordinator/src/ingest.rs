@@ -205,7 +205,7 @@ async fn ingest_distinct(
     let column = |f: fn(&Listing) -> &str| listings.iter().map(f).collect::<Vec<_>>();
     // Only new listings and newer versions
     // come back, with the round each was last looked at in.
-    let stored: Vec<(String, i64)> = sqlx::query_as(
+    let stored: Vec<(String, i64, String, String, f64)> = sqlx::query_as(
         "INSERT INTO listings (listing_id, version, seller_id, brand, category, region,
              seller_risk_tier, price, currency, title, description, image_urls, signals, active)
          SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[],
@@ -223,7 +223,7 @@ async fn ingest_distinct(
            -- a gold task's listing stays as staff stored it, and never sampled
            AND NOT EXISTS (SELECT 1 FROM tasks g
                            WHERE g.listing_id = listings.listing_id AND g.kind = 'gold')
-         RETURNING listing_id, last_round",
+         RETURNING listing_id, last_round, category, currency, price",
     )
     .bind(column(|l| l.listing_id.as_str()))
     .bind(listings.iter().map(|l| l.version).collect::<Vec<_>>())
@@ -256,8 +256,12 @@ async fn ingest_distinct(
         unchanged: (n - stored.len()) as u64,
         tasks: 0,
     };
+    add_prices(conn, &stored).await?;
     let round = round_of(now_secs, sampler.round_secs);
-    let last_rounds: HashMap<String, i64> = stored.into_iter().collect();
+    let last_rounds: HashMap<String, i64> = stored
+        .into_iter()
+        .map(|(id, last, ..)| (id, last))
+        .collect();
     let due: Vec<Candidate> = listings
         .iter()
         .filter(|l| {
@@ -279,6 +283,44 @@ async fn ingest_distinct(
         .execute(&mut *conn)
         .await?;
     Ok(IngestReport { tasks, ..report })
+}
+
+/// Adds the prices of newly stored listing versions to their categories' typical
+/// prices (one upsert per batch, rows taken in key order so concurrent batches
+/// cannot deadlock).
+async fn add_prices(
+    conn: &mut PgConnection,
+    stored: &[(String, i64, String, String, f64)],
+) -> sqlx::Result<()> {
+    let mut sums: std::collections::BTreeMap<(&str, &str), (i64, f64)> = Default::default();
+    for (_, _, category, currency, price) in stored {
+        if *price > 0.0 && price.is_finite() {
+            let sum = sums.entry((category, currency)).or_default();
+            sum.0 += 1;
+            sum.1 += price.ln();
+        }
+    }
+    if sums.is_empty() {
+        return Ok(());
+    }
+    let (keys, figures): (Vec<_>, Vec<_>) = sums.into_iter().unzip();
+    let (categories, currencies): (Vec<&str>, Vec<&str>) = keys.into_iter().unzip();
+    let (counts, logs): (Vec<i64>, Vec<f64>) = figures.into_iter().unzip();
+    sqlx::query(
+        "INSERT INTO category_prices (category, currency, n, sum_ln)
+         SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::float8[])
+         ORDER BY 1, 2
+         ON CONFLICT (category, currency) DO UPDATE
+             SET n = category_prices.n + EXCLUDED.n,
+                 sum_ln = category_prices.sum_ln + EXCLUDED.sum_ln",
+    )
+    .bind(categories)
+    .bind(currencies)
+    .bind(counts)
+    .bind(logs)
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 #[cfg(test)]

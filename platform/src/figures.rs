@@ -78,18 +78,23 @@ pub struct DbFigures {
     pub outbox_lag_secs: f64,
 }
 
-/// Reads the database-side figures.
-pub async fn db_figures(pool: &PgPool) -> sqlx::Result<DbFigures> {
-    let over_collected: i64 = sqlx::query_scalar(OVER_COLLECTED_SQL)
-        .fetch_one(pool)
-        .await?;
-    let (outbox_unsent, outbox_lag_secs): (i64, f64) = sqlx::query_as(
+/// Outbox rows not yet published, and the age in seconds of the oldest.
+pub async fn outbox_backlog(pool: &PgPool) -> sqlx::Result<(i64, f64)> {
+    sqlx::query_as(
         "SELECT count(*),
                 coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8
          FROM outbox WHERE sent_at IS NULL",
     )
     .fetch_one(pool)
-    .await?;
+    .await
+}
+
+/// Reads the database-side figures.
+pub async fn db_figures(pool: &PgPool) -> sqlx::Result<DbFigures> {
+    let over_collected: i64 = sqlx::query_scalar(OVER_COLLECTED_SQL)
+        .fetch_one(pool)
+        .await?;
+    let (outbox_unsent, outbox_lag_secs) = outbox_backlog(pool).await?;
     Ok(DbFigures {
         over_collected,
         outbox_unsent,

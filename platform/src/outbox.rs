@@ -33,15 +33,19 @@ pub async fn enqueue_many<T: Serialize>(
     notify(conn).await
 }
 
-/// The SQL of the listing as a volunteer sees it (an `OfferedListing`), for a
-/// listing row `l`.
+/// The SQL of the listing as a volunteer sees it (an `OfferedListing`, with its
+/// category's typical price and its present signals), for a listing row `l`.
 #[macro_export]
 macro_rules! offered_listing_sql {
     () => {
         "jsonb_build_object(
              'listing_id', l.listing_id, 'title', l.title, 'description', l.description,
              'brand', l.brand, 'category', l.category, 'region', l.region, 'price', l.price,
-             'currency', l.currency, 'image_urls', l.image_urls, 'seller_id', l.seller_id)"
+             'currency', l.currency, 'image_urls', l.image_urls, 'seller_id', l.seller_id,
+             'typical_price', (SELECT exp(c.sum_ln / c.n) FROM category_prices c
+                               WHERE c.category = l.category AND c.currency = l.currency),
+             'signals', (SELECT coalesce(jsonb_agg(s.k ORDER BY s.k), '[]'::jsonb)
+                         FROM jsonb_each(l.signals) AS s(k, v) WHERE s.v = 'true'::jsonb))"
     };
 }
 

@@ -23,6 +23,8 @@ pub mod posterior;
 pub mod prevalence;
 pub mod reliability;
 pub mod sampling;
+pub mod streak;
+pub mod timeseries;
 
 pub use aggregate::{Outcome, Verdict};
 pub use ids::{EscalationId, ListingId, Role, TaskId, UserId, UserStatus};

@@ -59,6 +59,13 @@ pub struct OfferedListing {
     pub image_urls: Vec<String>,
     /// The seller (conflict-of-interest links are checked against it).
     pub seller_id: String,
+    /// The category's typical price in the same currency (the geometric mean of
+    /// its listed prices), when any listing of it has been seen.
+    #[serde(default)]
+    pub typical_price: Option<f64>,
+    /// The risk signals present on the listing (why it may be suspicious), by name.
+    #[serde(default)]
+    pub signals: Vec<String>,
 }
 
 /// A vote was committed; the aggregator should look at the task.

@@ -124,7 +124,7 @@ impl App {
             &config.jwt_audience,
             config.access_token_ttl_secs,
         );
-        let quotas = Quotas::new(&config.services.redis_prefix, &config.limits);
+        let quotas = Quotas::new(redis.clone(), &config.services.redis_prefix, &config.limits);
         let prefix = config.services.redis_prefix.clone();
         let leases = LeaseStore::new(redis.clone(), &prefix);
         let ballots = BallotBox::start(

@@ -133,6 +133,8 @@ mod tests {
             currency: "EUR".into(),
             image_urls: Vec::new(),
             seller_id: "s-1".into(),
+            typical_price: None,
+            signals: Vec::new(),
         }
     }
 

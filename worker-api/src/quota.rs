@@ -9,6 +9,7 @@
 use crate::config::LimitsConfig;
 use crate::error::ApiError;
 use chrono::{DateTime, Duration as Days, Utc};
+use redis::aio::ConnectionManager;
 use spotcheck_shared::UserId;
 use std::time::Duration;
 
@@ -20,14 +21,32 @@ fn vote_key(prefix: &str, user: UserId, now: DateTime<Utc>) -> String {
 /// Redis-backed quotas of one deployment.
 #[derive(Clone)]
 pub struct Quotas {
+    redis: ConnectionManager,
     prefix: String,
     daily_votes: u32,
 }
 
+/// A volunteer's votes counted today against the daily quota.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuotaToday {
+    /// The quota (`None`: no quota).
+    pub quota: Option<u32>,
+    /// Counted votes charged to it today.
+    pub spent: u32,
+}
+
+impl QuotaToday {
+    /// Votes still allowed today (`None`: no quota).
+    pub fn left(&self) -> Option<u32> {
+        self.quota.map(|q| q.saturating_sub(self.spent))
+    }
+}
+
 impl Quotas {
     /// Quotas under `{prefix}` with the limits of `config`.
-    pub fn new(prefix: &str, config: &LimitsConfig) -> Self {
+    pub fn new(redis: ConnectionManager, prefix: &str, config: &LimitsConfig) -> Self {
         Self {
+            redis,
             prefix: prefix.to_owned(),
             daily_votes: config.daily_vote_quota,
         }
@@ -43,6 +62,25 @@ impl Quotas {
     /// `LeaseStore::seal`).
     pub fn daily_votes(&self, user: UserId) -> Option<(String, u32)> {
         (self.daily_votes > 0).then(|| (self.vote_key(user, Utc::now()), self.daily_votes))
+    }
+
+    /// What `user` has spent of today's quota (read from the shared counter, so
+    /// every replica answers the same).
+    pub async fn today(&self, user: UserId) -> redis::RedisResult<QuotaToday> {
+        let Some((key, quota)) = self.daily_votes(user) else {
+            return Ok(QuotaToday {
+                quota: None,
+                spent: 0,
+            });
+        };
+        let spent: Option<u32> = redis::cmd("GET")
+            .arg(&key)
+            .query_async(&mut self.redis.clone())
+            .await?;
+        Ok(QuotaToday {
+            quota: Some(quota),
+            spent: spent.unwrap_or(0),
+        })
     }
 
     /// The refusal of a claim or vote once today's quota is spent.

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod cases;
 pub mod complaint_review;
 pub mod complaints;
+pub mod dashboard;
 pub mod escalations;
 pub mod health;
 pub mod inspections;
@@ -124,12 +125,14 @@ pub static ROUTES: &[RouteSpec] = &[
     route!(GET  "/v1/staff/tasks/{task_id}",              Staff,     Subject   => inspections::task),
     route!(GET  "/v1/staff/listings/{listing_id}",        Staff,     Subject   => inspections::listing),
     route!(GET  "/v1/staff/stats",                        Staff,     Subject   => stats::stats),
+    route!(GET  "/v1/staff/dashboard",                    Staff,     Subject   => dashboard::dashboard),
     route!(POST "/v1/staff/gold-tasks",                   Staff,     Subject   => volunteers::add_gold),
     route!(GET  "/v1/staff/volunteers",                   Staff,     Subject   => volunteers::list),
     route!(GET  "/v1/staff/volunteers/{user_id}",         Staff,     Subject   => volunteers::get),
     route!(POST "/v1/staff/volunteers/{user_id}/reinstate-counting", Staff, Subject => volunteers::reinstate_counting),
     route!(GET  "/v1/staff/collusion-flags",              Staff,     Subject   => volunteers::collusion_flags),
     route!(POST "/v1/staff/users",                        Staff,     Subject   => users::create),
+    route!(GET  "/v1/staff/users",                        Staff,     Subject   => users::list),
     route!(POST "/v1/staff/users/{user_id}/suspend",      Staff,     Subject   => users::suspend),
     route!(POST "/v1/staff/users/{user_id}/reinstate",    Staff,     Subject   => users::reinstate),
     route!(POST "/v1/staff/users/{user_id}/seller-links", Staff,     Subject   => users::link_seller),

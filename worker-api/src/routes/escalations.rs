@@ -17,6 +17,7 @@ use spotcheck_platform::enforcement::{self, CaseSource, NewCase};
 use spotcheck_platform::reliability::{self, Learning};
 use spotcheck_shared::EscalationId;
 use spotcheck_shared::escalation::{EscalationStatus, StaffDecision, Transition, apply};
+use spotcheck_shared::reliability::Confusion;
 use uuid::Uuid;
 
 /// Query of the list.
@@ -119,7 +120,7 @@ pub async fn one(
     let (votes,): (Value,) = sqlx::query_as(
         "SELECT coalesce(jsonb_agg(jsonb_build_object('vote_id', v.id, 'volunteer_id', v.volunteer_id,
                 'verdict', v.verdict, 'reasons', v.reasons, 'note', v.note, 'created_at', v.created_at,
-                'volunteer_counts', coalesce(r.counting, true))
+                'volunteer_counts', coalesce(r.counting, true), 'confusion', r.confusion)
                 ORDER BY v.created_at), '[]'::jsonb)
          FROM votes v LEFT JOIN volunteer_reliability r ON r.volunteer_id = v.volunteer_id
          WHERE v.task_id = $1",
@@ -127,6 +128,7 @@ pub async fn one(
     .bind(escalation.task_id)
     .fetch_one(&state.pool)
     .await?;
+    let votes = with_reliability(votes);
     let decision: Option<(Value,)> = sqlx::query_as(
         "SELECT jsonb_build_object('outcome', outcome, 'tally', tally, 'posterior', posterior, 'decided_at', decided_at)
          FROM decisions WHERE task_id = $1",
@@ -142,6 +144,20 @@ pub async fn one(
         "decision": decision.map(|(d,)| d),
     });
     Ok(Json(body))
+}
+
+/// Each vote's `confusion` (the voter's stored estimate) replaced by
+/// `reliability`: the voter's estimated accuracy, `null` when none is stored.
+fn with_reliability(mut votes: Value) -> Value {
+    for vote in votes.as_array_mut().into_iter().flatten() {
+        let reliability = vote
+            .as_object_mut()
+            .and_then(|v| v.remove("confusion"))
+            .and_then(|c| serde_json::from_value::<Confusion>(c).ok())
+            .map(|c| c.accuracy());
+        vote["reliability"] = json!(reliability);
+    }
+    votes
 }
 
 /// Body of a staff decision.

@@ -1,27 +1,89 @@
-//! The signed-in user's own profile.
+//! The signed-in user's own profile, with a volunteer's figures for today.
 
 use crate::auth::Caller;
-use crate::error::ApiResult;
+use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::State;
-use serde_json::{Value, json};
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::Serialize;
+use spotcheck_shared::streak::streak_days;
+use spotcheck_shared::{Role, UserId};
 
-/// `GET /v1/me`: profile, role and counts.
-pub async fn me(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
-    let (username, status, created_at, votes): (String, String, chrono::DateTime<chrono::Utc>, i64) = sqlx::query_as(
-        "SELECT u.username, u.status, u.created_at, (SELECT count(*) FROM votes v WHERE v.volunteer_id = u.id)
+/// `GET /v1/me`.
+#[derive(Debug, Serialize)]
+pub struct Me {
+    user_id: UserId,
+    username: String,
+    role: Role,
+    status: String,
+    created_at: DateTime<Utc>,
+    counts: Counts,
+    today: Today,
+    /// Consecutive UTC days with a vote, ending today or yesterday.
+    streak_days: u32,
+}
+
+/// Totals of the user's own record.
+#[derive(Debug, Serialize)]
+pub struct Counts {
+    /// Votes ever cast.
+    votes: i64,
+}
+
+/// The user's UTC day so far.
+#[derive(Debug, Serialize)]
+pub struct Today {
+    /// Votes cast today.
+    votes: i64,
+    /// The daily quota of counted votes (`null`: none).
+    quota: Option<u32>,
+    /// Counted votes still allowed today (`null`: no quota).
+    quota_left: Option<u32>,
+}
+
+/// `GET /v1/me`: profile, role, counts, today's votes and quota, and streak.
+pub async fn me(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Me>> {
+    let now = Utc::now();
+    let today = now.date_naive();
+    let (username, status, created_at, votes, votes_today, days): (
+        String,
+        String,
+        DateTime<Utc>,
+        i64,
+        i64,
+        Vec<NaiveDate>,
+    ) = sqlx::query_as(
+        "SELECT u.username, u.status, u.created_at,
+                (SELECT count(*) FROM votes v WHERE v.volunteer_id = u.id),
+                (SELECT count(*) FROM votes v WHERE v.volunteer_id = u.id
+                   AND v.created_at >= $2::date::timestamp AT TIME ZONE 'UTC'),
+                (SELECT coalesce(array_agg(DISTINCT (v.created_at AT TIME ZONE 'UTC')::date), '{}')
+                 FROM votes v WHERE v.volunteer_id = u.id
+                   AND v.created_at >= ($2::date - 400)::timestamp AT TIME ZONE 'UTC')
          FROM users u WHERE u.id = $1",
     )
     .bind(caller.id.0)
+    .bind(today)
     .fetch_one(&state.pool)
     .await?;
-    Ok(Json(json!({
-        "user_id": caller.id,
-        "username": username,
-        "role": caller.role,
-        "status": status,
-        "created_at": created_at,
-        "counts": {"votes": votes},
-    })))
+    let quota = state
+        .quotas
+        .today(caller.id)
+        .await
+        .map_err(|e| ApiError::internal(e.into()))?;
+    Ok(Json(Me {
+        user_id: caller.id,
+        username,
+        role: caller.role,
+        status,
+        created_at,
+        counts: Counts { votes },
+        today: Today {
+            votes: votes_today,
+            quota: quota.quota,
+            quota_left: quota.left(),
+        },
+        streak_days: streak_days(&days, today),
+    }))
 }

@@ -1,17 +1,17 @@
 //! Account management by staff: create (admins any role, staff the roles
 //! without staff powers; sellers linked to their seller id, brand owners to
-//! their brands), suspend and reinstate.
+//! their brands), list, suspend and reinstate.
 
 use crate::audit;
 use crate::auth::caller::Staff;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{ApiJson, parse_id};
+use crate::extract::{ApiJson, ApiQuery, next_cursor, page_params, parse_id};
 use crate::state::AppState;
 use crate::users::{CreateUserError, hash_new_account, insert_user};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use spotcheck_shared::complaint::{check_brands, check_id};
 use spotcheck_shared::{Role, UserId, UserStatus};
@@ -176,6 +176,82 @@ async fn set_status(
     tx.commit().await?;
     state.standing.invalidate(&[id.0]).await?;
     Ok(Json(json!({"user_id": id, "status": status.as_str()})))
+}
+
+/// Query of the user list.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserQuery {
+    role: Option<Role>,
+    status: Option<UserStatus>,
+    /// Part of the username, any case.
+    q: Option<String>,
+    limit: Option<i64>,
+    cursor: Option<String>,
+}
+
+/// One account in the user list.
+#[derive(Debug, Serialize, sqlx::FromRow)]
+pub struct UserEntry {
+    user_id: uuid::Uuid,
+    username: String,
+    role: String,
+    status: String,
+    created_at: chrono::DateTime<chrono::Utc>,
+    /// The seller of a seller account.
+    seller_id: Option<String>,
+    /// The brands of a brand owner's account (empty for other roles).
+    brands: Vec<String>,
+}
+
+/// A page of the user list.
+#[derive(Debug, Serialize)]
+pub struct UserPage {
+    items: Vec<UserEntry>,
+    next_cursor: Option<String>,
+}
+
+/// `GET /v1/staff/users?role=&status=&q=&limit=&cursor=`: accounts in id order,
+/// filtered by role, status and part of the username.
+pub async fn list(
+    State(state): State<AppState>,
+    Staff(_): Staff,
+    ApiQuery(query): ApiQuery<UserQuery>,
+) -> ApiResult<Json<UserPage>> {
+    let (limit, cursor) = page_params(query.limit, query.cursor.as_deref())?;
+    let needle = match query.q.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(q) if q.chars().count() > 64 => {
+            return Err(ApiError::invalid("q is at most 64 characters"));
+        }
+        // LIKE's own characters match themselves.
+        Some(q) => Some(format!(
+            "%{}%",
+            q.replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_")
+        )),
+    };
+    let mut items: Vec<UserEntry> = sqlx::query_as(
+        "SELECT u.id AS user_id, u.username, u.role, u.status, u.created_at, u.seller_id,
+                coalesce((SELECT array_agg(b.brand ORDER BY b.brand) FROM brand_owner_brands b
+                          WHERE b.user_id = u.id), '{}') AS brands
+         FROM users u
+         WHERE ($1::uuid IS NULL OR u.id > $1)
+           AND ($2::text IS NULL OR u.role = $2)
+           AND ($3::text IS NULL OR u.status = $3)
+           AND ($4::text IS NULL OR u.username ILIKE $4)
+         ORDER BY u.id LIMIT $5",
+    )
+    .bind(cursor)
+    .bind(query.role.map(Role::as_str))
+    .bind(query.status.map(UserStatus::as_str))
+    .bind(needle)
+    .bind(limit + 1)
+    .fetch_all(&state.pool)
+    .await?;
+    let next_cursor = next_cursor(&mut items, limit, |u| u.user_id);
+    Ok(Json(UserPage { items, next_cursor }))
 }
 
 /// `POST /v1/staff/users/{user_id}/suspend`: the user's tokens stop working at once.

@@ -10,7 +10,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use spotcheck_shared::abuse::VolunteerStats;
 use spotcheck_shared::reliability::Confusion;
@@ -231,7 +231,36 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let id: UserId = parse_id(&id, "volunteer")?;
-    Ok(Json(one(&state, id).await?))
+    let mut volunteer = one(&state, id).await?;
+    volunteer["gold_history"] = gold_history(&state, id).await?;
+    Ok(Json(volunteer))
+}
+
+/// One UTC day of a volunteer's gold answers.
+#[derive(Debug, Serialize, sqlx::FromRow)]
+pub struct GoldDay {
+    /// The day, `YYYY-MM-DD`.
+    day: chrono::NaiveDate,
+    /// Gold tasks answered that day.
+    answered: i64,
+    /// Of those, answered with the known answer.
+    correct: i64,
+}
+
+/// A volunteer's gold answers per UTC day over the last 30 days, oldest first
+/// (days without a gold answer are left out).
+async fn gold_history(state: &AppState, id: UserId) -> ApiResult<Value> {
+    let days: Vec<GoldDay> = sqlx::query_as(
+        "SELECT (v.created_at AT TIME ZONE 'UTC')::date AS day, count(*) AS answered,
+                count(*) FILTER (WHERE v.verdict = g.answer) AS correct
+         FROM votes v JOIN gold_answers g ON g.task_id = v.task_id
+         WHERE v.volunteer_id = $1 AND v.created_at >= now() - interval '30 days'
+         GROUP BY 1 ORDER BY 1",
+    )
+    .bind(id.0)
+    .fetch_all(&state.pool)
+    .await?;
+    Ok(json!(days))
 }
 
 /// `POST /v1/staff/volunteers/{user_id}/reinstate-counting`: a volunteer the
