@@ -408,3 +408,45 @@ async fn gold_accuracy_per_day_and_each_voters_reliability_are_in_the_evidence()
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_web_apps_first_load_is_gzipped_and_under_200_kb() {
+    let env = TestEnv::start().await;
+    let web = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../web");
+    let mut paths = vec!["/app/".to_owned()];
+    for entry in std::fs::read_dir(&web).expect("the web app's folder") {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        if name != "index.html" {
+            paths.push(format!("/app/{name}"));
+        }
+    }
+    let mut total = 0;
+    for path in &paths {
+        let response = env
+            .http
+            .get(env.url(path))
+            .header("accept-encoding", "gzip")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        let gzipped = response
+            .headers()
+            .get("content-encoding")
+            .is_some_and(|e| e == "gzip");
+        let body = response.bytes().await.unwrap();
+        if body.len() > 1024 || gzipped {
+            assert!(gzipped, "{path} is {} bytes, not gzipped", body.len());
+            assert_eq!(&body[..2], &[0x1f, 0x8b], "{path} is a gzip stream");
+        }
+        total += body.len();
+    }
+    assert!(
+        total < 200 * 1024,
+        "the first load is {total} bytes compressed"
+    );
+    // A client that does not ask gets the plain file.
+    let plain = env.http.get(env.url("/app/app.js")).send().await.unwrap();
+    assert!(plain.headers().get("content-encoding").is_none());
+    assert!(plain.text().await.unwrap().contains("import"));
+}
