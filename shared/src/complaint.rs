@@ -34,7 +34,7 @@ pub const MAX_BRAND_CHARS: usize = 128;
 pub const MAX_ID_CHARS: usize = 128;
 
 /// Why a brand owner complains.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ComplaintReason {
     /// The goods are fakes of the brand.
@@ -68,7 +68,7 @@ impl ComplaintReason {
 }
 
 /// Where a complaint stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ComplaintStatus {
     /// Waiting for staff; duplicates merge into it.
@@ -114,7 +114,7 @@ impl std::str::FromStr for ComplaintStatus {
 }
 
 /// Staff's answer to a complaint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ComplaintDecision {
     /// The complaint holds: a case is opened against the seller.

@@ -14,7 +14,7 @@ use std::fmt;
 use std::str::FromStr;
 
 /// Where a case stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CaseState {
     /// The seller was notified; the refutation window runs.
@@ -101,7 +101,7 @@ pub enum CaseEvent {
 }
 
 /// Staff's answer to a refutation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RefutationDecision {
     /// The seller is right: close the case without penalty.
@@ -151,7 +151,7 @@ pub fn apply(
 }
 
 /// One kind of penalty (the enforcement event kinds, less `lifted`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PenaltyKind {
     /// Take the listing down.
@@ -215,7 +215,7 @@ impl FromStr for PenaltyKind {
 }
 
 /// One penalty of a ladder step.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PenaltySpec {
     /// What.
@@ -226,7 +226,7 @@ pub struct PenaltySpec {
 }
 
 /// The penalties of the n-th strike.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LadderStep {
     /// Which strike (1, 2, 3, ...); the last step also applies to every later strike.
@@ -236,7 +236,7 @@ pub struct LadderStep {
 }
 
 /// The penalty ladder staff configure.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Ladder {
     /// Strikes within this many days count together to pick the step.

@@ -10,7 +10,7 @@ use std::str::FromStr;
 pub const REFUTATION_WINDOW_SECS: i64 = 3 * 24 * 3600;
 
 /// Where an escalation stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum EscalationStatus {
     /// Waiting for staff.
@@ -22,7 +22,7 @@ pub enum EscalationStatus {
 }
 
 /// A staff decision on an open escalation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum StaffDecision {
     /// It is a counterfeit.

@@ -99,7 +99,7 @@ pub fn is_gold_turn(key: &[u8], volunteer: &[u8], claim_number: u64, rate: f64) 
 }
 
 /// What a volunteer is told after answering a gold task.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Feedback {
     /// Whether their verdict matched the known truth ("unsure" does not).
     pub correct: bool,

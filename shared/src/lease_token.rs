@@ -13,8 +13,9 @@ use std::fmt;
 pub const MAX_LEN: usize = 64;
 
 /// A lease token.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(try_from = "String", into = "String")]
+#[schema(value_type = String, max_length = 64, example = "lt_18c2f0a1b2c_9f86d081884c7d659a2feaa0c55ad015")]
 pub struct LeaseToken(String);
 
 /// A token that cannot be a lease token of ours.

@@ -37,7 +37,7 @@ pub struct SlotOffer {
 }
 
 /// The listing as a volunteer sees it in a claim.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct OfferedListing {
     /// The marketplace's id of the listing.
     pub listing_id: String,

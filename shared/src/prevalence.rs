@@ -78,7 +78,7 @@ impl StratumSample {
 }
 
 /// An estimated counterfeit share with its 95% interval.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Estimate {
     /// Listings in the population.
     pub listings: u64,
@@ -182,7 +182,7 @@ impl Totals {
 }
 
 /// Estimates per stratum key, and overall.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Prevalence {
     /// By stratum key.
     pub strata: BTreeMap<String, Estimate>,

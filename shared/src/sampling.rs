@@ -12,7 +12,7 @@ use sha2::Sha256;
 use std::collections::BTreeMap;
 
 /// One sampling rule: a rate for the listings matching every field it sets.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Rule {
     /// Matches this category only, when set.
@@ -46,7 +46,7 @@ impl Rule {
 }
 
 /// The staff's sampling policy (the body of `PUT /v1/staff/sampling-rules`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SamplingPolicy {
     /// Rate for listings no rule matches.
@@ -84,7 +84,7 @@ pub struct PolicyError {
 }
 
 /// The stratum of a listing: the cell of the sampling design it belongs to.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Stratum {
     /// Marketplace category.
     pub category: String,
@@ -291,7 +291,7 @@ pub struct ListingGroup {
 }
 
 /// What a policy would sample from one stratum in one round.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct StratumPlan {
     /// Active listings in the stratum.
     pub listings: u64,
@@ -300,7 +300,7 @@ pub struct StratumPlan {
 }
 
 /// What a policy would sample per round: by stratum key, and in total.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Plan {
     /// Per stratum key (`category/region/tier`).
     pub strata: BTreeMap<String, StratumPlan>,

@@ -35,7 +35,7 @@ use std::collections::HashSet;
 const GOLD_SLOTS: i32 = 1_000_000;
 
 /// The `200` answer of a granted claim.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Claimed {
     /// The task.
     pub task_id: TaskId,

@@ -203,3 +203,87 @@ impl From<anyhow::Error> for ApiError {
 
 /// Handler result.
 pub type ApiResult<T> = Result<T, ApiError>;
+
+/// Every stable `code` a problem body can carry, listed in the document's
+/// `Problem` schema so clients can switch on them.
+pub const CODES: &[&str] = &[
+    "account_suspended",
+    "already_refuted",
+    "already_voted",
+    "bad_request",
+    "brand_not_linked",
+    "busy",
+    "case_state",
+    "claim_in_progress",
+    "complaint_already_decided",
+    "complaint_rate_limited",
+    "daily_quota_exceeded",
+    "escalation_already_decided",
+    "forbidden",
+    "gold_task_exists",
+    "held_by_another",
+    "internal",
+    "invalid_body",
+    "invalid_credentials",
+    "invalid_ladder",
+    "invalid_query",
+    "invalid_refresh_token",
+    "invalid_sampling_rules",
+    "lease_expired",
+    "lease_not_found",
+    "lease_released",
+    "lease_token_mismatch",
+    "listing_exists",
+    "malformed_json",
+    "method_not_allowed",
+    "not_counting",
+    "not_found",
+    "not_ready",
+    "payload_too_large",
+    "penalty_already_lifted",
+    "rate_limited",
+    "refresh_token_reused",
+    "refutation_window_closed",
+    "request_timeout",
+    "seller_banned",
+    "separation_of_duties",
+    "task_closed",
+    "timeout",
+    "too_many_leases",
+    "too_many_login_attempts",
+    "unauthorized",
+    "unavailable",
+    "unsupported_media_type",
+    "uri_too_long",
+    "username_taken",
+    "validation_failed",
+];
+
+impl utoipa::PartialSchema for Problem {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        let schema = serde_json::json!({
+            "type": "object",
+            "description": "RFC 9457 problem details. Extension members beyond the listed \
+                ones may be added.",
+            "required": ["type", "title", "status", "code", "detail"],
+            "properties": {
+                "type": {"type": "string", "description": "A URI naming the problem type."},
+                "title": {"type": "string", "description": "The HTTP status's reason phrase."},
+                "status": {"type": "integer", "minimum": 400, "maximum": 599},
+                "detail": {"type": "string", "description": "What went wrong in this occurrence."},
+                "code": {"type": "string", "enum": CODES,
+                         "description": "Stable machine-readable code."},
+                "reviewer": {"type": "string", "format": "uuid",
+                             "description": "`held_by_another`: who holds the review."},
+                "review_until": {"type": "string", "format": "date-time",
+                                 "description": "`held_by_another`: when the hold ends."},
+            },
+            "additionalProperties": true,
+        });
+        utoipa::openapi::RefOr::T(
+            serde_json::from_value(schema).expect("the problem schema is a valid schema"),
+        )
+    }
+}
+
+impl utoipa::ToSchema for Problem {}

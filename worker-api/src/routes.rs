@@ -9,7 +9,9 @@ pub mod cases;
 pub mod complaint_review;
 pub mod complaints;
 pub mod dashboard;
+pub mod docs;
 pub mod escalations;
+pub mod exports;
 pub mod health;
 pub mod inspections;
 pub mod me;
@@ -51,18 +53,29 @@ pub struct RouteSpec {
     pub operation: &'static str,
     /// The handler, bound to the method.
     handler: fn(MethodFilter) -> MethodRouter<AppState>,
+    /// The handler's operation as `#[utoipa::path]` describes it (its
+    /// parameters, bodies and responses, and the schemas they use).
+    pub doc: Option<fn() -> openapi::Documented>,
 }
 
-/// One [`RouteSpec`]: `route!(METHOD "/path", Access, Throttle => handler)`.
+/// One [`RouteSpec`]: `route!(METHOD "/path", Access, Throttle => module::handler; doc)`,
+/// where `; doc` takes the operation from the handler's `#[utoipa::path]`.
 macro_rules! route {
-    ($method:ident $path:literal, $access:ident, $throttle:ident => $handler:path) => {
+    ($method:ident $path:literal, $access:ident, $throttle:ident => $module:ident :: $handler:ident; doc) => {
+        RouteSpec {
+            doc: Some(utoipa_axum::paste! { openapi::documented::<$module::[<__path_ $handler>]> }),
+            ..route!($method $path, $access, $throttle => $module::$handler)
+        }
+    };
+    ($method:ident $path:literal, $access:ident, $throttle:ident => $module:ident :: $handler:ident) => {
         RouteSpec {
             method: Method::$method,
             path: $path,
             access: Access::$access,
             throttle: Throttle::$throttle,
-            operation: stringify!($handler),
-            handler: |filter| on(filter, $handler),
+            operation: concat!(stringify!($module), "::", stringify!($handler)),
+            handler: |filter| on(filter, $module::$handler),
+            doc: None,
         }
     };
 }
@@ -72,20 +85,22 @@ macro_rules! route {
 #[rustfmt::skip]
 pub static ROUTES: &[RouteSpec] = &[
     // anyone
-    route!(POST "/v1/auth/login",                         Anonymous, Address   => auth::login),
-    route!(POST "/v1/auth/refresh",                       Anonymous, Address   => auth::refresh),
-    route!(GET  "/.well-known/jwks.json",                 Anonymous, Unlimited => auth::jwks),
-    route!(GET  "/healthz",                               Anonymous, Unlimited => health::healthz),
-    route!(GET  "/readyz",                                Anonymous, Unlimited => health::readyz),
-    route!(GET  "/metrics",                               Anonymous, Unlimited => health::metrics),
-    route!(GET  "/openapi.json",                          Anonymous, Unlimited => openapi::document),
-    route!(GET  "/app/",                                  Anonymous, Unlimited => web::index),
-    route!(GET  "/app/{file}",                            Anonymous, Unlimited => web::asset),
+    route!(POST "/v1/auth/login",                         Anonymous, Address   => auth::login; doc),
+    route!(POST "/v1/auth/refresh",                       Anonymous, Address   => auth::refresh; doc),
+    route!(GET  "/.well-known/jwks.json",                 Anonymous, Unlimited => auth::jwks; doc),
+    route!(GET  "/healthz",                               Anonymous, Unlimited => health::healthz; doc),
+    route!(GET  "/readyz",                                Anonymous, Unlimited => health::readyz; doc),
+    route!(GET  "/metrics",                               Anonymous, Unlimited => health::metrics; doc),
+    route!(GET  "/openapi.json",                          Anonymous, Unlimited => openapi::document; doc),
+    route!(GET  "/app/",                                  Anonymous, Unlimited => web::index; doc),
+    route!(GET  "/app/{file}",                            Anonymous, Unlimited => web::asset; doc),
+    route!(GET  "/docs/",                                 Anonymous, Unlimited => docs::index; doc),
+    route!(GET  "/docs/{file}",                           Anonymous, Unlimited => docs::asset; doc),
     // volunteers
-    route!(POST "/v1/tasks/claim",                        Volunteer, Claim     => tasks::claim),
-    route!(POST "/v1/tasks/{task_id}/extend",             Volunteer, Subject   => tasks::extend),
-    route!(POST "/v1/tasks/{task_id}/release",            Volunteer, Subject   => tasks::release),
-    route!(POST "/v1/tasks/{task_id}/votes",              Volunteer, Vote      => votes::vote),
+    route!(POST "/v1/tasks/claim",                        Volunteer, Claim     => tasks::claim; doc),
+    route!(POST "/v1/tasks/{task_id}/extend",             Volunteer, Subject   => tasks::extend; doc),
+    route!(POST "/v1/tasks/{task_id}/release",            Volunteer, Subject   => tasks::release; doc),
+    route!(POST "/v1/tasks/{task_id}/votes",              Volunteer, Vote      => votes::vote; doc),
     // any signed-in user
     route!(GET  "/v1/me",                                 SignedIn,  Subject   => me::me),
     // seller accounts (each sees only its own seller's cases)
@@ -126,6 +141,8 @@ pub static ROUTES: &[RouteSpec] = &[
     route!(GET  "/v1/staff/listings/{listing_id}",        Staff,     Subject   => inspections::listing),
     route!(GET  "/v1/staff/stats",                        Staff,     Subject   => stats::stats),
     route!(GET  "/v1/staff/dashboard",                    Staff,     Subject   => dashboard::dashboard),
+    route!(GET  "/v1/staff/exports/votes",                Staff,     Subject   => exports::votes),
+    route!(GET  "/v1/staff/exports/decisions",            Staff,     Subject   => exports::decisions),
     route!(POST "/v1/staff/gold-tasks",                   Staff,     Subject   => volunteers::add_gold),
     route!(GET  "/v1/staff/volunteers",                   Staff,     Subject   => volunteers::list),
     route!(GET  "/v1/staff/volunteers/{user_id}",         Staff,     Subject   => volunteers::get),

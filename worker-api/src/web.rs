@@ -67,11 +67,24 @@ fn etags() -> &'static [HeaderValue] {
 }
 
 /// `GET /app/`: the app's page.
+#[utoipa::path(get, path = "/app/", responses(
+    (status = 200, description = "The app's page.", body = String, content_type = "text/html"),
+    (status = 304, description = "Unchanged since the `If-None-Match` tag."),
+))]
 pub async fn index(headers: HeaderMap) -> Response {
     serve(0, &headers)
 }
 
 /// `GET /app/{file}`: one of the app's scripts, its style sheet or its icon.
+#[utoipa::path(get, path = "/app/{file}",
+    params(("file" = String, Path, description = "The file's name, such as `app.js`.")),
+    responses(
+        (status = 200, description = "The file, with its content type.", content(
+            (String = "text/javascript"), (String = "text/css"), (String = "image/svg+xml"))),
+        (status = 304, description = "Unchanged since the `If-None-Match` tag."),
+        (status = 404, description = "`not_found`: no such file", body = crate::error::Problem,
+            content_type = "application/problem+json"),
+))]
 pub async fn asset(Path(file): Path<String>, headers: HeaderMap) -> Response {
     match ASSETS.iter().position(|a| a.name == file) {
         Some(i) if i > 0 => serve(i, &headers),
@@ -101,9 +114,16 @@ fn serve(i: usize, headers: &HeaderMap) -> Response {
     let h = response.headers_mut();
     h.insert(header::ETAG, etag.clone());
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    secure(h, CSP);
+    response
+}
+
+/// The security headers of every page this service serves (the app, the API
+/// reference), with the page's own content security policy.
+pub fn secure(h: &mut HeaderMap, csp: &'static str) {
     h.insert(
         header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CSP),
+        HeaderValue::from_static(csp),
     );
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
@@ -118,7 +138,6 @@ fn serve(i: usize, headers: &HeaderMap) -> Response {
         "cross-origin-opener-policy",
         HeaderValue::from_static("same-origin"),
     );
-    response
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 use crate::auth::password;
 use crate::auth::refresh::{self, Redeemed};
 use crate::backoff::Outcome;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, Problem};
 use crate::extract::{ApiJson, ClientAddr};
 use crate::ratelimit::client_net::ClientNet;
 use crate::state::AppState;
@@ -13,10 +13,11 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use spotcheck_shared::{Role, UserId};
 use sqlx::PgConnection;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 /// `POST /v1/auth/login` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Login {
     username: String,
@@ -24,19 +25,32 @@ pub struct Login {
 }
 
 /// `POST /v1/auth/refresh` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Refresh {
     refresh_token: String,
 }
 
 /// The token pair both routes answer with.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct TokenPair {
+    /// A short-lived JWT for `Authorization: Bearer`.
     access_token: String,
+    /// Spent by `POST /v1/auth/refresh` for the next pair.
     refresh_token: String,
+    /// Always `Bearer`.
+    #[schema(value_type = String, example = "Bearer")]
     token_type: &'static str,
+    /// Seconds until the access token expires.
     expires_in: i64,
+}
+
+/// The public keys that verify access tokens (RFC 7517).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Jwks {
+    /// One JWK per verification key, each with its `kid`.
+    #[schema(value_type = Vec<Object>)]
+    keys: Vec<serde_json::Value>,
 }
 
 async fn token_pair(
@@ -81,6 +95,13 @@ fn invalid_refresh_token() -> ApiError {
 /// password is checked in one of a bounded number of hashing slots (`503
 /// busy` when none comes free in time); and a failure looks and takes the
 /// same whether or not the account exists.
+#[utoipa::path(post, path = "/v1/auth/login", request_body = Login, responses(
+    (status = 200, description = "Signed in.", body = TokenPair),
+    (status = 401, description = "`invalid_credentials`", body = Problem, content_type = "application/problem+json"),
+    (status = 403, description = "`account_suspended`", body = Problem, content_type = "application/problem+json"),
+    (status = 429, description = "`too_many_login_attempts` or `rate_limited`, with `Retry-After`", body = Problem, content_type = "application/problem+json"),
+    (status = 503, description = "`busy`: no password-hashing slot came free in time", body = Problem, content_type = "application/problem+json"),
+))]
 pub async fn login(
     State(state): State<AppState>,
     ClientAddr(ip): ClientAddr,
@@ -139,6 +160,11 @@ fn active_role(role: &str, status: &str) -> ApiResult<Role> {
 }
 
 /// Spends a refresh token for a new pair; a reused token revokes its family.
+#[utoipa::path(post, path = "/v1/auth/refresh", request_body = Refresh, responses(
+    (status = 200, description = "A new pair; the presented refresh token is spent.", body = TokenPair),
+    (status = 401, description = "`invalid_refresh_token`, `refresh_token_reused` (its family is revoked)", body = Problem, content_type = "application/problem+json"),
+    (status = 403, description = "`account_suspended`", body = Problem, content_type = "application/problem+json"),
+))]
 pub async fn refresh(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<Refresh>,
@@ -172,6 +198,10 @@ pub async fn refresh(
 }
 
 /// `GET /.well-known/jwks.json`.
-pub async fn jwks(State(state): State<AppState>) -> Json<serde_json::Value> {
-    Json(state.tokens.keys().jwks())
+#[utoipa::path(get, path = "/.well-known/jwks.json", responses(
+    (status = 200, description = "The JSON Web Key Set.", body = Jwks),
+))]
+pub async fn jwks(State(state): State<AppState>) -> ApiResult<Json<Jwks>> {
+    let keys = serde_json::from_value(state.tokens.keys().jwks()).map_err(anyhow::Error::from)?;
+    Ok(Json(keys))
 }

@@ -1,12 +1,50 @@
-//! `GET /openapi.json`: the OpenAPI 3.1 document of the API, generated from the
-//! route table, so it lists every route with who may call it and its rate limit.
+//! `GET /openapi.json`: the OpenAPI 3.1 document of the API, assembled from the
+//! route table. Each route's operation (parameters, request and response bodies,
+//! errors) comes from its handler's `#[utoipa::path]`, whose types are the ones
+//! the handler really takes and returns; the table adds who may call it
+//! (`x-access`, bearer security), its rate limit (`x-rate-limit`), the guard's
+//! own refusals and the notes below.
 
 use crate::access::Access;
+use crate::error::Problem;
 use crate::ratelimit::Throttle;
 use crate::routes::{ROUTES, RouteSpec};
-use axum::Json;
-use serde_json::{Map, Value, json};
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
 use std::sync::OnceLock;
+use utoipa::openapi::extensions::ExtensionsBuilder;
+use utoipa::openapi::path::{HttpMethod, Operation, Paths};
+use utoipa::openapi::schema::Schema;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::{
+    ComponentsBuilder, ContentBuilder, InfoBuilder, OpenApi, OpenApiBuilder, RefOr, ResponseBuilder,
+};
+use utoipa::{PartialSchema, ToSchema};
+
+/// What a handler's `#[utoipa::path]` says about it.
+pub struct Documented {
+    /// The path it declares.
+    pub path: String,
+    /// The methods it declares.
+    pub methods: Vec<HttpMethod>,
+    /// Its operation: parameters, bodies, responses.
+    pub operation: Operation,
+    /// The named schemas the operation refers to.
+    pub schemas: Vec<(String, RefOr<Schema>)>,
+}
+
+/// The [`Documented`] of the path item type `#[utoipa::path]` generates for a
+/// handler (`__path_<handler>`).
+pub fn documented<P: utoipa::Path + utoipa::__dev::SchemaReferences>() -> Documented {
+    let mut schemas = Vec::new();
+    P::schemas(&mut schemas);
+    Documented {
+        path: P::path(),
+        methods: P::methods(),
+        operation: P::operation(),
+        schemas,
+    }
+}
 
 fn access_name(access: &Access) -> &'static str {
     match access {
@@ -156,85 +194,188 @@ fn note(spec: &RouteSpec) -> Option<&'static str> {
     }
 }
 
-fn operation(spec: &RouteSpec) -> Value {
-    let parameters: Vec<Value> = spec
-        .path
-        .split('/')
-        .filter_map(|part| part.strip_prefix('{')?.strip_suffix('}'))
-        .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
-        .collect();
-    let security = if matches!(spec.access, Access::Anonymous) {
-        json!([])
-    } else {
-        json!([{"bearer": []}])
+/// The document's method for a route's method.
+pub fn http_method(method: &axum::http::Method) -> HttpMethod {
+    match method.as_str() {
+        "GET" => HttpMethod::Get,
+        "POST" => HttpMethod::Post,
+        "PUT" => HttpMethod::Put,
+        "DELETE" => HttpMethod::Delete,
+        "PATCH" => HttpMethod::Patch,
+        "HEAD" => HttpMethod::Head,
+        "OPTIONS" => HttpMethod::Options,
+        other => panic!("the route table uses an unexpected method {other}"),
+    }
+}
+
+/// A response whose body is problem JSON.
+pub fn problem(description: &str) -> RefOr<utoipa::openapi::Response> {
+    ResponseBuilder::new()
+        .description(description)
+        .content(
+            crate::error::PROBLEM_JSON,
+            ContentBuilder::new()
+                .schema(Some(RefOr::Ref(utoipa::openapi::Ref::from_schema_name(
+                    Problem::name(),
+                ))))
+                .build(),
+        )
+        .build()
+        .into()
+}
+
+/// The route's operation: its handler's, with what the table knows added.
+fn operation(spec: &RouteSpec, documented: Option<Documented>) -> Operation {
+    let mut op = match documented {
+        Some(doc) => doc.operation,
+        None => {
+            let mut op = Operation::new();
+            op.responses.responses.insert(
+                "2XX".into(),
+                ResponseBuilder::new().description("success").build().into(),
+            );
+            let params = spec
+                .path
+                .split('/')
+                .filter_map(|part| part.strip_prefix('{')?.strip_suffix('}'))
+                .map(|name| {
+                    utoipa::openapi::path::ParameterBuilder::new()
+                        .name(name)
+                        .parameter_in(utoipa::openapi::path::ParameterIn::Path)
+                        .required(utoipa::openapi::Required::True)
+                        .schema(Some(String::schema()))
+                        .build()
+                        .into()
+                })
+                .collect::<Vec<_>>();
+            if !params.is_empty() {
+                op.parameters = Some(params);
+            }
+            op
+        }
     };
-    let problem = json!({"description": "an error", "content": {
-        "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}});
-    let mut op = json!({
-        "operationId": spec.operation.replace("::", "_"),
-        "tags": [spec.operation.split("::").next().unwrap_or("api")],
-        "security": security,
-        "x-access": access_name(&spec.access),
-        "x-rate-limit": throttle_name(&spec.throttle),
-        "responses": {"2XX": {"description": "success"}, "default": problem},
-    });
-    if !parameters.is_empty() {
-        op["parameters"] = json!(parameters);
-    }
+    op.operation_id = Some(spec.operation.replace("::", "_"));
+    op.tags = Some(vec![
+        spec.operation
+            .split("::")
+            .next()
+            .unwrap_or("api")
+            .to_owned(),
+    ]);
     if let Some(note) = note(spec) {
-        op["description"] = json!(note);
+        op.description = Some(note.to_owned());
     }
-    if matches!(spec.method.as_str(), "POST" | "PUT") {
-        op["requestBody"] = json!({"required": false, "content": {"application/json": {"schema": {"type": "object"}}}});
+    let anonymous = matches!(spec.access, Access::Anonymous);
+    op.security = Some(if anonymous {
+        Vec::new()
+    } else {
+        vec![SecurityRequirement::new("bearer", Vec::<String>::new())]
+    });
+    op.extensions = Some(
+        ExtensionsBuilder::new()
+            .add("x-access", access_name(&spec.access))
+            .add("x-rate-limit", throttle_name(&spec.throttle))
+            .build(),
+    );
+    // What the guard in front of the handler may answer (see `crate::access`).
+    let responses = &mut op.responses.responses;
+    if !anonymous {
+        responses.entry("401".into()).or_insert_with(|| {
+            problem("`unauthorized`: no valid bearer token; `account_suspended`")
+        });
+        responses
+            .entry("403".into())
+            .or_insert_with(|| problem("`forbidden`: the caller's role may not use this route"));
     }
+    if !matches!(spec.throttle, Throttle::Unlimited) {
+        responses.entry("429".into()).or_insert_with(|| {
+            problem("`rate_limited` (and this route's own quotas), with `Retry-After`")
+        });
+    }
+    responses.entry("default".into()).or_insert_with(|| {
+        problem(
+            "Any other error: problem JSON with a stable `code` (malformed input, \
+             `payload_too_large`, `request_timeout`, `unavailable`, `internal`).",
+        )
+    });
     op
 }
 
-/// The document, built once from [`ROUTES`].
-pub fn build() -> Value {
-    let mut paths = Map::new();
+/// The document, assembled from [`ROUTES`].
+pub fn build() -> OpenApi {
+    let mut paths = Paths::new();
+    let mut components = ComponentsBuilder::new()
+        .schema(Problem::name(), Problem::schema())
+        .security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
     for spec in ROUTES {
-        let entry = paths
-            .entry(spec.path.to_owned())
-            .or_insert_with(|| json!({}));
-        entry[spec.method.as_str().to_lowercase()] = operation(spec);
+        let documented = spec.doc.map(|doc| doc());
+        if let Some(doc) = &documented {
+            for (name, schema) in &doc.schemas {
+                components = components.schema(name.clone(), schema.clone());
+            }
+        }
+        paths.add_path_operation(
+            spec.path,
+            vec![http_method(&spec.method)],
+            operation(spec, documented),
+        );
     }
-    json!({
-        "openapi": "3.1.0",
-        "info": {
-            "title": "Spotcheck worker API",
-            "version": env!("CARGO_PKG_VERSION"),
-            "description": "Volunteers claim and vote on review tasks; staff decide escalations and set sampling rules. Every error is RFC 9457 problem JSON with a stable `code`.",
-        },
-        "paths": paths,
-        "components": {
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
-            "schemas": {"Problem": {
-                "type": "object",
-                "required": ["type", "title", "status", "code", "detail"],
-                "properties": {
-                    "type": {"type": "string"}, "title": {"type": "string"},
-                    "status": {"type": "integer"}, "code": {"type": "string"},
-                    "detail": {"type": "string"},
-                },
-            }},
-        },
-    })
+    OpenApiBuilder::new()
+        .info(
+            InfoBuilder::new()
+                .title("Spotcheck worker API")
+                .version(env!("CARGO_PKG_VERSION"))
+                .description(Some(
+                    "Volunteers claim and vote on review tasks; staff decide escalations and \
+                     set sampling rules. Every error is RFC 9457 problem JSON with a stable \
+                     `code`.",
+                ))
+                .build(),
+        )
+        .paths(paths)
+        .components(Some(components.build()))
+        .build()
+}
+
+/// The document as JSON, built once.
+pub fn json() -> &'static str {
+    static DOC: OnceLock<String> = OnceLock::new();
+    DOC.get_or_init(|| build().to_json().expect("the document serializes"))
 }
 
 /// `GET /openapi.json`.
-pub async fn document() -> Json<Value> {
-    static DOC: OnceLock<Value> = OnceLock::new();
-    Json(DOC.get_or_init(build).clone())
+#[utoipa::path(get, path = "/openapi.json", responses(
+    (status = 200, description = "This document (OpenAPI 3.1).", body = Object),
+))]
+pub async fn document() -> Response {
+    let mut response = json().into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::{Value, json};
+
+    fn doc() -> Value {
+        serde_json::from_str(json()).unwrap()
+    }
 
     #[test]
-    fn every_route_of_the_table_is_in_the_document_with_its_access() {
-        let doc = build();
+    fn every_route_of_the_table_is_in_the_document_with_its_access_and_path_parameters() {
+        let doc = doc();
         for spec in ROUTES {
             let op = &doc["paths"][spec.path][spec.method.as_str().to_lowercase()];
             assert_eq!(
@@ -244,8 +385,30 @@ mod tests {
                 spec.method,
                 spec.path
             );
-            let params = op["parameters"].as_array().map_or(0, Vec::len);
-            assert_eq!(params, spec.path.matches('{').count(), "{}", spec.path);
+            assert_eq!(op["x-rate-limit"], throttle_name(&spec.throttle));
+            let path_params: Vec<&str> = op["parameters"]
+                .as_array()
+                .map(|ps| {
+                    ps.iter()
+                        .filter(|p| p["in"] == "path")
+                        .filter_map(|p| p["name"].as_str())
+                        .collect()
+                })
+                .unwrap_or_default();
+            let in_path: Vec<&str> = spec
+                .path
+                .split('/')
+                .filter_map(|part| part.strip_prefix('{')?.strip_suffix('}'))
+                .collect();
+            assert_eq!(path_params, in_path, "{} {}", spec.method, spec.path);
+            for (status, response) in op["responses"].as_object().unwrap() {
+                assert!(
+                    response["description"].is_string(),
+                    "{} {} {status}: a response needs a description",
+                    spec.method,
+                    spec.path
+                );
+            }
         }
         assert_eq!(
             doc["paths"]["/v1/tasks/claim"]["post"]["security"][0]["bearer"],
@@ -257,5 +420,41 @@ mod tests {
         );
         let metrics = doc["paths"]["/metrics"]["get"]["description"].as_str();
         assert!(metrics.is_some_and(|d| d.contains("SPOTCHECK_METRICS_ADDR")));
+    }
+
+    #[test]
+    fn every_documented_handler_declares_the_path_and_method_of_its_route() {
+        for spec in ROUTES {
+            if let Some(doc) = spec.doc {
+                let doc = doc();
+                assert_eq!(doc.path, spec.path, "{}", spec.operation);
+                assert!(
+                    doc.methods == vec![http_method(&spec.method)],
+                    "{}: `#[utoipa::path]` declares another method than the table",
+                    spec.operation
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn every_schema_reference_in_the_document_resolves() {
+        let text = json();
+        let doc = doc();
+        let schemas = doc["components"]["schemas"].as_object().unwrap();
+        for part in text.split("\"#/components/schemas/").skip(1) {
+            let name = part.split('"').next().unwrap();
+            assert!(
+                schemas.contains_key(name),
+                "{name} is referred to but not defined"
+            );
+        }
+    }
+
+    #[test]
+    fn the_problem_schema_lists_every_code() {
+        let doc = doc();
+        let codes = &doc["components"]["schemas"]["Problem"]["properties"]["code"]["enum"];
+        assert_eq!(codes.as_array().unwrap().len(), crate::error::CODES.len());
     }
 }

@@ -2,8 +2,9 @@
 //! The claim protocol itself lives in [`crate::claim`].
 
 use crate::auth::caller::Volunteer;
+use crate::claim::Claimed;
 use crate::claim::{at_ms, lease_error};
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, Problem};
 use crate::extract::{ApiJson, parse_id};
 use crate::state::AppState;
 use axum::Json;
@@ -15,9 +16,10 @@ use serde::{Deserialize, Serialize};
 use spotcheck_platform::lease::LeaseEnd;
 use spotcheck_shared::TaskId;
 use spotcheck_shared::lease_token::LeaseToken;
+use utoipa::ToSchema;
 
 /// Body of extend and release.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LeaseBody {
     /// The token the claim returned.
@@ -25,7 +27,7 @@ pub struct LeaseBody {
 }
 
 /// `200` answer of an extend.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Extended {
     lease_expires_at: DateTime<Utc>,
 }
@@ -42,6 +44,16 @@ pub fn token_of(raw: &str) -> ApiResult<LeaseToken> {
 }
 
 /// `POST /v1/tasks/claim`: lease one vote slot, or `204` when none is available.
+#[utoipa::path(post, path = "/v1/tasks/claim",
+    params(("Idempotency-Key" = Option<String>, Header,
+        description = "A retry with the same key within the lease TTL answers the same lease.")),
+    responses(
+        (status = 200, description = "A lease on one vote slot.", body = Claimed),
+        (status = 204, description = "Nothing is available for this volunteer now."),
+        (status = 409, description = "`too_many_leases`, `claim_in_progress`", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`not_counting`: this volunteer's votes are paused; `forbidden`", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`rate_limited`, `daily_quota_exceeded`, with `Retry-After`", body = Problem, content_type = "application/problem+json"),
+))]
 pub async fn claim(
     State(state): State<AppState>,
     Volunteer(me): Volunteer,
@@ -55,6 +67,13 @@ pub async fn claim(
 }
 
 /// `POST /v1/tasks/{task_id}/extend`: push the caller's lease expiry out by one TTL.
+#[utoipa::path(post, path = "/v1/tasks/{task_id}/extend", request_body = LeaseBody,
+    params(("task_id" = uuid::Uuid, Path, description = "The task.")),
+    responses(
+        (status = 200, description = "The lease's new expiry.", body = Extended),
+        (status = 404, description = "`not_found`: no such task", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`lease_not_found`, `lease_token_mismatch`, `lease_expired`, `lease_released`", body = Problem, content_type = "application/problem+json"),
+))]
 pub async fn extend(
     State(state): State<AppState>,
     Volunteer(me): Volunteer,
@@ -85,6 +104,13 @@ pub async fn extend(
 /// here (see [`crate::handback`]); any other goes back through the reaper's
 /// next sweep, batched with every other lease that ended meanwhile. Either way
 /// one Redis call here and no database write.
+#[utoipa::path(post, path = "/v1/tasks/{task_id}/release", request_body = LeaseBody,
+    params(("task_id" = uuid::Uuid, Path, description = "The task.")),
+    responses(
+        (status = 204, description = "Released; the slot is claimable again."),
+        (status = 404, description = "`not_found`: no such task", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`lease_not_found`, `lease_token_mismatch`, `lease_expired`, `lease_released`", body = Problem, content_type = "application/problem+json"),
+))]
 pub async fn release(
     State(state): State<AppState>,
     Volunteer(me): Volunteer,

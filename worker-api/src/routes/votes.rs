@@ -2,7 +2,7 @@
 
 use crate::auth::caller::Volunteer;
 use crate::ballot_box::Ballot;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, Problem};
 use crate::extract::{ApiJson, parse_id};
 use crate::routes::tasks::token_of;
 use crate::state::AppState;
@@ -12,22 +12,29 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use spotcheck_shared::gold::Feedback;
 use spotcheck_shared::{TaskId, Verdict};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 /// `POST /v1/tasks/{task_id}/votes` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VoteBody {
+    /// The token the claim returned.
     lease_token: String,
+    /// The volunteer's verdict.
     verdict: Verdict,
+    /// Reason codes (up to 16, each 1 to 64 of `a-z`, `0-9`, `_`).
     #[serde(default)]
+    #[schema(max_items = 16, pattern = "^[a-z0-9_]{1,64}$")]
     reasons: Vec<String>,
+    /// An optional note, up to 2,000 characters.
     #[serde(default)]
+    #[schema(max_length = 2000)]
     note: Option<String>,
 }
 
 /// `201` answer.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct VoteCreated {
     vote_id: Uuid,
     /// On a gold task, when feedback is on: whether the verdict was right.
@@ -58,6 +65,15 @@ fn validate(body: &VoteBody) -> ApiResult<()> {
 
 /// Records the vote in the next batch (see [`crate::ballot_box`]); answers
 /// `201` once it is committed.
+#[utoipa::path(post, path = "/v1/tasks/{task_id}/votes", request_body = VoteBody,
+    params(("task_id" = uuid::Uuid, Path, description = "The task.")),
+    responses(
+        (status = 201, description = "Recorded (a repeat of the same vote answers as the first).", body = VoteCreated),
+        (status = 404, description = "`not_found`: no such task", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`lease_not_found`, `lease_token_mismatch`, `lease_expired`, `lease_released`, `already_voted`, `task_closed`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`validation_failed`, `invalid_body`", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`rate_limited`, `daily_quota_exceeded`, with `Retry-After`", body = Problem, content_type = "application/problem+json"),
+))]
 pub async fn vote(
     State(state): State<AppState>,
     Volunteer(me): Volunteer,
