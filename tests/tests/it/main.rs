@@ -8,6 +8,7 @@ mod auth_tokens;
 mod authz_matrix;
 mod claim_path;
 mod complaints;
+mod contract;
 mod console_api;
 mod crowd_learning;
 mod delivery;
