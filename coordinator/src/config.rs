@@ -32,6 +32,8 @@ pub enum Command {
         /// The JSONL file.
         file: PathBuf,
     },
+    /// Export votes or decisions of a time range for analysts (CSV or JSON lines).
+    Export(crate::export::ExportArgs),
 }
 
 /// Typed configuration of one coordinator process.

@@ -7,6 +7,7 @@ pub mod app;
 pub mod audit;
 pub mod capacity;
 pub mod config;
+pub mod export;
 pub mod consumer;
 pub mod deadlines;
 pub mod feed;

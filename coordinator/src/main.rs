@@ -1,4 +1,4 @@
-//! The coordinator binary: `run` (default), `migrate`, or `import FILE`.
+//! The coordinator binary: `run` (default), `migrate`, `import FILE` or `export`.
 
 use clap::Parser;
 
@@ -22,5 +22,10 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Migrate => coordinator::app::migrate_only(&cli.config).await,
         Command::Import { file } => coordinator::import::run(&cli.config, &file).await,
+        Command::Export(args) => {
+            let written = coordinator::export::run(&cli.config, &args).await?;
+            tracing::info!(bytes = written, what = args.what.as_str(), "export written");
+            Ok(())
+        }
     }
 }

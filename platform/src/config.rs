@@ -64,6 +64,19 @@ pub struct ServiceConfig {
     /// deadlines (refutation windows, review holds), so tests need not wait.
     #[arg(long, env = "SPOTCHECK_CLOCK_OFFSET_FILE")]
     pub clock_offset_file: Option<std::path::PathBuf>,
+    /// The key of the volunteer pseudonyms in analysts' exports (at least 32
+    /// random bytes; keep it for the deployment's life, or pseudonyms change).
+    /// Unset outside development, exports with pseudonyms are refused.
+    #[arg(
+        long,
+        env = "SPOTCHECK_PSEUDONYM_KEY",
+        default_value = "",
+        hide_env_values = true
+    )]
+    pub pseudonym_key: String,
+    /// A file holding `SPOTCHECK_PSEUDONYM_KEY`.
+    #[arg(long, env = "SPOTCHECK_PSEUDONYM_KEY_FILE")]
+    pub pseudonym_key_file: Option<PathBuf>,
 }
 
 impl ServiceConfig {
@@ -77,6 +90,19 @@ impl ServiceConfig {
         match &self.clock_offset_file {
             Some(path) => crate::clock::Clock::offset_by_file(path.clone()),
             None => crate::clock::Clock::system(),
+        }
+    }
+
+    /// The pseudonyms of exports: under the configured key, or under a fixed
+    /// development key in development; `None` when production set no key.
+    pub fn pseudonyms(&self) -> Option<spotcheck_shared::export::Pseudonyms> {
+        use spotcheck_shared::export::Pseudonyms;
+        match self.pseudonym_key.as_str() {
+            "" if self.is_development() => {
+                Some(Pseudonyms::new(b"spotcheck development pseudonyms"))
+            }
+            "" => None,
+            key => Some(Pseudonyms::new(key.as_bytes())),
         }
     }
 
@@ -99,6 +125,11 @@ impl ServiceConfig {
         )?;
         secrets::take_file("REDIS_URL", &mut self.redis_url, &mut self.redis_url_file)?;
         secrets::take_file("AMQP_URL", &mut self.amqp_url, &mut self.amqp_url_file)?;
+        secrets::take_file(
+            "SPOTCHECK_PSEUDONYM_KEY",
+            &mut self.pseudonym_key,
+            &mut self.pseudonym_key_file,
+        )?;
         Ok(())
     }
 }

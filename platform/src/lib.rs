@@ -8,6 +8,7 @@ pub mod complaints;
 pub mod config;
 pub mod db;
 pub mod enforcement;
+pub mod export;
 pub mod figures;
 pub mod lease;
 pub mod ops;

@@ -15,6 +15,7 @@ mod delivery;
 mod e2e;
 mod edge;
 mod enforcement;
+mod exports;
 mod fault;
 mod harness;
 mod ingest;
