@@ -1,12 +1,17 @@
-// The app's shell: sign-in, the header with the volunteer's figures, the
-// language switch, notices, and the routes (#/review for volunteers,
-// #/escalations and #/cases for staff and admins).
+// The app's shell: sign-in, the header with the volunteer's figures (votes,
+// today's count against the quota, the streak), the language switch, notices,
+// and the routes (#/review for volunteers; #/escalations, #/cases, #/rules,
+// #/dashboard, #/volunteers and #/users for staff and admins).
 
 import { api, login, resume, signOut } from "./api.js";
 import { h, show } from "./dom.js";
 import { t, explain, toggleLang } from "./i18n.js";
 import { reviewView } from "./review.js";
 import { escalationsView, escalationView, casesView, caseView } from "./staff.js";
+import { rulesView } from "./rules.js";
+import { dashboardView } from "./dashboard.js";
+import { volunteersView, volunteerView } from "./volunteers.js";
+import { usersView } from "./users.js";
 
 const bar = document.getElementById("bar");
 const main = document.getElementById("main");
@@ -36,6 +41,10 @@ const ctx = {
   /** `n` more votes were recorded: the figures in the header follow. */
   counted(n) {
     if (me?.counts) me.counts.votes = (me.counts.votes ?? 0) + n;
+    if (me?.today) {
+      me.today.votes = (me.today.votes ?? 0) + n;
+      if (typeof me.today.quota_left === "number") me.today.quota_left = Math.max(0, me.today.quota_left - n);
+    }
     header();
   },
 };
@@ -43,7 +52,9 @@ const ctx = {
 function header() {
   const nav = [];
   if (me?.role === "volunteer") nav.push(["#/review", t("review")]);
-  if (isStaff()) nav.push(["#/escalations", t("escalations")], ["#/cases", t("cases")]);
+  if (isStaff()) {
+    nav.push(["#/escalations", t("escalations")], ["#/cases", t("cases")], ["#/rules", t("rules")], ["#/dashboard", t("dashboard")], ["#/volunteers", t("volunteers")], ["#/users", t("users")]);
+  }
   const here = location.hash.split("/").slice(0, 2).join("/");
   show(
     bar,
@@ -55,11 +66,25 @@ function header() {
       "div",
       { class: "who" },
       me?.role === "volunteer" ? h("span", { class: "figures", "data-votes": me.counts?.votes ?? 0, text: t("votes_total", { n: me.counts?.votes ?? 0 }) }) : null,
+      me?.role === "volunteer" ? today() : null,
       me ? h("span", { class: "user", text: me.username }) : null,
       h("button", { type: "button", class: "link", "aria-label": t("switch_lang_label"), onclick: switchLang, text: t("switch_lang") }),
       me ? h("button", { type: "button", class: "link", onclick: logout, text: t("sign_out") }) : null,
     ),
   );
+}
+
+/** The volunteer's day: votes today (of the quota), what is left, the streak. */
+function today() {
+  const d = me.today;
+  const parts = [];
+  if (d && typeof d.votes === "number") {
+    parts.push(typeof d.quota === "number" ? t("today_of", { n: d.votes, q: d.quota }) : t("today_n", { n: d.votes }));
+    if (typeof d.quota_left === "number") parts.push(t("quota_left", { n: d.quota_left }));
+  }
+  if (typeof me.streak_days === "number") parts.push(t("streak", { n: me.streak_days }));
+  if (!parts.length) return null;
+  return h("span", { class: "today", "data-today": d?.votes ?? "", "data-quota-left": d?.quota_left ?? "", "data-streak": me.streak_days ?? "", text: parts.join(" · ") });
 }
 
 /** Goes to `hash`; the hashchange event routes, or this does when it is already there. */
@@ -140,6 +165,14 @@ function route() {
     leave = id ? escalationView(main, staffCtx, decodeURIComponent(id)) : escalationsView(main, staffCtx);
   } else if (isStaff() && page === "cases") {
     leave = id ? caseView(main, staffCtx, decodeURIComponent(id)) : casesView(main, staffCtx);
+  } else if (isStaff() && page === "rules") {
+    leave = rulesView(main, staffCtx);
+  } else if (isStaff() && page === "dashboard") {
+    leave = dashboardView(main, staffCtx);
+  } else if (isStaff() && page === "volunteers") {
+    leave = id ? volunteerView(main, staffCtx, decodeURIComponent(id)) : volunteersView(main, staffCtx);
+  } else if (isStaff() && page === "users") {
+    leave = usersView(main, staffCtx);
   } else if (home() !== "#/") {
     location.replace(home());
     return;

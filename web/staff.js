@@ -7,10 +7,13 @@ import { h, show, facts, fmt, when, safeUrl } from "./dom.js";
 import { t, explain } from "./i18n.js";
 import { listingCard } from "./listing.js";
 
+/** A share in [0, 1] as a percentage, or a dash when unknown. */
+const percent = (v) => (typeof v === "number" && Number.isFinite(v) ? `${Math.round(v * 100)}%` : "—");
 const short = (id) => String(id ?? "").slice(0, 8);
 const q = (params) => new URLSearchParams(Object.entries(params).filter(([, v]) => v)).toString();
 
-function badge(state) {
+/** A state as a coloured label. */
+export function badge(state) {
   return h("span", { class: `badge ${String(state)}`, text: t(state) === state ? String(state) : t(state) });
 }
 
@@ -158,11 +161,13 @@ function decisionForm(title, choices, decide) {
   return h("section", { class: "decide" }, h("h2", { text: title }), h("label", { for: "decision-note", text: t("decision_note") }), note, h("div", { class: "row-buttons" }, buttons), result);
 }
 
-function table(headers, rows) {
+/** A table of `rows` under `headers`, or "None." when there are no rows. */
+export function table(headers, rows) {
   if (!rows.length) return h("p", { class: "muted", text: t("none") });
   return h(
     "div",
-    { class: "scroll" },
+    // Focusable, so a keyboard can scroll a table wider than the screen.
+    { class: "scroll", tabindex: "0" },
     h("table", {}, h("thead", {}, h("tr", {}, headers.map((x) => h("th", { text: x })))), h("tbody", {}, rows.map((r) => h("tr", {}, r.map((c) => h("td", {}, c instanceof Node ? c : fmt(c))))))),
   );
 }
@@ -222,8 +227,8 @@ export function escalationView(root, ctx, id) {
         ]),
         h("h2", { text: t("votes") }),
         table(
-          [t("verdict"), t("reason"), t("note"), t("counts"), t("created")],
-          votes.map((v) => [t(v.verdict), (v.reasons ?? []).join(", "), v.note ?? "", v.volunteer_counts ? t("yes") : t("no"), when(v.created_at)]),
+          [t("verdict"), t("reason"), t("note"), t("counts"), t("reliability"), t("created")],
+          votes.map((v) => [t(v.verdict), (v.reasons ?? []).join(", "), v.note ?? "", v.volunteer_counts ? t("yes") : t("no"), percent(v.reliability), when(v.created_at)]),
         ),
       )),
       esc.status === "open"

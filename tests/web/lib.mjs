@@ -1,10 +1,14 @@
 // Shared by the browser scripts: the system's Chromium driven by playwright-core,
-// every request outside the app's origin refused (the tests run offline), and
-// screenshots written under the folder the caller names.
+// every request outside the app's origin refused (the tests run offline),
+// screenshots written under the folder the caller names, and the axe-core
+// accessibility check of a page.
 
 import { chromium } from "playwright-core";
-import { mkdirSync } from "node:fs";
+import { mkdirSync, readFileSync } from "node:fs";
+import { createRequire } from "node:module";
 import { join } from "node:path";
+
+const AXE = readFileSync(createRequire(import.meta.url).resolve("axe-core/axe.min.js"), "utf8");
 
 const PHOTO = `<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 40 40"><rect width="40" height="40" fill="#cbd5e1"/><circle cx="28" cy="12" r="4" fill="#f8fafc"/><path d="M6 32l10-13 7 8 4-5 7 10z" fill="#64748b"/></svg>`;
 
@@ -66,7 +70,27 @@ export async function signIn(page, api, username, password) {
 export async function shot(page, dir, name) {
   mkdirSync(dir, { recursive: true });
   const width = page.viewportSize().width;
+  // From the top, so the sticky header sits where it belongs in the full-page picture.
+  await page.evaluate(() => window.scrollTo(0, 0));
   await page.screenshot({ path: join(dir, `${name}-${width}.png`), fullPage: true });
+}
+
+/**
+ * Runs axe-core on the page as it stands and fails on any serious or critical
+ * violation; returns `where` for the caller's list of pages checked. The
+ * source goes in through the DevTools protocol (page.evaluate), which the
+ * page's Content-Security-Policy does not govern, so the policy stays strict.
+ */
+export async function axe(page, where) {
+  if (!(await page.evaluate(() => Boolean(window.axe)))) await page.evaluate(AXE);
+  const found = await page.evaluate(async () => {
+    const result = await window.axe.run(document, { resultTypes: ["violations"] });
+    return result.violations
+      .filter((v) => v.impact === "serious" || v.impact === "critical")
+      .map((v) => `${v.id} (${v.impact}): ${v.help} at ${v.nodes.slice(0, 3).map((n) => n.target.join(" ")).join(", ")}`);
+  });
+  check(found.length === 0, `accessibility of ${where}:\n  ${found.join("\n  ")}`);
+  return where;
 }
 
 /** Runs `main`, prints its JSON result on the last line, exits 1 on failure. */

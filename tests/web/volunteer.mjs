@@ -1,10 +1,13 @@
 // The volunteer's side on a phone: sign in, claim, vote with a key and with a
 // tap, skip, vote offline and see the vote sent once back online, switch the
-// language; every listing carries hostile markup that must stay text.
+// language; every listing carries hostile markup that must stay text. The
+// price shows beside the category's typical price, the signals as words, and
+// the header today's votes and the streak; axe-core checks both pages.
 // Usage: SCREENSHOTS=<folder> node volunteer.mjs <api> <username> <password>
-// Prints {votes: [{task_id, verdict, reasons}], skipped: {task_id, lease_token}}.
+// Prints {votes: [{task_id, verdict, reasons}], skipped: {task_id, lease_token},
+// typical_price_shown, signals_shown, today: {votes, streak}, accessible: [page]}.
 
-import { browser, open, signIn, shot, check, run } from "./lib.mjs";
+import { browser, open, signIn, shot, check, run, axe } from "./lib.mjs";
 
 const [api, username, password] = process.argv.slice(2);
 const shots = process.env.SCREENSHOTS || "screenshots";
@@ -43,7 +46,8 @@ run(async () => {
 
   await page.goto(`${api}/app/`);
   await page.waitForSelector("form.login");
-  await shot(page, shots, "sign-in");
+  await shot(page, shots, "volunteer-sign-in");
+  const accessible = [await axe(page, "volunteer sign-in")];
   await signIn(page, api, username, password);
 
   // The listing: its title shown as text, nothing of it run.
@@ -52,7 +56,10 @@ run(async () => {
   check(title.includes("<script>window.__pwned=1</script>"), `the title shows as text: ${title}`);
   check((await page.textContent(".listing .description")).includes("onerror"), "the description shows as text");
   await untouched(page, problems, "first listing");
-  await shot(page, shots, "review");
+  const typicalShown = await page.locator(".listing .price .typical").count();
+  const signalsShown = await page.locator(".listing .signal").allTextContents();
+  await shot(page, shots, "volunteer-review");
+  accessible.push(await axe(page, "volunteer review"));
 
   // A reason chip, then the key C.
   await page.tap("[data-reason=logo_mismatch]");
@@ -82,11 +89,12 @@ run(async () => {
   await page.waitForSelector(".queued:not([hidden])");
   const waiting = await page.evaluate(() => Object.keys(localStorage).filter((k) => k.startsWith("spotcheck.outbox.")).length);
   check(waiting === 1, "the offline vote is kept");
-  await shot(page, shots, "offline");
   await context.setOffline(false);
   await page.waitForFunction(() => !Object.keys(localStorage).some((k) => k.startsWith("spotcheck.outbox.")), null, { timeout: 30_000 });
   task = await currentTask(page, task);
   await page.waitForSelector(".figures[data-votes='3']");
+  // Today's figures follow the votes (a fresh /v1/me after a reload says the same).
+  await page.waitForSelector(".today[data-today='3']");
 
   // Simplified Chinese, remembered across a reload (which keeps the session).
   await page.click(".who button.link >> nth=0");
@@ -94,8 +102,9 @@ run(async () => {
   await page.reload();
   await page.waitForSelector(".task[data-task]");
   check((await page.textContent(".figures")).includes("投票"), "the language is remembered");
+  const today = { votes: Number(await page.getAttribute(".today", "data-today")), streak: Number(await page.getAttribute(".today", "data-streak")) };
+  check((await page.textContent(".today")).includes("连续"), "the streak shows in Chinese");
   check((await page.evaluate(() => Object.keys(localStorage).filter((k) => /token|access/i.test(k)))).length === 0, "no token in localStorage");
-  await shot(page, shots, "review-zh");
   await untouched(page, problems, "after the reload");
   await context.close();
 
@@ -103,12 +112,13 @@ run(async () => {
   const desk = await open(b, api, { width: 1280, height: 900 });
   await desk.page.goto(`${api}/app/`);
   await desk.page.waitForSelector("form.login");
-  await shot(desk.page, shots, "sign-in");
+  await shot(desk.page, shots, "volunteer-sign-in");
   await signIn(desk.page, api, username, password);
   await desk.page.waitForSelector(".task[data-task]");
   await untouched(desk.page, desk.problems, "desktop");
-  await shot(desk.page, shots, "review");
+  await shot(desk.page, shots, "volunteer-review");
+  accessible.push(await axe(desk.page, "volunteer review, desktop"));
   await desk.context.close();
   await b.close();
-  return { votes, skipped };
+  return { votes, skipped, typical_price_shown: typicalShown > 0, signals_shown: signalsShown, today, accessible };
 });

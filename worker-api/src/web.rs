@@ -49,6 +49,11 @@ static ASSETS: &[Asset] = &[
     asset!("listing.js", JS),
     asset!("review.js", JS),
     asset!("staff.js", JS),
+    asset!("chart.js", JS),
+    asset!("rules.js", JS),
+    asset!("dashboard.js", JS),
+    asset!("volunteers.js", JS),
+    asset!("users.js", JS),
     asset!("icon.svg", "image/svg+xml"),
 ];
 
