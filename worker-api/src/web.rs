@@ -50,6 +50,7 @@ static ASSETS: &[Asset] = &[
     asset!("review.js", JS),
     asset!("staff.js", JS),
     asset!("chart.js", JS),
+    asset!("policy.js", JS),
     asset!("rules.js", JS),
     asset!("dashboard.js", JS),
     asset!("volunteers.js", JS),
