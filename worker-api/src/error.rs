@@ -208,6 +208,7 @@ pub type ApiResult<T> = Result<T, ApiError>;
 /// `Problem` schema so clients can switch on them.
 pub const CODES: &[&str] = &[
     "account_suspended",
+    "admin_only",
     "already_refuted",
     "already_voted",
     "bad_request",
@@ -241,6 +242,7 @@ pub const CODES: &[&str] = &[
     "not_ready",
     "payload_too_large",
     "penalty_already_lifted",
+    "pseudonym_key_missing",
     "rate_limited",
     "refresh_token_reused",
     "refutation_window_closed",
