@@ -84,7 +84,9 @@ pub struct PolicyError {
 }
 
 /// The stratum of a listing: the cell of the sampling design it belongs to.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
+)]
 pub struct Stratum {
     /// Marketplace category.
     pub category: String,
