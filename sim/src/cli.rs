@@ -1,4 +1,4 @@
-//! The command line: `generate`, `publish`, `volunteers`, `demo`, `fault` and
+//! The command line: `generate`, `publish`, `volunteers`, `demo`, `fault`, `seed-history` and
 //! `bench-sampler` (the last two keep their arguments with them, in `fault::args`
 //! and `bench_sampler::args`).
 
@@ -35,6 +35,9 @@ pub enum Command {
     /// Measure the claim-and-vote cycle end to end on an isolated stack, phase by
     /// phase, beside a `FOR UPDATE SKIP LOCKED` baseline and the raw service limits.
     BenchCycle(crate::bench_cycle::BenchCycleArgs),
+    /// Write months of realistic history (listings, tasks, votes, decisions,
+    /// escalations, gold answers, audit rows) straight into a database.
+    SeedHistory(crate::seed_history::SeedHistoryArgs),
 }
 
 /// Which marketplace: the same seed and count always give the same listings.

@@ -13,6 +13,7 @@ pub mod feed;
 pub mod load;
 pub mod problem;
 pub mod roster;
+pub mod seed_history;
 pub mod session;
 pub mod staff;
 pub mod stats;
@@ -31,5 +32,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Fault(args) => fault::run(args).await,
         Command::BenchSampler(args) => bench_sampler::run(args).await,
         Command::BenchCycle(args) => bench_cycle::run(args).await,
+        Command::SeedHistory(args) => seed_history::run(args).await,
     }
 }

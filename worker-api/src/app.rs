@@ -82,7 +82,7 @@ pub fn router(state: AppState) -> Router {
 
 /// Gzip for clients that ask for it, on bodies over 1 KiB (the web app's files,
 /// lists and exports); a claim or a vote's answer is smaller and goes as it is.
-fn compression() -> CompressionLayer<impl tower_http::compression::Predicate + Clone> {
+fn compression() -> CompressionLayer<impl tower_http::compression::Predicate> {
     use tower_http::compression::predicate::{NotForContentType, Predicate, SizeAbove};
     CompressionLayer::new().compress_when(
         SizeAbove::new(1024)

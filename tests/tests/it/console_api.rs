@@ -342,7 +342,7 @@ async fn gold_accuracy_per_day_and_each_voters_reliability_are_in_the_evidence()
         "INSERT INTO volunteer_reliability (volunteer_id, confusion, stats) VALUES ($1, $2, '{}')",
     )
     .bind(voters[0])
-    .bind(serde_json::to_value(&confusion).unwrap())
+    .bind(serde_json::to_value(confusion).unwrap())
     .execute(&env.pool)
     .await
     .expect("a stored estimate");
