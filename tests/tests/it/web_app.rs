@@ -2,7 +2,8 @@
 //! `chromium`) driven by the scripts of `tests/web/` through playwright-core,
 //! against an isolated stack; what the browser did is then checked in the
 //! database. Every page is checked with axe-core in the browser, and its
-//! screenshots at 390 and 1280 px go to `docs/screenshots/`.
+//! screenshots at 390 and 1280 px go to `target/screenshots/` (or to the folder
+//! `SPOTCHECK_SCREENSHOTS` names, such as `docs/screenshots`).
 
 use crate::harness::{
     PASSWORD, TestEnv, claim_within, count_reaches, import_lines, seed_escalation, wait_until,
@@ -50,7 +51,13 @@ fn chromium() -> PathBuf {
 /// the JSON it printed last.
 async fn browse(script: &str, args: &[&str]) -> Value {
     let browser = chromium();
-    let shots = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/screenshots");
+    // Under target/ by default, so a test run leaves the checkout as it was;
+    // SPOTCHECK_SCREENSHOTS=docs/screenshots refreshes the README's copies.
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let shots = match std::env::var_os("SPOTCHECK_SCREENSHOTS") {
+        Some(dir) => root.join(dir),
+        None => root.join("target/screenshots"),
+    };
     let output = tokio::process::Command::new("node")
         .arg(web_dir().join(script))
         .args(args)
