@@ -21,7 +21,7 @@ async fn seeded_history_keeps_the_invariants_and_the_stack_serves_it() {
     let report = seed(&args).await.expect("seed the history");
     assert_eq!((report.tasks, report.votes), (3_000, 9_000));
     assert!(report.gold_votes > 0 && report.escalations > 0);
-    let pool = &env.pool;
+    let pool = &env.pool.clone();
     let checks: [(&str, &'static str, i64); 8] = [
         (
             "review tasks without exactly three votes",
@@ -131,4 +131,43 @@ async fn seeded_history_keeps_the_invariants_and_the_stack_serves_it() {
     let closed =
         stats["tasks"]["decided"].as_i64().unwrap() + stats["tasks"]["escalated"].as_i64().unwrap();
     assert_eq!(closed, 3_100, "{stats}");
+
+    // The over-collection figure counts vote rows: a fourth vote on a task
+    // that asked for three shows at the next check, though the task's counter
+    // says three.
+    let (_, before) = env
+        .call(Method::GET, "/v1/staff/stats", Some(&staff), None)
+        .await;
+    assert_eq!(before["votes_over_collected"], 0);
+    let mark = |pool: &sqlx::PgPool| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, chrono::DateTime<chrono::Utc>>(
+                "SELECT checked_to FROM figure_marks WHERE name = 'over_collected'",
+            )
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    let first_mark = mark(pool).await;
+    sqlx::query(
+        "INSERT INTO votes (id, task_id, volunteer_id, verdict, reasons, lease_fence)
+         SELECT gen_random_uuid(), t.id, u.id, 'genuine', '[]', 1
+         FROM (SELECT id FROM tasks WHERE kind = 'review' AND state = 'decided' LIMIT 1) t,
+              (SELECT id FROM users WHERE username = 'staff-history') u",
+    )
+    .execute(pool)
+    .await
+    .expect("a fourth vote");
+    let (_, after) = env
+        .call(Method::GET, "/v1/staff/stats", Some(&staff), None)
+        .await;
+    assert_eq!(after["votes_over_collected"], 1, "{after}");
+    assert_eq!(
+        count(pool, spotcheck_platform::figures::OVER_COLLECTED_SQL).await,
+        1,
+        "the full count agrees"
+    );
+    assert!(mark(pool).await > first_mark, "each check moves its mark");
 }
