@@ -38,6 +38,11 @@ if ! command -v chromium >/dev/null; then
     (apt-get install -y -qq chromium || { apt-get update -qq && apt-get install -y -qq chromium; }) >/dev/null \
         || { echo "could not install Debian's chromium package: the browser tests need it"; exit 1; }
 fi
+# A Chinese font, so the screenshots show the Simplified Chinese strings as text.
+if ! fc-list :lang=zh 2>/dev/null | grep -q .; then
+    apt-get install -y -qq fonts-wqy-microhei >/dev/null 2>&1 \
+        || echo "note: no Chinese font installed; screenshots will show boxes for Chinese text"
+fi
 command -v node >/dev/null || { echo "node not found: the browser tests need Node.js 20 or newer"; exit 1; }
 npm ci --prefix tests/web --silent --no-audit --no-fund
 
