@@ -13,7 +13,7 @@ use std::str::FromStr;
 use thiserror::Error;
 
 /// Why a volunteer's votes stopped counting. Stored as its snake_case name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AbuseReason {
     /// Their gold answers are clearly worse than the accuracy we require.
@@ -40,6 +40,14 @@ impl FromStr for AbuseReason {
             "too_fast" => Ok(AbuseReason::TooFast),
             other => Err(format!("unknown abuse reason {other:?}")),
         }
+    }
+}
+
+/// Reads the stored name (for columns decoded with `#[sqlx(try_from = "String")]`).
+impl TryFrom<String> for AbuseReason {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
     }
 }
 

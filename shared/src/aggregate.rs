@@ -41,6 +41,14 @@ impl FromStr for Verdict {
     }
 }
 
+/// Reads the stored name (for columns decoded with `#[sqlx(try_from = "String")]`).
+impl TryFrom<String> for Verdict {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
 /// What a task's votes decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -78,6 +86,14 @@ impl FromStr for Outcome {
             "uncertain" => Ok(Outcome::Uncertain),
             other => Err(format!("unknown outcome {other:?}")),
         }
+    }
+}
+
+/// Reads the stored name (for columns decoded with `#[sqlx(try_from = "String")]`).
+impl TryFrom<String> for Outcome {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
     }
 }
 

@@ -59,7 +59,7 @@ impl Default for CapacityPolicy {
 }
 
 /// How new tasks are throttled right now.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Throttle {
     /// Backlog hours divided by the limit (0 when unknown).
     pub overload: f64,

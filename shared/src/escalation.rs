@@ -54,6 +54,14 @@ impl FromStr for EscalationStatus {
     }
 }
 
+/// Reads the stored name (for columns decoded with `#[sqlx(try_from = "String")]`).
+impl TryFrom<String> for EscalationStatus {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
 /// What applying a decision to an escalation in `current` state does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transition {

@@ -13,7 +13,7 @@ use sha2::Sha256;
 use uuid::Uuid;
 
 /// The written form of an export.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ExportFormat {
     /// Comma-separated values with a header line (RFC 4180).
@@ -123,19 +123,21 @@ const VOTE_COLUMNS: &str =
     "vote_id,task_id,task_kind,listing_id,volunteer,verdict,reasons,note,seconds_taken,created_at";
 
 /// One vote as exported.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct VoteRow {
     /// The vote.
     pub vote_id: Uuid,
     /// Its task.
     pub task_id: Uuid,
     /// `review` or `gold`.
+    #[schema(value_type = crate::task::TaskKind)]
     pub task_kind: String,
     /// The listing inspected.
     pub listing_id: String,
     /// The volunteer's id or pseudonym.
     pub volunteer: String,
     /// `genuine`, `counterfeit` or `unsure`.
+    #[schema(value_type = crate::aggregate::Verdict)]
     pub verdict: String,
     /// Reasons given.
     pub reasons: Vec<String>,
@@ -151,7 +153,7 @@ pub struct VoteRow {
 const DECISION_COLUMNS: &str = "task_id,listing_id,round,stratum,inclusion_probability,outcome,votes_genuine,votes_counterfeit,votes_unsure,posterior,escalation_status,decided_at";
 
 /// One decision as exported.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DecisionRow {
     /// The task decided.
     pub task_id: Uuid,
@@ -164,6 +166,7 @@ pub struct DecisionRow {
     /// The probability it was drawn with.
     pub inclusion_probability: f64,
     /// `genuine`, `counterfeit` or `uncertain`.
+    #[schema(value_type = crate::aggregate::Outcome)]
     pub outcome: String,
     /// Votes per verdict.
     pub votes_genuine: i64,
@@ -174,6 +177,7 @@ pub struct DecisionRow {
     /// The posterior the decision was taken at (majority decisions have none).
     pub posterior: Option<f64>,
     /// `open`, `confirmed` or `dismissed` when it was escalated.
+    #[schema(value_type = Option<crate::escalation::EscalationStatus>)]
     pub escalation_status: Option<String>,
     /// When it was decided.
     #[serde(with = "micros")]

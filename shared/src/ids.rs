@@ -147,6 +147,14 @@ impl FromStr for Role {
     }
 }
 
+/// Reads the stored name (for columns decoded with `#[sqlx(try_from = "String")]`).
+impl TryFrom<String> for Role {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
 /// Whether an account may sign in and act.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -175,6 +183,14 @@ impl FromStr for UserStatus {
             "suspended" => Ok(UserStatus::Suspended),
             other => Err(format!("unknown status {other:?}")),
         }
+    }
+}
+
+/// Reads the stored name (for columns decoded with `#[sqlx(try_from = "String")]`).
+impl TryFrom<String> for UserStatus {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
     }
 }
 

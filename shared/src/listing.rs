@@ -15,9 +15,10 @@ pub const DEFAULT_RISK_TIER: &str = "standard";
 ///
 /// Fields Spotcheck does not know are ignored, never refused: a marketplace
 /// that adds a field to its feed must not stop inspection.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Listing {
     /// The marketplace's id of the listing.
+    #[schema(value_type = String, min_length = 1, max_length = 128, pattern = "^[A-Za-z0-9_.:-]+$")]
     pub listing_id: ListingId,
     /// Increases with every edit of the listing; ingest keeps the newest.
     pub version: i64,

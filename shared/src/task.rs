@@ -58,6 +58,14 @@ impl FromStr for TaskKind {
     }
 }
 
+/// Reads the stored name (for columns decoded with `#[sqlx(try_from = "String")]`).
+impl TryFrom<String> for TaskKind {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
 impl FromStr for TaskState {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -67,6 +75,14 @@ impl FromStr for TaskState {
             "escalated" => Ok(TaskState::Escalated),
             other => Err(format!("unknown task state {other:?}")),
         }
+    }
+}
+
+/// Reads the stored name (for columns decoded with `#[sqlx(try_from = "String")]`).
+impl TryFrom<String> for TaskState {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
     }
 }
 

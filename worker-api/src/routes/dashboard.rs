@@ -3,7 +3,7 @@
 //! the moment (backlog, pace, dead letters, outbox lag).
 
 use crate::auth::caller::Staff;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, Problem};
 use crate::extract::ApiQuery;
 use crate::state::AppState;
 use axum::Json;
@@ -12,27 +12,33 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use spotcheck_shared::capacity::Capacity;
 use spotcheck_shared::timeseries::{Buckets, MAX_WINDOW_SECS, MIN_WINDOW_SECS};
+use utoipa::{IntoParams, ToSchema};
 
 /// Query of the dashboard.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct DashboardQuery {
     /// How far back the series reach, in seconds (60 to 604800; a day when absent).
+    #[param(minimum = 60, maximum = 604800)]
     window_secs: Option<u64>,
 }
 
 /// The dashboard's series and current figures.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Dashboard {
+    /// How far back the series reach, in seconds.
     window_secs: u64,
+    /// The length of one bucket, in seconds.
     bucket_secs: i64,
     /// Oldest first; the last bucket is the current, partial one.
     buckets: Vec<Bucket>,
+    /// Figures of the moment.
     now: Now,
 }
 
 /// One time bucket.
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, ToSchema)]
 pub struct Bucket {
     /// Start of the bucket.
     at: DateTime<Utc>,
@@ -50,14 +56,19 @@ pub struct Bucket {
 }
 
 /// Figures of the moment.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Now {
+    /// Votes still needed by open tasks, as last measured (`null`: not yet).
     backlog_votes: Option<i64>,
+    /// Hours the backlog takes at the measured pace.
     backlog_hours: Option<f64>,
+    /// The measured pace of votes.
     votes_per_hour: Option<f64>,
     /// Messages in the dead-letter queues (`null` when the broker did not answer).
     dead_lettered: Option<u64>,
+    /// Outbox rows not yet published.
     outbox_unsent: i64,
+    /// Age of the oldest of them, in seconds.
     outbox_lag_secs: f64,
 }
 
@@ -65,6 +76,11 @@ pub struct Now {
 type CountRow = (String, i64, i64);
 
 /// `GET /v1/staff/dashboard?window_secs=`.
+#[utoipa::path(get, path = "/v1/staff/dashboard", params(DashboardQuery), responses(
+    (status = 200, description = "The series, oldest bucket first, and the figures of the moment.", body = Dashboard),
+    (status = 400, description = "`invalid_query`: an unknown or malformed parameter", body = Problem, content_type = "application/problem+json"),
+    (status = 422, description = "`validation_failed`: window_secs out of range", body = Problem, content_type = "application/problem+json"),
+))]
 pub async fn dashboard(
     State(state): State<AppState>,
     Staff(_): Staff,

@@ -3,7 +3,7 @@
 
 use crate::audit;
 use crate::auth::caller::Staff;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, Problem};
 use crate::extract::{ApiJson, ApiQuery, page_params, parse_id};
 use crate::review_hold::{self, Held};
 use crate::state::AppState;
@@ -12,50 +12,78 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::json;
 use spotcheck_platform::enforcement::{self, CaseSource, NewCase};
 use spotcheck_platform::reliability::{self, Learning};
-use spotcheck_shared::EscalationId;
 use spotcheck_shared::escalation::{EscalationStatus, StaffDecision, Transition, apply};
 use spotcheck_shared::reliability::Confusion;
+use spotcheck_shared::{EscalationId, Outcome, TaskState, Verdict};
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 /// Query of the list.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Only escalations in this status (all when absent or empty).
+    #[param(value_type = Option<EscalationStatus>)]
     status: Option<String>,
+    /// Escalations per page, 1 to 200 (50 when absent).
+    #[param(minimum = 1, maximum = 200)]
     limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    #[param(format = Uuid)]
     cursor: Option<String>,
 }
 
 /// An escalation in a list or on its own.
-#[derive(Debug, Serialize, sqlx::FromRow)]
+#[derive(Debug, Serialize, sqlx::FromRow, ToSchema)]
 pub struct EscalationRow {
+    /// The escalation.
     id: Uuid,
+    /// The task whose decision raised it.
     task_id: Uuid,
+    /// The listing it is about.
     listing_id: String,
-    status: String,
+    /// Where it is in its life.
+    #[sqlx(try_from = "String")]
+    status: EscalationStatus,
+    /// Why it was raised.
     reason: String,
+    /// When it was raised.
     created_at: DateTime<Utc>,
+    /// The staff member who decided it.
     decided_by: Option<Uuid>,
+    /// When it was decided.
     decided_at: Option<DateTime<Utc>>,
+    /// The decision's note.
     decision_note: Option<String>,
+    /// The end of the seller's refutation window (set when confirmed).
     refutation_deadline: Option<DateTime<Utc>>,
+    /// Who holds it for review.
     reviewer: Option<Uuid>,
+    /// When that hold ends.
     review_until: Option<DateTime<Utc>>,
 }
 
 const COLUMNS: &str = "id, task_id, listing_id, status, reason, created_at, decided_by, decided_at, decision_note, refutation_deadline, reviewer, review_until";
 
 /// A page of escalations.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Page {
+    /// Oldest first.
     items: Vec<EscalationRow>,
+    /// `cursor` of the next page, when there is one.
     next_cursor: Option<String>,
 }
 
 /// `GET /v1/staff/escalations?status=&limit=&cursor=`, oldest first.
+#[utoipa::path(get, path = "/v1/staff/escalations", params(ListQuery), responses(
+    (status = 200, description = "A page of escalations, oldest first.", body = Page),
+    (status = 400, description = "`invalid_query`: an unknown or malformed parameter", body = Problem, content_type = "application/problem+json"),
+    (status = 422, description = "`validation_failed`: unknown status, limit out of range or malformed cursor", body = Problem, content_type = "application/problem+json"),
+))]
 pub async fn list(
     State(state): State<AppState>,
     Staff(_): Staff,
@@ -93,80 +121,208 @@ async fn load(state: &AppState, id: EscalationId) -> ApiResult<EscalationRow> {
         .ok_or_else(|| ApiError::not_found("escalation"))
 }
 
+/// The listing as stored, as the evidence shows it.
+#[derive(Debug, Serialize, sqlx::FromRow, ToSchema)]
+pub struct EvidenceListing {
+    /// The listing.
+    #[serde(flatten)]
+    #[sqlx(flatten)]
+    listing: crate::routes::inspections::StoredListing,
+    /// The round the sampler last looked at it (-1: never).
+    last_round: i64,
+}
+
+/// The task whose decision raised the escalation.
+#[derive(Debug, Serialize, sqlx::FromRow, ToSchema)]
+pub struct EvidenceTask {
+    /// The task.
+    task_id: Uuid,
+    /// Its sampling round (negative out of round).
+    round: i64,
+    /// Where it is in its life.
+    #[sqlx(try_from = "String")]
+    state: TaskState,
+    /// Votes it asks for.
+    votes_required: i32,
+    /// Votes counted so far.
+    votes_counted: i32,
+    /// The probability it was drawn with.
+    inclusion_probability: f64,
+    /// Its stratum (`category/region/tier`).
+    stratum: String,
+    /// How the sampler drew it, as recorded.
+    #[sqlx(json)]
+    sampling: crate::routes::inspections::SamplingRecord,
+    /// The sampling rules' version it was drawn under.
+    policy_id: Option<i64>,
+}
+
+/// A vote on the task, with what staff need to weigh it.
+#[derive(Debug, Serialize, sqlx::FromRow, ToSchema)]
+pub struct EvidenceVote {
+    /// The vote.
+    vote_id: Uuid,
+    /// Who cast it.
+    volunteer_id: Uuid,
+    /// What they answered.
+    #[sqlx(try_from = "String")]
+    verdict: Verdict,
+    /// The reasons they gave.
+    #[sqlx(json)]
+    reasons: Vec<String>,
+    /// Their note.
+    note: Option<String>,
+    /// When it was cast.
+    created_at: DateTime<Utc>,
+    /// Whether the voter's votes count (not stopped by the abuse rules).
+    volunteer_counts: bool,
+    /// The voter's estimated accuracy; `null` when none is stored.
+    #[sqlx(skip)]
+    reliability: Option<f64>,
+    /// The voter's stored estimate, read to work out `reliability`.
+    #[serde(skip)]
+    confusion: Option<serde_json::Value>,
+}
+
+/// Votes per verdict as the decision counted them (members absent when the
+/// decision did not record them).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Tally {
+    /// Genuine votes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    genuine: Option<u32>,
+    /// Counterfeit votes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    counterfeit: Option<u32>,
+    /// Unsure votes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    unsure: Option<u32>,
+    /// Votes weighed by their voter's reliability.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    weighing: Option<u32>,
+}
+
+/// The decision the votes took.
+#[derive(Debug, Serialize, sqlx::FromRow, ToSchema)]
+pub struct EvidenceDecision {
+    /// What they decided.
+    #[sqlx(try_from = "String")]
+    outcome: Outcome,
+    /// Votes per verdict.
+    #[sqlx(json)]
+    tally: Tally,
+    /// The posterior it was taken at (majority decisions have none).
+    posterior: Option<f64>,
+    /// When it was taken.
+    decided_at: DateTime<Utc>,
+}
+
+/// What staff see to decide an escalation.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Evidence {
+    /// The listing as stored.
+    listing: EvidenceListing,
+    /// The task.
+    task: EvidenceTask,
+    /// Every vote on it, oldest first.
+    votes: Vec<EvidenceVote>,
+    /// The decision, once taken.
+    decision: Option<EvidenceDecision>,
+}
+
+/// An escalation with its evidence.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WithEvidence {
+    /// The escalation.
+    #[serde(flatten)]
+    escalation: EscalationRow,
+    /// What staff see to decide it.
+    evidence: Evidence,
+}
+
 /// `GET /v1/staff/escalations/{id}`: the escalation with its evidence.
+#[utoipa::path(get, path = "/v1/staff/escalations/{id}",
+    params(("id" = Uuid, Path, description = "The escalation.")),
+    responses(
+        (status = 200, description = "The escalation with its evidence.", body = WithEvidence),
+        (status = 404, description = "`not_found`: no such escalation", body = Problem, content_type = "application/problem+json"),
+))]
 pub async fn one(
     State(state): State<AppState>,
     Staff(_): Staff,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<WithEvidence>> {
     let id: EscalationId = parse_id(&id, "escalation")?;
     let escalation = load(&state, id).await?;
-    let (listing,): (Value,) = sqlx::query_as(
-        "SELECT to_jsonb(l) - 'first_seen_at' - 'updated_at' FROM listings l WHERE listing_id = $1",
+    let listing: EvidenceListing = sqlx::query_as(
+        "SELECT listing_id, version, seller_id, brand, category, region, seller_risk_tier,
+                price, currency, title, description, image_urls, signals, active, last_round
+         FROM listings WHERE listing_id = $1",
     )
     .bind(&escalation.listing_id)
     .fetch_one(&state.pool)
     .await?;
-    let (task,): (Value,) = sqlx::query_as(
-        "SELECT jsonb_build_object('task_id', id, 'round', round, 'state', state,
-                'votes_required', votes_required, 'votes_counted', votes_counted,
-                'inclusion_probability', inclusion_probability, 'stratum', stratum,
-                'sampling', sampling, 'policy_id', policy_id)
+    let task: EvidenceTask = sqlx::query_as(
+        "SELECT id AS task_id, round, state, votes_required, votes_counted,
+                inclusion_probability, stratum, sampling, policy_id
          FROM tasks WHERE id = $1",
     )
     .bind(escalation.task_id)
     .fetch_one(&state.pool)
     .await?;
-    let (votes,): (Value,) = sqlx::query_as(
-        "SELECT coalesce(jsonb_agg(jsonb_build_object('vote_id', v.id, 'volunteer_id', v.volunteer_id,
-                'verdict', v.verdict, 'reasons', v.reasons, 'note', v.note, 'created_at', v.created_at,
-                'volunteer_counts', coalesce(r.counting, true), 'confusion', r.confusion)
-                ORDER BY v.created_at), '[]'::jsonb)
+    let mut votes: Vec<EvidenceVote> = sqlx::query_as(
+        "SELECT v.id AS vote_id, v.volunteer_id, v.verdict, v.reasons, v.note, v.created_at,
+                coalesce(r.counting, true) AS volunteer_counts, r.confusion
          FROM votes v LEFT JOIN volunteer_reliability r ON r.volunteer_id = v.volunteer_id
-         WHERE v.task_id = $1",
+         WHERE v.task_id = $1 ORDER BY v.created_at",
     )
     .bind(escalation.task_id)
-    .fetch_one(&state.pool)
+    .fetch_all(&state.pool)
     .await?;
-    let votes = with_reliability(votes);
-    let decision: Option<(Value,)> = sqlx::query_as(
-        "SELECT jsonb_build_object('outcome', outcome, 'tally', tally, 'posterior', posterior, 'decided_at', decided_at)
-         FROM decisions WHERE task_id = $1",
+    for vote in &mut votes {
+        vote.reliability = vote
+            .confusion
+            .take()
+            .and_then(|c| serde_json::from_value::<Confusion>(c).ok())
+            .map(|c| c.accuracy());
+    }
+    let decision: Option<EvidenceDecision> = sqlx::query_as(
+        "SELECT outcome, tally, posterior, decided_at FROM decisions WHERE task_id = $1",
     )
     .bind(escalation.task_id)
     .fetch_optional(&state.pool)
     .await?;
-    let mut body = serde_json::to_value(&escalation).map_err(anyhow::Error::from)?;
-    body["evidence"] = json!({
-        "listing": listing,
-        "task": task,
-        "votes": votes,
-        "decision": decision.map(|(d,)| d),
-    });
-    Ok(Json(body))
-}
-
-/// Each vote's `confusion` (the voter's stored estimate) replaced by
-/// `reliability`: the voter's estimated accuracy, `null` when none is stored.
-fn with_reliability(mut votes: Value) -> Value {
-    for vote in votes.as_array_mut().into_iter().flatten() {
-        let reliability = vote
-            .as_object_mut()
-            .and_then(|v| v.remove("confusion"))
-            .and_then(|c| serde_json::from_value::<Confusion>(c).ok())
-            .map(|c| c.accuracy());
-        vote["reliability"] = json!(reliability);
-    }
-    votes
+    Ok(Json(WithEvidence {
+        escalation,
+        evidence: Evidence {
+            listing,
+            task,
+            votes,
+            decision,
+        },
+    }))
 }
 
 /// Body of a staff decision.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DecisionBody {
+    /// Confirm opens a case against the seller; dismiss closes the escalation.
     decision: StaffDecision,
+    /// Why, up to 4000 characters.
     #[serde(default)]
+    #[schema(max_length = 4000)]
     note: Option<String>,
+}
+
+/// An escalation with the case its confirmation opened.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WithCase {
+    /// The escalation.
+    #[serde(flatten)]
+    escalation: EscalationRow,
+    /// The case opened against the seller; `null` until confirmed.
+    case_id: Option<Uuid>,
 }
 
 /// Status, task, listing, reviewer and end of the review hold of an escalation.
@@ -177,12 +333,20 @@ type DecisionRow = (String, Uuid, String, Option<Uuid>, Option<DateTime<Utc>>);
 /// (its id is in the answer as `case_id`), which notifies the seller and
 /// starts the refutation window. Refused while another staff member holds
 /// the escalation for review.
+#[utoipa::path(post, path = "/v1/staff/escalations/{id}/decision", request_body = DecisionBody,
+    params(("id" = Uuid, Path, description = "The escalation.")),
+    responses(
+        (status = 200, description = "The escalation as decided, with the case a confirmation opened.", body = WithCase),
+        (status = 404, description = "`not_found`: no such escalation", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`escalation_already_decided` (the other decision was taken), `held_by_another` (with `reviewer` and `review_until`)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`validation_failed`: note too long; `invalid_body`", body = Problem, content_type = "application/problem+json"),
+))]
 pub async fn decide(
     State(state): State<AppState>,
     Staff(me): Staff,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<DecisionBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<WithCase>> {
     let id: EscalationId = parse_id(&id, "escalation")?;
     if body.note.as_ref().is_some_and(|n| n.chars().count() > 4000) {
         return Err(ApiError::invalid("note is at most 4000 characters"));
@@ -263,24 +427,32 @@ pub async fn decide(
 }
 
 /// The escalation with the id of the case it opened (null until confirmed).
-async fn one_with_case(state: &AppState, id: EscalationId) -> ApiResult<Json<Value>> {
+async fn one_with_case(state: &AppState, id: EscalationId) -> ApiResult<Json<WithCase>> {
     let escalation = load(state, id).await?;
-    let case: Option<(Uuid,)> = sqlx::query_as("SELECT id FROM cases WHERE escalation_id = $1")
+    let case_id: Option<Uuid> = sqlx::query_scalar("SELECT id FROM cases WHERE escalation_id = $1")
         .bind(id.0)
         .fetch_optional(&state.pool)
         .await?;
-    let mut body = serde_json::to_value(&escalation).map_err(anyhow::Error::from)?;
-    body["case_id"] = json!(case.map(|(c,)| c));
-    Ok(Json(body))
+    Ok(Json(WithCase {
+        escalation,
+        case_id,
+    }))
 }
 
 /// `POST /v1/staff/escalations/{id}/review`: take the escalation for exclusive
 /// review (`409 held_by_another` naming the holder while someone else has it).
+#[utoipa::path(post, path = "/v1/staff/escalations/{id}/review",
+    params(("id" = Uuid, Path, description = "The escalation.")),
+    responses(
+        (status = 200, description = "The escalation, held by the caller (`reviewer`, `review_until`).", body = WithCase),
+        (status = 404, description = "`not_found`: no such escalation", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`held_by_another`, with `reviewer` and `review_until`", body = Problem, content_type = "application/problem+json"),
+))]
 pub async fn review(
     State(state): State<AppState>,
     Staff(me): Staff,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<WithCase>> {
     let id: EscalationId = parse_id(&id, "escalation")?;
     let now = state.config.services.clock().now();
     let mut tx = state.pool.begin().await?;

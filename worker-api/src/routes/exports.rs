@@ -4,7 +4,7 @@
 //! compression), with volunteer ids pseudonymised unless an admin asks for them.
 
 use crate::auth::caller::Staff;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, Problem};
 use crate::extract::ApiQuery;
 use crate::state::AppState;
 use axum::body::Body;
@@ -16,10 +16,11 @@ use futures::StreamExt;
 use serde::Deserialize;
 use spotcheck_platform::export::{ExportRequest, stream};
 use spotcheck_shared::Role;
-use spotcheck_shared::export::{ExportFormat, ExportKind, VolunteerIds};
+use spotcheck_shared::export::{DecisionRow, ExportFormat, ExportKind, VolunteerIds, VoteRow};
+use utoipa::{IntoParams, ToSchema};
 
 /// How volunteer ids are written.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum IdForm {
     /// Keyed hashes, stable within the deployment.
@@ -30,8 +31,9 @@ pub enum IdForm {
 }
 
 /// Query of an export.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ExportQuery {
     /// First instant included (RFC 3339); the beginning when absent.
     since: Option<DateTime<Utc>>,
@@ -39,13 +41,25 @@ pub struct ExportQuery {
     until: Option<DateTime<Utc>>,
     /// `csv` (default) or `jsonl`.
     #[serde(default)]
+    #[param(value_type = Option<ExportFormat>, inline)]
     format: ExportFormat,
     /// `pseudonymised` (default) or `raw` (admins only).
     #[serde(default)]
+    #[param(value_type = Option<IdForm>, inline)]
     volunteer_ids: IdForm,
 }
 
 /// `GET /v1/staff/exports/votes?since=&until=&format=csv|jsonl&volunteer_ids=`.
+#[utoipa::path(get, path = "/v1/staff/exports/votes", params(ExportQuery), responses(
+    (status = 200, description = "Every vote cast in the range, oldest first, streamed: CSV with a \
+        header line (`reasons` joined by `;`), or one JSON object a line. Each row is a `VoteRow`.",
+        headers(("Content-Disposition" = String, description = "`attachment` with the file's name.")),
+        content((VoteRow = "text/csv"), (VoteRow = "application/jsonl"))),
+    (status = 400, description = "`invalid_query`: an unknown or malformed parameter", body = Problem, content_type = "application/problem+json"),
+    (status = 403, description = "`admin_only`: raw volunteer ids are for admins; `forbidden`", body = Problem, content_type = "application/problem+json"),
+    (status = 422, description = "`validation_failed`: since is not before until", body = Problem, content_type = "application/problem+json"),
+    (status = 503, description = "`pseudonym_key_missing`: no key to pseudonymise volunteer ids with", body = Problem, content_type = "application/problem+json"),
+))]
 pub async fn votes(
     State(state): State<AppState>,
     Staff(me): Staff,
@@ -55,6 +69,16 @@ pub async fn votes(
 }
 
 /// `GET /v1/staff/exports/decisions?since=&until=&format=csv|jsonl`.
+#[utoipa::path(get, path = "/v1/staff/exports/decisions", params(ExportQuery), responses(
+    (status = 200, description = "Every decision taken in the range, oldest first, streamed: CSV \
+        with a header line, or one JSON object a line. Each row is a `DecisionRow`.",
+        headers(("Content-Disposition" = String, description = "`attachment` with the file's name.")),
+        content((DecisionRow = "text/csv"), (DecisionRow = "application/jsonl"))),
+    (status = 400, description = "`invalid_query`: an unknown or malformed parameter", body = Problem, content_type = "application/problem+json"),
+    (status = 403, description = "`admin_only`: raw volunteer ids are for admins; `forbidden`", body = Problem, content_type = "application/problem+json"),
+    (status = 422, description = "`validation_failed`: since is not before until", body = Problem, content_type = "application/problem+json"),
+    (status = 503, description = "`pseudonym_key_missing`: no key to pseudonymise volunteer ids with", body = Problem, content_type = "application/problem+json"),
+))]
 pub async fn decisions(
     State(state): State<AppState>,
     Staff(me): Staff,

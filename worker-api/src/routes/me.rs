@@ -1,38 +1,46 @@
 //! The signed-in user's own profile, with a volunteer's figures for today.
 
 use crate::auth::Caller;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, Problem};
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::State;
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
 use spotcheck_shared::streak::streak_days;
-use spotcheck_shared::{Role, UserId};
+use spotcheck_shared::{Role, UserId, UserStatus};
+use utoipa::ToSchema;
 
 /// `GET /v1/me`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Me {
+    /// The caller's id.
     user_id: UserId,
+    /// Their username.
     username: String,
+    /// What they may do.
     role: Role,
-    status: String,
+    /// Whether their account may act.
+    status: UserStatus,
+    /// When the account was created.
     created_at: DateTime<Utc>,
+    /// Totals of their own record.
     counts: Counts,
+    /// Their UTC day so far.
     today: Today,
     /// Consecutive UTC days with a vote, ending today or yesterday.
     streak_days: u32,
 }
 
 /// Totals of the user's own record.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Counts {
     /// Votes ever cast.
     votes: i64,
 }
 
 /// The user's UTC day so far.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Today {
     /// Votes cast today.
     votes: i64,
@@ -43,6 +51,10 @@ pub struct Today {
 }
 
 /// `GET /v1/me`: profile, role, counts, today's votes and quota, and streak.
+#[utoipa::path(get, path = "/v1/me", responses(
+    (status = 200, description = "The caller's profile, today's votes and quota, and streak.", body = Me),
+    (status = 401, description = "`unauthorized`, `account_suspended`", body = Problem, content_type = "application/problem+json"),
+))]
 pub async fn me(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Me>> {
     let now = Utc::now();
     let today = now.date_naive();
@@ -76,7 +88,9 @@ pub async fn me(State(state): State<AppState>, caller: Caller) -> ApiResult<Json
         user_id: caller.id,
         username,
         role: caller.role,
-        status,
+        status: status
+            .parse()
+            .map_err(|e: String| ApiError::internal(anyhow::anyhow!(e)))?,
         created_at,
         counts: Counts { votes },
         today: Today {

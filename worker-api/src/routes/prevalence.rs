@@ -3,21 +3,53 @@
 //! `spotcheck_shared::prevalence`).
 
 use crate::auth::caller::Staff;
-use crate::error::ApiResult;
+use crate::error::{ApiResult, Problem};
 use crate::extract::ApiQuery;
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::State;
-use serde::Deserialize;
-use serde_json::{Value, json};
-use spotcheck_shared::prevalence::{StratumSample, estimate};
+use serde::{Deserialize, Serialize};
+use spotcheck_shared::prevalence::{Estimate, StratumSample, estimate};
 use std::collections::BTreeMap;
+use utoipa::{IntoParams, ToSchema};
 
 /// Query of the estimate.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct PrevalenceQuery {
+    /// The surveillance round (the newest with a decided inspection when absent).
     round: Option<i64>,
+}
+
+/// How the estimate is made: `horvitz-thompson`.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+pub enum Method {
+    /// Each inspection weighed by the inverse of its inclusion probability.
+    #[serde(rename = "horvitz-thompson")]
+    HorvitzThompson,
+}
+
+/// The counterfeit share of a round, per stratum and overall. Before any round
+/// has been sampled, only `round` and `overall` (both `null`) and `strata`
+/// (empty) are present.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PrevalenceReport {
+    /// The round estimated.
+    round: Option<i64>,
+    /// How.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    method: Option<Method>,
+    /// The intervals' confidence level: 0.95.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    confidence: Option<f64>,
+    /// All strata together, except those pending.
+    overall: Option<Estimate>,
+    /// Strata with inspections but no known outcome yet, left out of `overall`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    strata_pending: Option<u64>,
+    /// By stratum key (`category/region/tier`).
+    strata: BTreeMap<String, Estimate>,
 }
 
 type StratumRow = (String, i64, i64, i64, i64, f64, f64, f64, f64, f64);
@@ -28,11 +60,15 @@ type StratumRow = (String, i64, i64, i64, i64, f64, f64, f64, f64, f64);
 /// uncertain and undecided inspections are treated as not (yet) answered.
 /// Only round tasks count: an inspection a complaint opened was not drawn with
 /// a known probability from the round's frame, so it would bias the estimate.
+#[utoipa::path(get, path = "/v1/staff/prevalence", params(PrevalenceQuery), responses(
+    (status = 200, description = "The round's estimates with their 95% intervals.", body = PrevalenceReport),
+    (status = 400, description = "`invalid_query`: an unknown or malformed parameter", body = Problem, content_type = "application/problem+json"),
+))]
 pub async fn prevalence(
     State(state): State<AppState>,
     Staff(_): Staff,
     ApiQuery(q): ApiQuery<PrevalenceQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<PrevalenceReport>> {
     let round = match q.round {
         Some(r) => Some(r),
         None => {
@@ -47,7 +83,14 @@ pub async fn prevalence(
         }
     };
     let Some(round) = round else {
-        return Ok(Json(json!({"round": null, "overall": null, "strata": {}})));
+        return Ok(Json(PrevalenceReport {
+            round: None,
+            method: None,
+            confidence: None,
+            overall: None,
+            strata_pending: None,
+            strata: BTreeMap::new(),
+        }));
     };
     let rows: Vec<StratumRow> = sqlx::query_as(
         "WITH outcome AS (
@@ -98,12 +141,12 @@ pub async fn prevalence(
         })
         .collect();
     let result = estimate(&strata);
-    Ok(Json(json!({
-        "round": round,
-        "method": "horvitz-thompson",
-        "confidence": 0.95,
-        "overall": result.overall,
-        "strata_pending": result.strata_pending,
-        "strata": result.strata,
-    })))
+    Ok(Json(PrevalenceReport {
+        round: Some(round),
+        method: Some(Method::HorvitzThompson),
+        confidence: Some(0.95),
+        overall: Some(result.overall),
+        strata_pending: Some(result.strata_pending),
+        strata: result.strata,
+    }))
 }

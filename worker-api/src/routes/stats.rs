@@ -6,84 +6,242 @@ use crate::error::ApiResult;
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::State;
-use serde_json::{Value, json};
-use spotcheck_shared::capacity::Capacity;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use spotcheck_shared::capacity::{Capacity, Throttle};
+use std::collections::BTreeMap;
+use utoipa::ToSchema;
+
+/// Review tasks by state.
+#[derive(Debug, Serialize, sqlx::FromRow, ToSchema)]
+pub struct TaskCounts {
+    /// Every review task.
+    total: i64,
+    /// Still collecting votes.
+    open: i64,
+    /// Decided by their votes.
+    decided: i64,
+    /// Handed to staff.
+    escalated: i64,
+    /// Votes the open ones still need.
+    votes_still_needed: i64,
+}
+
+/// Decisions by outcome.
+#[derive(Debug, Serialize, sqlx::FromRow, ToSchema)]
+pub struct DecisionCounts {
+    /// Found genuine.
+    genuine: i64,
+    /// Found counterfeit.
+    counterfeit: i64,
+    /// No majority either way.
+    uncertain: i64,
+}
+
+/// Escalations by status.
+#[derive(Debug, Serialize, sqlx::FromRow, ToSchema)]
+pub struct EscalationCounts {
+    /// Awaiting staff.
+    #[sqlx(rename = "escalations_open")]
+    open: i64,
+    /// Confirmed by staff.
+    confirmed: i64,
+    /// Dismissed by staff.
+    dismissed: i64,
+}
+
+/// The counts read from the database in one statement.
+#[derive(Debug, sqlx::FromRow)]
+struct Counts {
+    listings: i64,
+    #[sqlx(flatten)]
+    tasks: TaskCounts,
+    gold_tasks: i64,
+    volunteers_not_counting: i64,
+    collusion_flags_open: i64,
+    votes: i64,
+    #[sqlx(flatten)]
+    decisions: DecisionCounts,
+    #[sqlx(flatten)]
+    escalations: EscalationCounts,
+}
+
+/// Leases as Redis tracks them (`null` when Redis did not answer).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Leases {
+    /// Leases not yet expired.
+    live: Option<u64>,
+    /// Expired leases the reaper has not swept yet.
+    expired_awaiting_reaper: Option<u64>,
+}
+
+/// Messages in the dead-letter queues.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeadLettered {
+    /// In every queue.
+    total: u64,
+    /// By queue name.
+    by_queue: BTreeMap<String, u32>,
+}
+
+/// The coordinators' latest capacity measurement and throttle.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CapacityNow {
+    /// Votes still needed by open tasks.
+    backlog_votes: u64,
+    /// The measured pace of votes.
+    votes_per_hour: f64,
+    /// Hours the backlog takes at that pace (`null` when no pace is measured).
+    backlog_hours: Option<f64>,
+    /// How new tasks are throttled.
+    throttle: Throttle,
+    /// When it was measured.
+    measured_at: DateTime<Utc>,
+}
+
+/// Enforcement figures: cases, refutations and penalties.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct EnforcementFigures {
+    /// Cases by state.
+    cases_by_state: BTreeMap<String, i64>,
+    /// Of the cases past notification, the share the seller refuted (`null`: none yet).
+    refutation_rate: Option<f64>,
+    /// Median seconds from a case's opening to its enforcement (`null`: none enforced).
+    median_secs_to_enforcement: Option<f64>,
+    /// Penalties in force by kind.
+    penalties_by_kind: BTreeMap<String, i64>,
+}
 
 /// `GET /v1/staff/stats`.
-pub async fn stats(State(state): State<AppState>, Staff(_): Staff) -> ApiResult<Json<Value>> {
-    let (doc,): (Value,) = sqlx::query_as(
-        "SELECT jsonb_build_object(
-            'listings', (SELECT count(*) FROM listings),
-            'tasks', (SELECT jsonb_build_object(
-                'total', count(*),
-                'open', count(*) FILTER (WHERE state = 'open'),
-                'decided', count(*) FILTER (WHERE state = 'decided'),
-                'escalated', count(*) FILTER (WHERE state = 'escalated'),
-                'votes_still_needed', coalesce(sum(votes_required - votes_counted) FILTER (WHERE state = 'open'), 0))
-              FROM tasks WHERE kind = 'review'),
-            'gold_tasks', (SELECT count(*) FROM tasks WHERE kind = 'gold'),
-            'volunteers_not_counting', (SELECT count(*) FROM volunteer_reliability WHERE NOT counting),
-            'collusion_flags_open', (SELECT count(*) FROM collusion_flags WHERE status = 'open'),
-            'votes', (SELECT count(*) FROM votes),
-            'decisions', (SELECT jsonb_build_object(
-                'genuine', count(*) FILTER (WHERE outcome = 'genuine'),
-                'counterfeit', count(*) FILTER (WHERE outcome = 'counterfeit'),
-                'uncertain', count(*) FILTER (WHERE outcome = 'uncertain'))
-              FROM decisions),
-            'escalations', (SELECT jsonb_build_object(
-                'open', count(*) FILTER (WHERE status = 'open'),
-                'confirmed', count(*) FILTER (WHERE status = 'confirmed'),
-                'dismissed', count(*) FILTER (WHERE status = 'dismissed'))
-              FROM escalations))",
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Stats {
+    /// Listings stored.
+    listings: i64,
+    /// Review tasks by state.
+    tasks: TaskCounts,
+    /// Gold tasks.
+    gold_tasks: i64,
+    /// Volunteers whose votes stopped counting.
+    volunteers_not_counting: i64,
+    /// Collusion flags not yet looked into.
+    collusion_flags_open: i64,
+    /// Votes ever cast.
+    votes: i64,
+    /// Decisions by outcome.
+    decisions: DecisionCounts,
+    /// Escalations by status.
+    escalations: EscalationCounts,
+    /// Leases Redis tracks (`null` when Redis did not answer).
+    leases_tracked: Option<u64>,
+    /// Live and expired leases.
+    leases: Leases,
+    /// Votes beyond what their task asked for (should stay 0).
+    votes_over_collected: i64,
+    /// Outbox rows not yet published.
+    outbox_unsent: i64,
+    /// Age of the oldest of them, in seconds (the same as `outbox_lag_secs`).
+    outbox_oldest_secs: f64,
+    /// Age of the oldest of them, in seconds.
+    outbox_lag_secs: f64,
+    /// The dead-letter queues (`null` when the broker did not answer).
+    dead_lettered: Option<DeadLettered>,
+    /// Slot offers this replica holds for claims.
+    offers_buffered_here: usize,
+    /// The latest capacity measurement (`null` before the first).
+    capacity: Option<CapacityNow>,
+    /// Cases, refutations and penalties.
+    enforcement: EnforcementFigures,
+}
+
+/// `GET /v1/staff/stats`.
+#[utoipa::path(get, path = "/v1/staff/stats", responses(
+    (status = 200, description = "The operating figures of the moment.", body = Stats),
+))]
+pub async fn stats(State(state): State<AppState>, Staff(_): Staff) -> ApiResult<Json<Stats>> {
+    let counts: Counts = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM listings) AS listings,
+                t.total, t.open, t.decided, t.escalated, t.votes_still_needed,
+                (SELECT count(*) FROM tasks WHERE kind = 'gold') AS gold_tasks,
+                (SELECT count(*) FROM volunteer_reliability WHERE NOT counting)
+                    AS volunteers_not_counting,
+                (SELECT count(*) FROM collusion_flags WHERE status = 'open') AS collusion_flags_open,
+                (SELECT count(*) FROM votes) AS votes,
+                d.genuine, d.counterfeit, d.uncertain,
+                e.open AS escalations_open, e.confirmed, e.dismissed
+         FROM (SELECT count(*) AS total,
+                      count(*) FILTER (WHERE state = 'open') AS open,
+                      count(*) FILTER (WHERE state = 'decided') AS decided,
+                      count(*) FILTER (WHERE state = 'escalated') AS escalated,
+                      coalesce(sum(votes_required - votes_counted) FILTER (WHERE state = 'open'), 0)
+                          AS votes_still_needed
+               FROM tasks WHERE kind = 'review') t,
+              (SELECT count(*) FILTER (WHERE outcome = 'genuine') AS genuine,
+                      count(*) FILTER (WHERE outcome = 'counterfeit') AS counterfeit,
+                      count(*) FILTER (WHERE outcome = 'uncertain') AS uncertain
+               FROM decisions) d,
+              (SELECT count(*) FILTER (WHERE status = 'open') AS open,
+                      count(*) FILTER (WHERE status = 'confirmed') AS confirmed,
+                      count(*) FILTER (WHERE status = 'dismissed') AS dismissed
+               FROM escalations) e",
     )
     .fetch_one(&state.pool)
     .await?;
-    let mut doc = doc;
     let tracked = state.leases.tracked().await.ok();
     let expired = state.leases.expired_count().await.ok();
-    doc["leases_tracked"] = json!(tracked);
-    doc["leases"] = json!({
-        "live": tracked.zip(expired).map(|(t, e)| t.saturating_sub(e)),
-        "expired_awaiting_reaper": expired,
-    });
     let figures = spotcheck_platform::figures::db_figures(&state.pool).await?;
-    doc["votes_over_collected"] = json!(figures.over_collected);
-    doc["outbox_unsent"] = json!(figures.outbox_unsent);
-    doc["outbox_oldest_secs"] = json!(figures.outbox_lag_secs);
-    doc["outbox_lag_secs"] = json!(figures.outbox_lag_secs);
-    doc["dead_lettered"] =
+    let dead_lettered =
         match spotcheck_platform::figures::dead_letter_depths(&state.amqp, &state.names).await {
-            Ok(depths) => {
-                let total: u64 = depths.iter().map(|(_, n)| u64::from(*n)).sum();
-                let by_queue: serde_json::Map<String, serde_json::Value> =
-                    depths.into_iter().map(|(q, n)| (q, json!(n))).collect();
-                json!({"total": total, "by_queue": by_queue})
-            }
+            Ok(depths) => Some(DeadLettered {
+                total: depths.iter().map(|(_, n)| u64::from(*n)).sum(),
+                by_queue: depths.into_iter().collect(),
+            }),
             Err(e) => {
                 tracing::warn!(error = %e, "could not read the dead-letter queues");
-                json!(null)
+                None
             }
         };
-    doc["offers_buffered_here"] = json!(state.offers.len());
-    let capacity: Option<(Value, Value, Option<f64>, chrono::DateTime<chrono::Utc>)> =
-        sqlx::query_as(
-            "SELECT capacity, throttle, backlog_hours, updated_at FROM capacity_state WHERE id = 1",
-        )
-        .fetch_optional(&state.pool)
-        .await?;
-    doc["capacity"] = match capacity {
-        Some((measured, throttle, hours, at)) => {
-            let measured: Capacity = serde_json::from_value(measured).unwrap_or_default();
-            json!({
-            "backlog_votes": measured.open_votes,
-            "votes_per_hour": measured.votes_per_hour(),
-            "backlog_hours": hours,
-            "throttle": throttle,
-            "measured_at": at,
-            })
+    let capacity: Option<(
+        serde_json::Value,
+        serde_json::Value,
+        Option<f64>,
+        DateTime<Utc>,
+    )> = sqlx::query_as(
+        "SELECT capacity, throttle, backlog_hours, updated_at FROM capacity_state WHERE id = 1",
+    )
+    .fetch_optional(&state.pool)
+    .await?;
+    let capacity = capacity.map(|(measured, throttle, hours, at)| {
+        let measured: Capacity = serde_json::from_value(measured).unwrap_or_default();
+        CapacityNow {
+            backlog_votes: measured.open_votes,
+            votes_per_hour: measured.votes_per_hour(),
+            backlog_hours: hours,
+            throttle: serde_json::from_value(throttle).unwrap_or_else(|_| Throttle::none()),
+            measured_at: at,
         }
-        None => json!(null),
-    };
-    doc["enforcement"] = spotcheck_platform::enforcement::figures(&state.pool).await?;
-    Ok(Json(doc))
+    });
+    let enforcement = spotcheck_platform::enforcement::figures(&state.pool).await?;
+    Ok(Json(Stats {
+        listings: counts.listings,
+        tasks: counts.tasks,
+        gold_tasks: counts.gold_tasks,
+        volunteers_not_counting: counts.volunteers_not_counting,
+        collusion_flags_open: counts.collusion_flags_open,
+        votes: counts.votes,
+        decisions: counts.decisions,
+        escalations: counts.escalations,
+        leases_tracked: tracked,
+        leases: Leases {
+            live: tracked.zip(expired).map(|(t, e)| t.saturating_sub(e)),
+            expired_awaiting_reaper: expired,
+        },
+        votes_over_collected: figures.over_collected,
+        outbox_unsent: figures.outbox_unsent,
+        outbox_oldest_secs: figures.outbox_lag_secs,
+        outbox_lag_secs: figures.outbox_lag_secs,
+        dead_lettered,
+        offers_buffered_here: state.offers.len(),
+        capacity,
+        enforcement: serde_json::from_value(enforcement).map_err(anyhow::Error::from)?,
+    }))
 }

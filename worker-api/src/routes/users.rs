@@ -4,7 +4,7 @@
 
 use crate::audit;
 use crate::auth::caller::Staff;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, Problem};
 use crate::extract::{ApiJson, ApiQuery, next_cursor, page_params, parse_id};
 use crate::state::AppState;
 use crate::users::{CreateUserError, hash_new_account, insert_user};
@@ -12,22 +12,45 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::json;
 use spotcheck_shared::complaint::{check_brands, check_id};
 use spotcheck_shared::{Role, UserId, UserStatus};
+use utoipa::{IntoParams, ToSchema};
 
 /// `POST /v1/staff/users` body: a seller account names its `seller_id`, a
 /// brand owner's the `brands` it may complain about.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewUser {
+    /// 3 to 64 characters of letters, digits, `_`, `.` or `-`.
     username: String,
+    /// 10 to 256 characters.
+    #[schema(format = Password)]
     password: String,
+    /// What the account may do (staff and admins only by admins).
     role: Role,
+    /// The seller a seller account acts for (seller accounts only).
     #[serde(default)]
     seller_id: Option<String>,
+    /// The brands a brand owner may complain about (brand owners only).
     #[serde(default)]
     brands: Option<Vec<String>>,
+}
+
+/// `201` answer of a new account.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserCreated {
+    /// The account.
+    user_id: UserId,
+}
+
+/// The answer of a status change.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StatusChanged {
+    /// The account.
+    user_id: UserId,
+    /// Its status now.
+    status: UserStatus,
 }
 
 /// The links a new account's role asks for, validated.
@@ -64,11 +87,18 @@ fn links(body: &NewUser) -> ApiResult<(Option<&str>, Vec<String>)> {
 /// (volunteers, sellers, brand owners). A seller account is refused while its
 /// seller is banned (409 `seller_banned`). One audit row, in the same
 /// transaction as the account and its brands.
+#[utoipa::path(post, path = "/v1/staff/users", request_body = NewUser, responses(
+    (status = 201, description = "The account.", body = UserCreated),
+    (status = 403, description = "`forbidden`: only admins create staff or admin accounts", body = Problem, content_type = "application/problem+json"),
+    (status = 409, description = "`username_taken`, `seller_banned`", body = Problem, content_type = "application/problem+json"),
+    (status = 422, description = "`validation_failed`: bad username, weak password, a link the role does not take or lacks; `invalid_body`", body = Problem, content_type = "application/problem+json"),
+    (status = 503, description = "`busy`: no password-hashing slot came free in time", body = Problem, content_type = "application/problem+json"),
+))]
 pub async fn create(
     State(state): State<AppState>,
     Staff(me): Staff,
     ApiJson(body): ApiJson<NewUser>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<UserCreated>)> {
     if me.role != Role::Admin && body.role.is_staff() {
         return Err(ApiError::forbidden(
             "only admins create staff or admin accounts",
@@ -133,7 +163,7 @@ pub async fn create(
     )
     .await?;
     tx.commit().await?;
-    Ok((StatusCode::CREATED, Json(json!({"user_id": id}))))
+    Ok((StatusCode::CREATED, Json(UserCreated { user_id: id })))
 }
 
 async fn set_status(
@@ -141,7 +171,7 @@ async fn set_status(
     me: crate::auth::Caller,
     raw_id: &str,
     status: UserStatus,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<StatusChanged>> {
     let id: UserId = parse_id(raw_id, "user")?;
     if id == me.id {
         return Err(ApiError::forbidden("you cannot change your own status"));
@@ -175,28 +205,45 @@ async fn set_status(
     .await?;
     tx.commit().await?;
     state.standing.invalidate(&[id.0]).await?;
-    Ok(Json(json!({"user_id": id, "status": status.as_str()})))
+    Ok(Json(StatusChanged {
+        user_id: id,
+        status,
+    }))
 }
 
 /// Query of the user list.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct UserQuery {
+    /// Only accounts of this role.
     role: Option<Role>,
+    /// Only accounts in this status.
     status: Option<UserStatus>,
-    /// Part of the username, any case.
+    /// Part of the username, any case (up to 64 characters).
     q: Option<String>,
+    /// Accounts per page, 1 to 200 (50 when absent).
+    #[param(minimum = 1, maximum = 200)]
     limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    #[param(format = Uuid)]
     cursor: Option<String>,
 }
 
 /// One account in the user list.
-#[derive(Debug, Serialize, sqlx::FromRow)]
+#[derive(Debug, Serialize, sqlx::FromRow, ToSchema)]
 pub struct UserEntry {
+    /// The account.
     user_id: uuid::Uuid,
+    /// Its username.
     username: String,
-    role: String,
-    status: String,
+    /// What it may do.
+    #[sqlx(try_from = "String")]
+    role: Role,
+    /// Whether it may act.
+    #[sqlx(try_from = "String")]
+    status: UserStatus,
+    /// When it was created.
     created_at: chrono::DateTime<chrono::Utc>,
     /// The seller of a seller account.
     seller_id: Option<String>,
@@ -205,14 +252,21 @@ pub struct UserEntry {
 }
 
 /// A page of the user list.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct UserPage {
+    /// In id order.
     items: Vec<UserEntry>,
+    /// `cursor` of the next page, when there is one.
     next_cursor: Option<String>,
 }
 
 /// `GET /v1/staff/users?role=&status=&q=&limit=&cursor=`: accounts in id order,
 /// filtered by role, status and part of the username.
+#[utoipa::path(get, path = "/v1/staff/users", params(UserQuery), responses(
+    (status = 200, description = "A page of accounts, in id order.", body = UserPage),
+    (status = 400, description = "`invalid_query`: an unknown or malformed parameter", body = Problem, content_type = "application/problem+json"),
+    (status = 422, description = "`validation_failed`: q too long, limit out of range or malformed cursor", body = Problem, content_type = "application/problem+json"),
+))]
 pub async fn list(
     State(state): State<AppState>,
     Staff(_): Staff,
@@ -255,40 +309,74 @@ pub async fn list(
 }
 
 /// `POST /v1/staff/users/{user_id}/suspend`: the user's tokens stop working at once.
+#[utoipa::path(post, path = "/v1/staff/users/{user_id}/suspend",
+    params(("user_id" = Uuid, Path, description = "The account.")),
+    responses(
+        (status = 200, description = "Suspended (a repeat answers the same).", body = StatusChanged),
+        (status = 403, description = "`forbidden`: your own account, or a staff or admin account unless you are an admin", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`: no such account", body = Problem, content_type = "application/problem+json"),
+))]
 pub async fn suspend(
     State(state): State<AppState>,
     Staff(me): Staff,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<StatusChanged>> {
     set_status(&state, me, &id, UserStatus::Suspended).await
 }
 
 /// `POST /v1/staff/users/{user_id}/reinstate`.
+#[utoipa::path(post, path = "/v1/staff/users/{user_id}/reinstate",
+    params(("user_id" = Uuid, Path, description = "The account.")),
+    responses(
+        (status = 200, description = "Active again (a repeat answers the same).", body = StatusChanged),
+        (status = 403, description = "`forbidden`: your own account, or a staff or admin account unless you are an admin", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`: no such account", body = Problem, content_type = "application/problem+json"),
+))]
 pub async fn reinstate(
     State(state): State<AppState>,
     Staff(me): Staff,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<StatusChanged>> {
     set_status(&state, me, &id, UserStatus::Active).await
 }
 
 /// `POST /v1/staff/users/{user_id}/seller-links` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SellerLink {
+    /// The seller the volunteer is linked to.
+    #[schema(min_length = 1, max_length = 128)]
     seller_id: String,
+    /// Why (`declared` when absent), up to 500 characters.
     #[serde(default)]
+    #[schema(max_length = 500)]
     reason: Option<String>,
+}
+
+/// `201` answer of a seller link.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SellerLinked {
+    /// The volunteer.
+    user_id: UserId,
+    /// The seller.
+    seller_id: String,
 }
 
 /// Records that a volunteer is linked to a seller (conflict of interest): the
 /// volunteer is never offered that seller's listings. Idempotent.
+#[utoipa::path(post, path = "/v1/staff/users/{user_id}/seller-links", request_body = SellerLink,
+    params(("user_id" = Uuid, Path, description = "The volunteer.")),
+    responses(
+        (status = 201, description = "Recorded (a repeat answers the same).", body = SellerLinked),
+        (status = 404, description = "`not_found`: no such account", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`validation_failed`: not a volunteer, seller_id or reason out of bounds; `invalid_body`", body = Problem, content_type = "application/problem+json"),
+))]
 pub async fn link_seller(
     State(state): State<AppState>,
     Staff(me): Staff,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<SellerLink>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<SellerLinked>)> {
     let id: UserId = parse_id(&id, "user")?;
     if body.seller_id.is_empty() || body.seller_id.len() > 128 {
         return Err(ApiError::invalid("seller_id must be 1 to 128 characters"));
@@ -333,6 +421,9 @@ pub async fn link_seller(
     state.standing.invalidate(&[id.0]).await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({"user_id": id, "seller_id": body.seller_id})),
+        Json(SellerLinked {
+            user_id: id,
+            seller_id: body.seller_id,
+        }),
     ))
 }
