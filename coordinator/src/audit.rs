@@ -149,7 +149,12 @@ pub async fn run(
             () = cancel.cancelled() => return Ok(()),
             () = tokio::time::sleep(config.interval) => {}
         }
-        match audit_once(&pool, &leases, &config, &mut suspects).await {
+        let started = std::time::Instant::now();
+        let audited = audit_once(&pool, &leases, &config, &mut suspects).await;
+        if audited.is_ok() {
+            crate::ops::job_ran("lease_audit", started);
+        }
+        match audited {
             Ok(_) => failures = 0,
             Err(e) => {
                 failures += 1;

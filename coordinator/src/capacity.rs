@@ -103,8 +103,10 @@ pub async fn run(
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
     while !cancel.is_cancelled() {
-        if let Err(e) = refresh(&pool, &policy, window_secs, &throttle).await {
-            tracing::warn!(error = %e, "capacity measurement failed");
+        let started = std::time::Instant::now();
+        match refresh(&pool, &policy, window_secs, &throttle).await {
+            Ok(_) => crate::ops::job_ran("capacity", started),
+            Err(e) => tracing::warn!(error = %e, "capacity measurement failed"),
         }
         tokio::select! {
             () = cancel.cancelled() => break,

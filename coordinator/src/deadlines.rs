@@ -25,8 +25,7 @@ pub async fn run(
         match enforcement::sweep(&pool, &clock, PASS_LIMIT).await {
             Ok(n) => {
                 failures = 0;
-                metrics::histogram!("spotcheck_job_seconds", "job" => "deadline_sweep")
-                    .record(started.elapsed().as_secs_f64());
+                crate::ops::job_ran("deadline_sweep", started);
                 if n > 0 {
                     tracing::info!(cases = n, "refutation windows ran out: cases enforced");
                 }

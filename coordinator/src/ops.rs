@@ -108,11 +108,20 @@ pub async fn refresh(ops: &Ops) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Records one run of a periodic job in `spotcheck_job_seconds{job}` (the
+/// history benchmark and operators read how long each job takes a run).
+pub fn job_ran(job: &'static str, started: std::time::Instant) {
+    metrics::histogram!("spotcheck_job_seconds", "job" => job)
+        .record(started.elapsed().as_secs_f64());
+}
+
 /// Keeps the gauges current until cancelled; failures are logged, not fatal.
 pub async fn run_gauges(ops: Ops, cancel: CancellationToken) -> anyhow::Result<()> {
     loop {
-        if let Err(e) = refresh(&ops).await {
-            tracing::debug!(error = %e, "could not refresh the gauges");
+        let started = std::time::Instant::now();
+        match refresh(&ops).await {
+            Ok(()) => job_ran("gauges", started),
+            Err(e) => tracing::debug!(error = %e, "could not refresh the gauges"),
         }
         tokio::select! {
             () = cancel.cancelled() => return Ok(()),

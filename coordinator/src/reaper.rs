@@ -54,7 +54,12 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let mut failures = 0u32;
     loop {
-        match sweep(&pool, &leases).await {
+        let started = std::time::Instant::now();
+        let swept = sweep(&pool, &leases).await;
+        if swept.is_ok() {
+            crate::ops::job_ran("reaper", started);
+        }
+        match swept {
             // A full sweep: more are due, sweep again at once.
             Ok(n) if n >= SWEEP_LIMIT => {
                 failures = 0;

@@ -267,8 +267,10 @@ pub async fn run(
             () = cancel.cancelled() => return Ok(()),
             () = tokio::time::sleep(every) => {}
         }
-        if let Err(e) = recalibrate(&pool, days).await {
-            tracing::warn!(error = %e, "recalibration failed; will retry next interval");
+        let started = std::time::Instant::now();
+        match recalibrate(&pool, days).await {
+            Ok(_) => crate::ops::job_ran("recalibration", started),
+            Err(e) => tracing::warn!(error = %e, "recalibration failed; will retry next interval"),
         }
     }
 }

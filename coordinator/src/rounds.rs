@@ -105,7 +105,12 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     while !cancel.is_cancelled() {
         let now = chrono::Utc::now().timestamp();
-        match sweep_batch(&pool, &sampler, &policies, now, batch).await {
+        let started = std::time::Instant::now();
+        let swept = sweep_batch(&pool, &sampler, &policies, now, batch).await;
+        if swept.is_ok() {
+            crate::ops::job_ran("round_sweep", started);
+        }
+        match swept {
             Ok(r) if r.listings > 0 => {
                 tracing::debug!(listings = r.listings, tasks = r.tasks, "round sweep batch");
                 continue;

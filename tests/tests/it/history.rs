@@ -3,7 +3,7 @@
 //! majority, escalations of exactly the counterfeit decisions, audit rows for
 //! both, votes spread over every month, and a stack that serves it.
 
-use crate::harness::{TestEnv, count};
+use crate::harness::{TestEnv, count, metrics_text, wait_until};
 use reqwest::Method;
 use spotcheck_shared::Role;
 use spotcheck_sim::seed_history::{SeedHistoryArgs, seed};
@@ -110,7 +110,12 @@ async fn seeded_history_keeps_the_invariants_and_the_stack_serves_it() {
     );
 
     // The stack starts over the history, and the staff routes answer.
-    env.start_coordinator(|_| {}).await;
+    env.start_coordinator(|c| {
+        c.recalibrate_secs = 1;
+        c.audit_interval_ms = 200;
+        c.capacity_interval_ms = 200;
+    })
+    .await;
     env.start_api(|_| {}).await;
     let staff = env.user("staff-history", Role::Staff).await;
     for path in [
@@ -170,4 +175,30 @@ async fn seeded_history_keeps_the_invariants_and_the_stack_serves_it() {
         "the full count agrees"
     );
     assert!(mark(pool).await > first_mark, "each check moves its mark");
+
+    // Every periodic job reports how long its runs take, on the history too.
+    let ops = env.coordinator_ops[0];
+    let http = env.http.clone();
+    wait_until(
+        "every periodic job timed",
+        std::time::Duration::from_secs(30),
+        || {
+            let http = http.clone();
+            async move {
+                let text = metrics_text(&http, ops).await;
+                [
+                    "gauges",
+                    "capacity",
+                    "round_sweep",
+                    "reaper",
+                    "lease_audit",
+                    "deadline_sweep",
+                    "recalibration",
+                ]
+                .iter()
+                .all(|job| text.contains(&format!("spotcheck_job_seconds_count{{job=\"{job}\"}}")))
+            }
+        },
+    )
+    .await;
 }
