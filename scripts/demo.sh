@@ -97,7 +97,9 @@ done
 cat <<MSG
 == running: coordinator and worker-api are up
    API:          $API   (staff sign in as admin / \$SPOTCHECK_ADMIN_PASSWORD)
-   web app:      $API/app/   (the same account opens the staff console)
+   web app:      $API/app/   (the same account opens the staff console: queue, rules, dashboards, volunteers, users)
+   API docs:     $API/docs/  (Swagger UI of $API/openapi.json)
+   exports:      curl -H "authorization: Bearer \$TOKEN" "$API/v1/staff/exports/votes?format=jsonl"
    escalations:  curl -H "authorization: Bearer \$TOKEN" $API/v1/staff/escalations
    cases:        curl -H "authorization: Bearer \$TOKEN" $API/v1/staff/cases
    penalties:    the enforcement events wait in the queue spotcheck.enforcement.unrouted
