@@ -11,7 +11,7 @@
 //! the hourly limit can be raced.
 
 use crate::audit;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, Problem};
 use crate::extract::{ApiJson, ApiQuery, page_params, parse_id};
 use crate::state::AppState;
 use axum::Json;
@@ -21,12 +21,15 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use spotcheck_platform::complaints::{boost_seller_listings, open_inspection, owner_credibility};
+use spotcheck_shared::TaskState;
 use spotcheck_shared::complaint::{
-    ComplaintReason, MAX_BRAND_CHARS, MAX_DESCRIPTION_CHARS, check_id, merge_evidence,
+    ComplaintReason, ComplaintStatus, MAX_BRAND_CHARS, MAX_DESCRIPTION_CHARS, check_id,
+    merge_evidence,
 };
-use spotcheck_shared::enforcement::{check_evidence_urls, check_text};
+use spotcheck_shared::enforcement::{CaseState, check_evidence_urls, check_text};
 use sqlx::types::Json as SqlJson;
 use std::time::Duration;
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 crate::auth::caller::role_extractor!(
@@ -34,18 +37,29 @@ crate::auth::caller::role_extractor!(
     BrandOwner => BrandOwner
 );
 
-/// `POST /v1/complaints` body.
-#[derive(Debug, Deserialize)]
+/// `POST /v1/complaints` body: a listing, a seller or both.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewComplaint {
+    /// One of the brands the account is linked to.
+    #[schema(min_length = 1, max_length = 128)]
     brand: String,
+    /// The listing complained about.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 128)]
     listing_id: Option<String>,
+    /// The seller complained about (the listing's seller, when both are given).
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 128)]
     seller_id: Option<String>,
+    /// Why.
     reason: ComplaintReason,
+    /// What is wrong, up to 8,000 characters.
+    #[schema(min_length = 1, max_length = 8000)]
     description: String,
+    /// Links to the evidence: up to 20 http(s) links.
     #[serde(default)]
+    #[schema(max_items = 20)]
     evidence_urls: Vec<String>,
 }
 
@@ -69,8 +83,9 @@ fn check(body: &NewComplaint) -> ApiResult<()> {
 }
 
 /// Answer of `POST /v1/complaints`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Filed {
+    /// The complaint's id (the open one's, when merged).
     complaint_id: Uuid,
     /// Whether the complaint merged into an open one of the same owner.
     merged: bool,
@@ -78,6 +93,14 @@ pub struct Filed {
 
 /// `POST /v1/complaints`: `201 {complaint_id}`, or `200` with the open
 /// complaint's id when it merged into one.
+#[utoipa::path(post, path = "/v1/complaints", request_body = NewComplaint, responses(
+    (status = 201, description = "Filed; a complaint about a listing opened its inspection.", body = Filed),
+    (status = 200, description = "Merged into the open complaint about the same listing (or seller).", body = Filed),
+    (status = 403, description = "`brand_not_linked`; `forbidden`: not a brand-owner account", body = Problem, content_type = "application/problem+json"),
+    (status = 404, description = "`not_found`: no such listing or seller", body = Problem, content_type = "application/problem+json"),
+    (status = 422, description = "`validation_failed`, `invalid_body`", body = Problem, content_type = "application/problem+json"),
+    (status = 429, description = "`complaint_rate_limited` past the hourly limit, `rate_limited`, with `Retry-After`", body = Problem, content_type = "application/problem+json"),
+))]
 pub async fn create(
     State(state): State<AppState>,
     BrandOwner(me): BrandOwner,
@@ -247,89 +270,120 @@ pub async fn create(
 /// A complaint as its brand owner sees it: what they filed, its status and
 /// outcome (the staff note, the case it led to and how the case stands, and
 /// whether the inspection is done); nothing about who inspected or how.
-#[derive(Debug, Serialize, sqlx::FromRow)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ComplaintView {
     /// The complaint's id.
     pub complaint_id: Uuid,
-    brand: String,
-    listing_id: Option<String>,
-    seller_id: Option<String>,
-    reason: String,
-    description: String,
-    evidence_urls: SqlJson<Vec<String>>,
-    status: String,
-    decision_note: Option<String>,
-    decided_at: Option<DateTime<Utc>>,
-    created_at: DateTime<Utc>,
-    inspection_state: Option<String>,
-    case_id: Option<Uuid>,
-    case_state: Option<String>,
+    /// The brand.
+    pub brand: String,
+    /// The listing complained about.
+    pub listing_id: Option<String>,
+    /// The seller complained about.
+    pub seller_id: Option<String>,
+    /// Why.
+    pub reason: ComplaintReason,
+    /// What is wrong.
+    pub description: String,
+    /// Links to the evidence (a duplicate's merged in).
+    pub evidence_urls: Vec<String>,
+    /// Where it stands.
+    pub status: ComplaintStatus,
+    /// Staff's note on the decision.
+    pub decision_note: Option<String>,
+    /// When it was decided.
+    pub decided_at: Option<DateTime<Utc>>,
+    /// When it was filed.
+    pub created_at: DateTime<Utc>,
+    /// The state of the listing's inspection, when one was opened.
+    pub inspection_state: Option<TaskState>,
+    /// The case it led to.
+    pub case_id: Option<Uuid>,
+    /// How that case stands.
+    pub case_state: Option<CaseState>,
 }
 
-/// The columns of a [`ComplaintView`] from `complaints c` joined with its
-/// task `t` and case `k`.
-pub const VIEW_COLUMNS: &str = "c.id AS complaint_id, c.brand, c.listing_id, c.seller_id,
-    c.reason, c.description, c.evidence_urls, c.status, c.decision_note, c.decided_at,
-    c.created_at, t.state AS inspection_state, c.case_id, k.state AS case_state";
+/// A [`ComplaintView`] as JSON from `complaints c` joined with its task `t`
+/// and case `k`.
+pub const VIEW_JSON: &str = "jsonb_build_object('complaint_id', c.id, 'brand', c.brand,
+    'listing_id', c.listing_id, 'seller_id', c.seller_id, 'reason', c.reason,
+    'description', c.description, 'evidence_urls', c.evidence_urls, 'status', c.status,
+    'decision_note', c.decision_note, 'decided_at', c.decided_at, 'created_at', c.created_at,
+    'inspection_state', t.state, 'case_id', c.case_id, 'case_state', k.state)";
 
 /// The joins a [`ComplaintView`] reads.
 pub const VIEW_FROM: &str = "complaints c LEFT JOIN tasks t ON t.id = c.task_id
     LEFT JOIN cases k ON k.id = c.case_id";
 
 /// Query of a list of complaints.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Complaints per page, 1 to 200 (50 when absent).
+    #[param(minimum = 1, maximum = 200)]
     limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    #[param(value_type = Option<Uuid>)]
     cursor: Option<String>,
 }
 
-/// A page of complaints, newest first.
-#[derive(Debug, Serialize)]
-pub struct Page<T> {
+/// A page of the caller's complaints, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ComplaintPage {
     /// The complaints.
-    pub items: Vec<T>,
+    pub items: Vec<ComplaintView>,
     /// The cursor of the next page, when there is one.
     pub next_cursor: Option<String>,
 }
 
 /// `GET /v1/complaints`: the caller's own complaints, newest first.
+#[utoipa::path(get, path = "/v1/complaints", params(ListQuery), responses(
+    (status = 200, description = "A page of the caller's complaints, newest first.", body = ComplaintPage),
+    (status = 400, description = "`invalid_query`: an unknown parameter or a wrong type", body = Problem, content_type = "application/problem+json"),
+    (status = 422, description = "`validation_failed`: a limit out of range, a malformed cursor", body = Problem, content_type = "application/problem+json"),
+))]
 pub async fn list(
     State(state): State<AppState>,
     BrandOwner(me): BrandOwner,
     ApiQuery(q): ApiQuery<ListQuery>,
-) -> ApiResult<Json<Page<ComplaintView>>> {
+) -> ApiResult<Json<ComplaintPage>> {
     let (limit, cursor) = page_params(q.limit, q.cursor.as_deref())?;
     let sql = format!(
-        "SELECT {VIEW_COLUMNS} FROM {VIEW_FROM}
+        "SELECT {VIEW_JSON} FROM {VIEW_FROM}
          WHERE c.brand_owner = $1 AND ($2::uuid IS NULL OR c.id < $2)
          ORDER BY c.id DESC LIMIT $3"
     );
-    let mut items: Vec<ComplaintView> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+    let rows: Vec<(SqlJson<ComplaintView>,)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(me.id.0)
         .bind(cursor)
         .bind(limit + 1)
         .fetch_all(&state.pool)
         .await?;
+    let mut items: Vec<ComplaintView> = rows.into_iter().map(|(SqlJson(c),)| c).collect();
     let next_cursor = crate::extract::next_cursor(&mut items, limit, |c| c.complaint_id);
-    Ok(Json(Page { items, next_cursor }))
+    Ok(Json(ComplaintPage { items, next_cursor }))
 }
 
 /// `GET /v1/complaints/{complaint_id}`: one of the caller's own complaints
 /// (another owner's is answered 404, as an unknown one).
+#[utoipa::path(get, path = "/v1/complaints/{complaint_id}",
+    params(("complaint_id" = Uuid, Path, description = "The complaint.")),
+    responses(
+        (status = 200, description = "The complaint with its status and outcome.", body = ComplaintView),
+        (status = 404, description = "`not_found`: no such complaint of the caller's", body = Problem, content_type = "application/problem+json"),
+))]
 pub async fn one(
     State(state): State<AppState>,
     BrandOwner(me): BrandOwner,
     Path(id): Path<String>,
 ) -> ApiResult<Json<ComplaintView>> {
     let id: Uuid = parse_id(&id, "complaint")?;
-    let sql =
-        format!("SELECT {VIEW_COLUMNS} FROM {VIEW_FROM} WHERE c.id = $1 AND c.brand_owner = $2");
-    let view: Option<ComplaintView> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+    let sql = format!("SELECT {VIEW_JSON} FROM {VIEW_FROM} WHERE c.id = $1 AND c.brand_owner = $2");
+    let view: Option<(SqlJson<ComplaintView>,)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(id)
         .bind(me.id.0)
         .fetch_optional(&state.pool)
         .await?;
-    view.map(Json)
+    view.map(|(SqlJson(v),)| Json(v))
         .ok_or_else(|| ApiError::not_found("complaint"))
 }

@@ -457,4 +457,27 @@ mod tests {
         let codes = &doc["components"]["schemas"]["Problem"]["properties"]["code"]["enum"];
         assert_eq!(codes.as_array().unwrap().len(), crate::error::CODES.len());
     }
+
+    #[test]
+    fn no_two_handlers_name_different_schemas_alike() {
+        // The document keeps one schema per name: a second type of the same
+        // name would silently replace the first in every operation using it.
+        let mut seen: std::collections::HashMap<String, (&str, Value)> = Default::default();
+        for spec in ROUTES {
+            let Some(doc) = spec.doc else { continue };
+            for (name, schema) in doc().schemas {
+                let schema = serde_json::to_value(schema).unwrap();
+                match seen.get(&name) {
+                    Some((first, had)) => assert!(
+                        *had == schema,
+                        "{name}: {first} and {} use different schemas of that name",
+                        spec.operation
+                    ),
+                    None => {
+                        seen.insert(name, (spec.operation, schema));
+                    }
+                }
+            }
+        }
+    }
 }

@@ -9,7 +9,7 @@
 
 use crate::audit;
 use crate::auth::caller::Staff;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, Problem};
 use crate::extract::ApiJson;
 use crate::state::AppState;
 use axum::Json;
@@ -22,10 +22,11 @@ use spotcheck_platform::enforcement::{CaseSource, NewCase, open_case};
 use spotcheck_platform::reliability::{Learning, score_outcome};
 use spotcheck_shared::complaint::check_id;
 use spotcheck_shared::enforcement::{check_evidence_urls, check_text};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 /// What the purchased goods proved to be.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PurchaseResult {
     /// Genuine goods.
@@ -44,16 +45,26 @@ impl PurchaseResult {
 }
 
 /// `POST /v1/staff/test-purchases` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewPurchase {
+    /// The listing bought (1 to 128 characters, not a gold task's listing).
+    #[schema(min_length = 1, max_length = 128)]
     listing_id: String,
+    /// When it was bought (not in the future).
     purchased_at: DateTime<Utc>,
+    /// Who bought it, up to 200 characters.
+    #[schema(min_length = 1, max_length = 200)]
     vendor: String,
+    /// What the goods proved to be.
     result: PurchaseResult,
+    /// Notes, up to 8,000 characters; a counterfeit's case carries them.
     #[serde(default)]
+    #[schema(max_length = 8000)]
     notes: Option<String>,
+    /// Links to the evidence: up to 20 http(s) links.
     #[serde(default)]
+    #[schema(max_items = 20)]
     evidence_urls: Vec<String>,
 }
 
@@ -72,8 +83,9 @@ fn check(body: &NewPurchase, now: DateTime<Utc>) -> ApiResult<()> {
 }
 
 /// Answer of a recorded purchase.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Recorded {
+    /// The purchase's id.
     test_purchase_id: Uuid,
     /// The case a counterfeit result opened.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -85,6 +97,11 @@ pub struct Recorded {
 /// `POST /v1/staff/test-purchases`: `201 {test_purchase_id, case_id?}`.
 /// Audited: one `test_purchase.record` row, naming the case a counterfeit
 /// opens (opened by the staff member who records it).
+#[utoipa::path(post, path = "/v1/staff/test-purchases", request_body = NewPurchase, responses(
+    (status = 201, description = "Recorded; a counterfeit opened a case.", body = Recorded),
+    (status = 404, description = "`not_found`: no such listing (or a gold task's)", body = Problem, content_type = "application/problem+json"),
+    (status = 422, description = "`validation_failed`, `invalid_body`", body = Problem, content_type = "application/problem+json"),
+))]
 pub async fn record(
     State(state): State<AppState>,
     Staff(me): Staff,
