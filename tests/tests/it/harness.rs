@@ -16,6 +16,9 @@ const ADMIN_DB: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 /// The password of every user the harness creates.
 pub const PASSWORD: &str = "correct-horse-battery";
 
+/// The key worker-api pseudonymises exported volunteer ids under in tests.
+pub const PSEUDONYM_KEY: &str = "spotcheck-test-pseudonym-key-of-32-bytes";
+
 fn service_url(var: &str, default: &str) -> String {
     std::env::var(var).unwrap_or_else(|_| default.to_owned())
 }
@@ -157,6 +160,8 @@ impl TestEnv {
         config.services.env = "production".into();
         config.jwt_key_file = Some(self.key_file.as_ref().to_path_buf());
         config.gold.key = self.gold_key();
+        // As in production, exports pseudonymise volunteer ids under a configured key.
+        config.services.pseudonym_key = PSEUDONYM_KEY.into();
         // Functional tests claim, poll and sign in far faster than people do;
         // the rate-limit tests (ratelimit.rs) set the limits they check.
         config.limits = unthrottled();

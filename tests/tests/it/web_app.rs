@@ -702,3 +702,40 @@ async fn staff_reinstate_a_stopped_volunteer_and_create_suspend_reinstate_and_li
     .expect("the seller link");
     assert_eq!(linked, 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn swagger_ui_at_docs_renders_every_operation_of_the_document_under_its_security_policy() {
+    let env = TestEnv::start().await;
+    let doc: Value = env
+        .http
+        .get(env.url("/openapi.json"))
+        .send()
+        .await
+        .expect("the document")
+        .json()
+        .await
+        .expect("the document is JSON");
+    let operations: usize = doc["paths"]
+        .as_object()
+        .expect("paths")
+        .values()
+        .map(|item| item.as_object().map_or(0, |ops| ops.len()))
+        .sum();
+    let report = browse("docs.mjs", &[&env.api]).await;
+    // The script fails on any operation missing from the page, on a page error
+    // and on a CSP report in the console; here its counts are checked too.
+    assert_eq!(report["operations"], operations);
+    assert_eq!(report["shown"], operations, "{report}");
+    assert!(
+        report["title"]
+            .as_str()
+            .is_some_and(|t| t.contains("Spotcheck worker API")),
+        "{report}"
+    );
+    assert_eq!(
+        report["expanded"]["path"], "/v1/staff/escalations/{id}",
+        "{report}"
+    );
+    let responses = report["expanded"]["responses"].as_array().expect("codes");
+    assert!(responses.contains(&json!("200")) && responses.contains(&json!("404")));
+}
