@@ -1,12 +1,13 @@
 //! The API against its own OpenAPI document, from outside: the served
 //! `/openapi.json` passes `openapi-spec-validator`; schemathesis fuzzes a real
-//! stack from it signed in as a volunteer, a staff member and an admin, and
+//! stack from it signed in as a volunteer, a staff member, an admin, a seller
+//! (with a case against it) and a brand owner (with a complaint), and
 //! every answer must conform (no 5xx, documented status, content type and
 //! schema); and a client generated from it by openapi-python-client signs
 //! in, claims and votes. The tools come from the venv of `SPOTCHECK_PYTHON`
 //! (scripts/test.sh installs them, pinned); every request goes to loopback.
 
-use crate::harness::{PASSWORD, TestEnv, import_lines};
+use crate::harness::{PASSWORD, TestEnv, import_lines, seed_escalation};
 use reqwest::Method;
 use serde_json::{Value, json};
 use spotcheck_shared::Role;
@@ -121,7 +122,32 @@ async fn fuzz(
     token: &str,
     paths: &str,
 ) {
+    fuzz_with(bin, env, doc, dir, role, token, paths, &[]).await;
+}
+
+/// [`fuzz`] with some parameters fixed (`("path.case_id", id)`), so the
+/// operations reach the records the stack holds for this caller.
+#[allow(clippy::too_many_arguments)]
+async fn fuzz_with(
+    bin: &Path,
+    env: &TestEnv,
+    doc: &Path,
+    dir: &Path,
+    role: &str,
+    token: &str,
+    paths: &str,
+    fixed: &[(&str, String)],
+) {
     let mut command = local(bin.join("schemathesis"));
+    if !fixed.is_empty() {
+        let mut toml = String::from("[parameters]\n");
+        for (name, value) in fixed {
+            toml.push_str(&format!("{name:?} = {value:?}\n"));
+        }
+        let config = dir.join(format!("{role}.toml"));
+        std::fs::write(&config, toml).expect("write the schemathesis configuration");
+        command.arg("--config-file").arg(config);
+    }
     command
         .current_dir(dir)
         .arg("run")
@@ -150,8 +176,73 @@ async fn fuzz(
     );
 }
 
+/// What a seller and a brand owner find on the stack: their tokens, the case
+/// against the seller and the owner's complaint.
+struct Parties {
+    seller: String,
+    case_id: String,
+    owner: String,
+    complaint_id: String,
+}
+
+/// A seller account with a case against it (an escalation of its listing,
+/// confirmed by `staff`) and a brand owner, made by `admin`, linked to the
+/// listing's brand and complaining about it.
+async fn parties(env: &TestEnv, staff: &str, admin: &str) -> Parties {
+    let (listing, seller_id) = ("contract-listing", "contract-seller");
+    let (escalation, _) = seed_escalation(
+        &env.pool,
+        listing,
+        seller_id,
+        "Acme bag",
+        json!([]),
+        &["logo"],
+    )
+    .await;
+    let confirm = json!({"decision": "confirm", "note": "fake logo"});
+    let path = format!("/v1/staff/escalations/{escalation}/decision");
+    let (status, decided) = env
+        .call(Method::POST, &path, Some(staff), Some(confirm))
+        .await;
+    assert_eq!(status, 200, "{decided}");
+    let case_id = decided["case_id"].as_str().expect("a case").to_owned();
+    let accounts = [
+        json!({"username": "contract-sam", "password": PASSWORD, "role": "seller",
+               "seller_id": seller_id}),
+        json!({"username": "contract-bo", "password": PASSWORD, "role": "brand_owner",
+               "brands": ["Acme"]}),
+    ];
+    for account in accounts {
+        let (status, created) = env
+            .call(Method::POST, "/v1/staff/users", Some(admin), Some(account))
+            .await;
+        assert_eq!(status, 201, "{created}");
+    }
+    let owner = env.login("contract-bo").await;
+    let complaint = json!({"brand": "Acme", "listing_id": listing, "reason": "counterfeit",
+                           "description": "the logo is wrong"});
+    let (status, filed) = env
+        .call(
+            Method::POST,
+            "/v1/complaints",
+            Some(&owner),
+            Some(complaint),
+        )
+        .await;
+    assert_eq!(status, 201, "{filed}");
+    Parties {
+        seller: env.login("contract-sam").await,
+        case_id,
+        owner,
+        complaint_id: filed["complaint_id"]
+            .as_str()
+            .expect("a complaint")
+            .to_owned(),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
-async fn the_served_document_is_valid_and_the_running_api_conforms_to_it_for_volunteers_staff_and_admins()
+async fn the_served_document_is_valid_and_the_running_api_conforms_to_it_for_volunteers_staff_admins_sellers_and_brand_owners()
  {
     let Some(bin) = tools(&["openapi-spec-validator", "schemathesis"]) else {
         return;
@@ -185,6 +276,7 @@ async fn the_served_document_is_valid_and_the_running_api_conforms_to_it_for_vol
     assert_eq!(written["default_rate"], read["default_rate"]);
     assert_eq!(written["rules"], read["rules"]);
     let admin = env.user("contract-ada", Role::Admin).await;
+    let parties = parties(&env, &staff, &admin).await;
     // Anonymous routes and the volunteer's own; every staff route; what
     // only an admin may do (create staff and admins) on the user routes.
     let anyone_and_volunteer =
@@ -203,6 +295,31 @@ async fn the_served_document_is_valid_and_the_running_api_conforms_to_it_for_vol
     // a few dozen rows to export, so each fuzzed export stays small).
     fuzz(&bin, &env, &doc, &dir, "staff", &staff, r"^/v1/staff/").await;
     fuzz(&bin, &env, &doc, &dir, "admin", &admin, r"^/v1/staff/users").await;
+    // The seller's and the brand owner's routes, on their own case and complaint.
+    let case = [("path.case_id", parties.case_id)];
+    fuzz_with(
+        &bin,
+        &env,
+        &doc,
+        &dir,
+        "seller",
+        &parties.seller,
+        r"^/v1/seller/",
+        &case,
+    )
+    .await;
+    let complaint = [("path.complaint_id", parties.complaint_id)];
+    fuzz_with(
+        &bin,
+        &env,
+        &doc,
+        &dir,
+        "brand-owner",
+        &parties.owner,
+        r"^/v1/complaints",
+        &complaint,
+    )
+    .await;
     let _ = std::fs::remove_dir_all(&dir);
 }
 
