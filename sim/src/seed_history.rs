@@ -313,7 +313,10 @@ async fn month_of_history(
          SELECT h.id, h.listing_id, 1, l.last_round, 'decided', 3, 3,
                 CASE WHEN l.seller_risk_tier = 'high' THEN 0.5 ELSE 0.05 END,
                 l.category || '/' || l.region || '/' || l.seller_risk_tier,
-                '{\"rule\": null, \"boosts\": []}', h.at, h.at + interval '2 hours', 'review'
+                jsonb_build_object('probability', CASE WHEN l.seller_risk_tier = 'high' THEN 0.5 ELSE 0.05 END,
+                                   'rule_index', NULL, 'base_rate', CASE WHEN l.seller_risk_tier = 'high' THEN 0.5 ELSE 0.05 END,
+                                   'boosts', '{}'::jsonb),
+                h.at, h.at + interval '2 hours', 'review'
          FROM hist_month h JOIN listings l ON l.listing_id = h.listing_id",
     )
     .execute(&mut *tx)

@@ -345,6 +345,8 @@ impl World {
             ("GET", "/metrics") => case(route.into(), None, 404),
             // The web app's files are public: any of them will do.
             ("GET", "/app/{file}") => case("/app/app.js".into(), None, 200),
+            // So are the API reference's.
+            ("GET", "/docs/{file}") => case("/docs/swagger-initializer.js".into(), None, 200),
             // Reads without an object: the admitted caller gets them.
             ("GET", _) if !route.contains('{') => case(route.into(), None, 200),
             _ => panic!("{method} {route} has no case in the authorization matrix: add one"),
