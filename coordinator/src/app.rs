@@ -63,6 +63,7 @@ impl App {
     /// Connects to PostgreSQL (migrating), Redis and RabbitMQ and declares the topology.
     pub async fn build(mut config: Config) -> anyhow::Result<Self> {
         config.prepare()?;
+        config.partition_upkeep()?;
         let pool = connect_and_migrate(&config).await?;
         let redis =
             redis::Client::open(config.services.redis_url.as_str()).context("parsing REDIS_URL")?;
@@ -177,6 +178,13 @@ impl App {
                 )
             });
         }
+
+        let (pool, c) = (self.pool.clone(), cancel.clone());
+        let upkeep = self.config.partition_upkeep()?;
+        loops.spawn(async move {
+            crate::retention::run(pool, upkeep, c).await;
+            ("partition upkeep", Ok(()))
+        });
 
         let (pool, leases, c) = (self.pool.clone(), self.leases.clone(), cancel.clone());
         let interval = Duration::from_millis(self.config.reaper_interval_ms);

@@ -186,6 +186,29 @@ pub struct Config {
     /// Seconds allowed for a graceful shutdown.
     #[arg(long, env = "SPOTCHECK_SHUTDOWN_GRACE_SECS", default_value_t = 20)]
     pub shutdown_grace_secs: u64,
+    /// Pause between partition upkeep runs (create ahead, retention), in seconds.
+    #[arg(
+        long,
+        env = "SPOTCHECK_PARTITION_INTERVAL_SECS",
+        default_value_t = 3_600
+    )]
+    pub partition_interval_secs: u64,
+    /// Months past the current one whose partitions are created ahead of time.
+    #[arg(long, env = "SPOTCHECK_PARTITIONS_AHEAD_MONTHS", default_value_t = 2)]
+    pub partitions_ahead_months: u32,
+    /// Whole months of votes kept before the current one (0 keeps all).
+    #[arg(long, env = "SPOTCHECK_RETAIN_VOTES_MONTHS", default_value_t = 24)]
+    pub retain_votes_months: u32,
+    /// Whole months of decisions kept before the current one (0 keeps all).
+    #[arg(long, env = "SPOTCHECK_RETAIN_DECISIONS_MONTHS", default_value_t = 24)]
+    pub retain_decisions_months: u32,
+    /// Whole months of the audit log kept before the current one (0 keeps all).
+    #[arg(long, env = "SPOTCHECK_RETAIN_AUDIT_MONTHS", default_value_t = 84)]
+    pub retain_audit_months: u32,
+    /// Where partitions past retention are archived (gzipped CSV) before they
+    /// are dropped. Without it nothing is dropped.
+    #[arg(long, env = "SPOTCHECK_ARCHIVE_DIR")]
+    pub archive_dir: Option<std::path::PathBuf>,
     /// Address of the operator endpoints (`/metrics`, `/healthz`, `/readyz`).
     #[arg(long, env = "SPOTCHECK_METRICS_ADDR", default_value = "127.0.0.1:9091")]
     pub metrics_addr: std::net::SocketAddr,
@@ -314,6 +337,37 @@ impl Config {
                 abuse,
                 ..Default::default()
             },
+        })
+    }
+
+    /// How partitions are kept: created ahead, archived and dropped.
+    pub fn partition_upkeep(&self) -> anyhow::Result<crate::retention::Upkeep> {
+        let retention = spotcheck_shared::partitions::Retention {
+            votes_months: self.retain_votes_months,
+            decisions_months: self.retain_decisions_months,
+            audit_months: self.retain_audit_months,
+        };
+        // Recalibration reads its window of votes from the live table: retention
+        // must not take them away first.
+        let window_months = self.recalibrate_days.div_ceil(28);
+        for (name, kept) in [
+            ("SPOTCHECK_RETAIN_VOTES_MONTHS", retention.votes_months),
+            (
+                "SPOTCHECK_RETAIN_DECISIONS_MONTHS",
+                retention.decisions_months,
+            ),
+        ] {
+            anyhow::ensure!(
+                kept == 0 || kept >= window_months,
+                "{name}={kept} keeps less than SPOTCHECK_RECALIBRATE_DAYS={} of votes",
+                self.recalibrate_days
+            );
+        }
+        Ok(crate::retention::Upkeep {
+            every: Duration::from_secs(self.partition_interval_secs.max(1)),
+            ahead: self.partitions_ahead_months,
+            retention,
+            archive_dir: self.archive_dir.clone(),
         })
     }
 

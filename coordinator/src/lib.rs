@@ -19,6 +19,7 @@ pub mod reaper;
 pub mod recalibrate;
 pub mod reconcile;
 pub mod relay;
+pub mod retention;
 pub mod rounds;
 
 pub use app::App;

@@ -10,7 +10,7 @@
 
 use spotcheck_shared::Verdict;
 use spotcheck_shared::abuse::{CollusionParams, collusion_groups};
-use spotcheck_shared::dawid_skene::{DawidSkeneOptions, dawid_skene};
+use spotcheck_shared::dawid_skene::{DawidSkeneOptions, WarmStart, dawid_skene, dawid_skene_warm};
 use spotcheck_shared::reliability::{Confusion, ReliabilityPrior};
 use sqlx::PgPool;
 use std::collections::HashMap;
@@ -33,6 +33,43 @@ pub struct Summary {
     pub agreement: Option<f64>,
     /// New collusion groups flagged.
     pub collusion_groups: u64,
+    /// Whether the EM started from the previous fit's confusions.
+    pub warm_started: bool,
+}
+
+/// The previous fit's confusion of each worker (by dense index), as a warm
+/// start: `None` when no worker of the window has one.
+async fn previous_fit(
+    conn: &mut sqlx::PgConnection,
+    workers: &[Uuid],
+) -> sqlx::Result<Option<WarmStart>> {
+    let rows: Vec<(Uuid, f64, f64)> = sqlx::query_as(
+        "SELECT volunteer_id, (recalibrated->>'genuine_right')::float8,
+                (recalibrated->>'counterfeit_right')::float8
+         FROM volunteer_reliability
+         WHERE volunteer_id = ANY($1) AND recalibrated ? 'genuine_right'
+           AND recalibrated ? 'counterfeit_right'",
+    )
+    .bind(workers)
+    .fetch_all(&mut *conn)
+    .await?;
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    let at: HashMap<Uuid, usize> = workers.iter().enumerate().map(|(i, w)| (*w, i)).collect();
+    let mut confusions = vec![0.0; workers.len() * 4];
+    for (volunteer, genuine_right, counterfeit_right) in rows {
+        // Per true label (genuine, counterfeit), P(observed genuine), P(observed counterfeit).
+        let m = [
+            genuine_right,
+            1.0 - genuine_right,
+            1.0 - counterfeit_right,
+            counterfeit_right,
+        ];
+        let i = at[&volunteer];
+        confusions[i * 4..i * 4 + 4].copy_from_slice(&m);
+    }
+    Ok(Some(WarmStart { confusions }))
 }
 
 /// Gives each distinct key a dense index.
@@ -54,6 +91,24 @@ type KnownRow = (Uuid, String, bool, i64);
 /// Runs one recalibration over the last `days` days of votes; `None` when
 /// another replica holds the lock.
 pub async fn recalibrate(pool: &PgPool, days: u32) -> anyhow::Result<Option<Summary>> {
+    recalibrate_from(pool, days, Start::Warm).await
+}
+
+/// Where the EM starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// From the previous fit's confusions, where there is one (the periodic job).
+    Warm,
+    /// From the majority vote, as if there had been no previous fit.
+    Cold,
+}
+
+/// [`recalibrate`] with the EM started as `start` says.
+pub async fn recalibrate_from(
+    pool: &PgPool,
+    days: u32,
+    start: Start,
+) -> anyhow::Result<Option<Summary>> {
     let started = Instant::now();
     let mut tx = pool.begin().await?;
     let locked: bool =
@@ -106,7 +161,15 @@ pub async fn recalibrate(pool: &PgPool, days: u32) -> anyhow::Result<Option<Summ
     if triples.is_empty() {
         return Ok(Some(summary));
     }
-    let fit = dawid_skene(&triples, 2, &DawidSkeneOptions::default())?;
+    let warm = match start {
+        Start::Warm => previous_fit(&mut tx, &workers.1).await?,
+        Start::Cold => None,
+    };
+    summary.warm_started = warm.is_some();
+    let fit = match &warm {
+        Some(warm) => dawid_skene_warm(&triples, 2, &DawidSkeneOptions::default(), warm)?,
+        None => dawid_skene(&triples, 2, &DawidSkeneOptions::default())?,
+    };
     summary.iterations = fit.iterations;
     // Agreement of the EM labels with the decisions taken.
     let decided: HashMap<u32, bool> = votes
@@ -142,29 +205,15 @@ pub async fn recalibrate(pool: &PgPool, days: u32) -> anyhow::Result<Option<Summ
         .execute(&mut *tx)
         .await?;
     // Known truths applied so far: gold answers, staff outcomes and test purchases, all time.
-    let known: Vec<KnownRow> = sqlx::query_as(
-        "SELECT v.volunteer_id, v.verdict, truth, count(*)
-         FROM votes v
-         JOIN LATERAL (
-             SELECT g.answer = 'counterfeit' AS truth FROM gold_answers g
-             WHERE g.task_id = v.task_id AND v.accounted_at IS NOT NULL
+    // Those of the votes retention dropped were rolled up before the drop.
+    let known: Vec<KnownRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT volunteer_id, verdict, truth, sum(n)::bigint FROM (
+             SELECT volunteer_id, verdict, truth, count(*) AS n FROM ({}) live GROUP BY 1, 2, 3
              UNION ALL
-             SELECT e.status = 'confirmed' FROM escalations e
-             WHERE e.task_id = v.task_id AND e.status IN ('confirmed', 'dismissed')
-               AND v.scored_at IS NOT NULL
-             UNION ALL
-             -- where no staff outcome settled the task, the test purchase of
-             -- the listing that scored the vote (recorded in the transaction
-             -- that set scored_at: the latest recorded by then)
-             (SELECT p.result = 'counterfeit' FROM tasks t
-                  JOIN test_purchases p ON p.listing_id = t.listing_id
-              WHERE t.id = v.task_id AND p.created_at <= v.scored_at
-                AND NOT EXISTS (SELECT 1 FROM escalations e WHERE e.task_id = v.task_id
-                                AND e.status IN ('confirmed', 'dismissed'))
-              ORDER BY p.created_at DESC, p.id DESC LIMIT 1)
-         ) k ON true
+             SELECT volunteer_id, verdict, truth, n FROM known_truth_rollups) k
          GROUP BY 1, 2, 3",
-    )
+        spotcheck_platform::partitions::known_truths_sql("votes")
+    )))
     .fetch_all(&mut *tx)
     .await?;
     let prior = ReliabilityPrior::default();

@@ -132,6 +132,141 @@ pub async fn over_collected(pool: &PgPool) -> sqlx::Result<i64> {
     Ok(total)
 }
 
+/// Counts that grow with the history, kept in `running_counts` as a total up to
+/// a mark: each is the rows of one table stamped in a column, with a filter.
+const RUNNING_COUNTS: [(&str, &str, &str); 6] = [
+    ("listings", "listings", "first_seen_at"),
+    (
+        "review_tasks",
+        "tasks WHERE kind = 'review' AND",
+        "created_at",
+    ),
+    ("votes", "votes", "created_at"),
+    (
+        "decisions_genuine",
+        "decisions WHERE outcome = 'genuine' AND",
+        "decided_at",
+    ),
+    (
+        "decisions_counterfeit",
+        "decisions WHERE outcome = 'counterfeit' AND",
+        "decided_at",
+    ),
+    (
+        "decisions_uncertain",
+        "decisions WHERE outcome = 'uncertain' AND",
+        "decided_at",
+    ),
+];
+
+/// How far behind the clock the running counts' mark stays: rows are stamped
+/// when their statement starts and commit a moment later, so the newest ones
+/// are counted live until they are surely visible.
+pub const RUNNING_COUNT_SLACK_SECS: f64 = 30.0;
+
+/// `FROM ... WHERE` of one running count, before its time condition.
+fn count_from(source: &str) -> String {
+    if source.ends_with(" AND") {
+        source.to_owned()
+    } else {
+        format!("{source} WHERE")
+    }
+}
+
+/// Moves every running count's mark up to the slack behind now, adding the
+/// rows stamped in between. Replicas take turns on the rows' locks, so each row
+/// is added once; the first run after the migration counts everything.
+pub async fn advance_running_counts(pool: &PgPool) -> sqlx::Result<()> {
+    let mut tx = pool.begin().await?;
+    let until: DateTime<Utc> = sqlx::query_scalar(
+        "SELECT clock_timestamp() - make_interval(secs => $1)
+         FROM (SELECT name FROM running_counts ORDER BY name FOR UPDATE) locked LIMIT 1",
+    )
+    .bind(RUNNING_COUNT_SLACK_SECS)
+    .fetch_one(&mut *tx)
+    .await?;
+    for (name, source, column) in RUNNING_COUNTS {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE running_counts r SET counted_to = greatest(r.counted_to, $2),
+                 total = r.total + (SELECT count(*) FROM {from} {column} > r.counted_to
+                                    AND {column} <= $2)
+             WHERE name = $1",
+            from = count_from(source)
+        )))
+        .bind(name)
+        .bind(until)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await
+}
+
+/// Every running count now: its total plus the rows stamped since its mark.
+pub async fn running_counts(pool: &PgPool) -> sqlx::Result<std::collections::HashMap<String, i64>> {
+    let parts: Vec<String> = RUNNING_COUNTS
+        .iter()
+        .map(|(name, source, column)| {
+            format!(
+                "SELECT name, total + (SELECT count(*) FROM {from} {column} > r.counted_to)
+                 FROM running_counts r WHERE name = '{name}'",
+                from = count_from(source)
+            )
+        })
+        .collect();
+    let rows: Vec<(String, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(parts.join(" UNION ALL ")))
+        .fetch_all(pool)
+        .await?;
+    Ok(rows.into_iter().collect())
+}
+
+/// Tasks by state, from the running counts and the partial indexes of the
+/// states that stay small.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TaskFigures {
+    /// Review tasks ever created.
+    pub review: i64,
+    /// Review tasks still open.
+    pub review_open: i64,
+    /// Review tasks handed to staff.
+    pub escalated: i64,
+    /// Votes the open review tasks still need.
+    pub votes_still_needed: i64,
+    /// Gold tasks.
+    pub gold: i64,
+    /// Gold tasks still open.
+    pub gold_open: i64,
+}
+
+impl TaskFigures {
+    /// Review tasks decided by their votes.
+    pub fn review_decided(&self) -> i64 {
+        (self.review - self.review_open - self.escalated).max(0)
+    }
+}
+
+/// Reads [`TaskFigures`] (`review` from the running counts).
+pub async fn task_figures(pool: &PgPool, review: i64) -> sqlx::Result<TaskFigures> {
+    let (review_open, votes_still_needed, escalated, gold, gold_open): (i64, i64, i64, i64, i64) =
+        sqlx::query_as(
+            "SELECT count(*) FILTER (WHERE kind = 'review'),
+                    coalesce(sum(votes_required - votes_counted) FILTER (WHERE kind = 'review'), 0)::bigint,
+                    (SELECT count(*) FROM tasks WHERE state = 'escalated' AND kind = 'review'),
+                    (SELECT count(*) FROM tasks WHERE kind = 'gold'),
+                    count(*) FILTER (WHERE kind = 'gold')
+             FROM tasks WHERE state = 'open'",
+        )
+        .fetch_one(pool)
+        .await?;
+    Ok(TaskFigures {
+        review,
+        review_open,
+        escalated,
+        votes_still_needed,
+        gold,
+        gold_open,
+    })
+}
+
 /// Outbox rows not yet published, and the age in seconds of the oldest.
 pub async fn outbox_backlog(pool: &PgPool) -> sqlx::Result<(i64, f64)> {
     sqlx::query_as(

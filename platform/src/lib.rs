@@ -13,6 +13,7 @@ pub mod figures;
 pub mod lease;
 pub mod ops;
 pub mod outbox;
+pub mod partitions;
 pub mod reliability;
 pub mod secrets;
 pub mod shutdown;

@@ -169,6 +169,10 @@ pub async fn account_votes(
             r.stats.record_vote(verdict);
         }
     }
+    let mut accounted: std::collections::HashMap<Uuid, i64> = std::collections::HashMap::new();
+    for row in &rows {
+        *accounted.entry(row.1).or_default() += 1;
+    }
     let mut stopped = Vec::new();
     let mut updates = Vec::with_capacity(volunteers.len());
     for id in &volunteers {
@@ -188,7 +192,7 @@ pub async fn account_votes(
             tracing::warn!(volunteer.id = %id, reason = reason.as_str(), "volunteer stopped counting");
             stopped.push((*id, reason));
         }
-        updates.push((*id, r, stop));
+        updates.push((*id, r, stop, accounted[id]));
     }
     store_many(conn, &updates).await?;
     audit_stops(conn, &stopped).await?;
@@ -219,9 +223,9 @@ pub async fn apply_agreement(
             added += update.apply(&mut r.confusion, params);
         }
     }
-    let rows: Vec<(Uuid, &Reliability, Option<AbuseReason>)> = volunteers
+    let rows: Vec<Update<'_>> = volunteers
         .iter()
-        .filter_map(|id| locked.get(id).map(|r| (*id, r, None)))
+        .filter_map(|id| locked.get(id).map(|r| (*id, r, None, 0)))
         .collect();
     store_many(conn, &rows).await?;
     Ok(added)
@@ -266,11 +270,13 @@ async fn lock_many(
 
 /// Writes rows back in one statement; a `Some` stop stops that volunteer and
 /// flags them to staff with the reason.
-async fn store_many(
-    conn: &mut PgConnection,
-    updates: &[(Uuid, &Reliability, Option<AbuseReason>)],
-) -> sqlx::Result<()> {
+/// One volunteer's row to write back: id, reliability, a stop, and votes to add
+/// to `votes_total`.
+type Update<'a> = (Uuid, &'a Reliability, Option<AbuseReason>, i64);
+
+async fn store_many(conn: &mut PgConnection, updates: &[Update<'_>]) -> sqlx::Result<()> {
     let ids: Vec<Uuid> = updates.iter().map(|u| u.0).collect();
+    let added: Vec<i64> = updates.iter().map(|u| u.3).collect();
     let confusions: Vec<serde_json::Value> = updates
         .iter()
         .map(|u| serde_json::to_value(u.1.confusion).expect("serializable"))
@@ -288,9 +294,10 @@ async fn store_many(
         "UPDATE volunteer_reliability r SET confusion = c.confusion, stats = c.stats,
              updated_at = now(), counting = r.counting AND NOT c.stop,
              flag = CASE WHEN c.stop THEN c.flag ELSE r.flag END,
-             flagged_at = CASE WHEN c.stop THEN now() ELSE r.flagged_at END
-         FROM unnest($1::uuid[], $2::jsonb[], $3::jsonb[], $4::bool[], $5::text[])
-              AS c(id, confusion, stats, stop, flag)
+             flagged_at = CASE WHEN c.stop THEN now() ELSE r.flagged_at END,
+             votes_total = r.votes_total + c.added
+         FROM unnest($1::uuid[], $2::jsonb[], $3::jsonb[], $4::bool[], $5::text[], $6::bigint[])
+              AS c(id, confusion, stats, stop, flag, added)
          WHERE r.volunteer_id = c.id",
     )
     .bind(&ids)
@@ -298,6 +305,7 @@ async fn store_many(
     .bind(&stats)
     .bind(&stops)
     .bind(&flags)
+    .bind(&added)
     .execute(&mut *conn)
     .await?;
     Ok(())

@@ -110,6 +110,37 @@ pub fn dawid_skene(
     n_labels: usize,
     options: &DawidSkeneOptions,
 ) -> Result<DawidSkeneFit, DawidSkeneError> {
+    fit(votes, n_labels, options, None)
+}
+
+/// Confusion matrices to start the EM from instead of the majority vote: a
+/// previous fit's, so a fit over a window that moved a little converges in a
+/// few iterations.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WarmStart {
+    /// Per worker id of the new votes, a K x K matrix laid out as
+    /// [`DawidSkeneFit::confusions`]; a worker whose matrix is all zeros (or
+    /// not finite) starts from the majority vote.
+    pub confusions: Vec<f64>,
+}
+
+/// [`dawid_skene`] started from `warm`'s confusions. Only when every label is
+/// in use (otherwise it starts as a cold fit does).
+pub fn dawid_skene_warm(
+    votes: &[(u32, u32, u8)],
+    n_labels: usize,
+    options: &DawidSkeneOptions,
+    warm: &WarmStart,
+) -> Result<DawidSkeneFit, DawidSkeneError> {
+    fit(votes, n_labels, options, Some(warm))
+}
+
+fn fit(
+    votes: &[(u32, u32, u8)],
+    n_labels: usize,
+    options: &DawidSkeneOptions,
+    warm: Option<&WarmStart>,
+) -> Result<DawidSkeneFit, DawidSkeneError> {
     if !(2..=256).contains(&n_labels) {
         return Err(DawidSkeneError::LabelCount(n_labels));
     }
@@ -167,6 +198,20 @@ pub fn dawid_skene(
     let mut priors = mean_posterior(&probas, &active, k);
     let mut errors = vec![0.0; n_workers * k * k];
     accumulate(&by_task, &active, &probas, k, &mut errors);
+    if let Some(warm) = warm.filter(|_| k == n_labels) {
+        for w in 0..n_workers {
+            let Some(m) = warm.confusions.get(w * k * k..(w + 1) * k * k) else {
+                break;
+            };
+            if m.iter().all(|x| x.is_finite()) && m.iter().any(|x| *x > 0.0) {
+                for observed in 0..k {
+                    for truth in 0..k {
+                        errors[(w * k + observed) * k + truth] = m[truth * k + observed];
+                    }
+                }
+            }
+        }
+    }
     normalise_errors(&mut errors, &used, k);
 
     let mut iterations = 0;
@@ -457,6 +502,71 @@ mod tests {
         assert_eq!(f.priors[1], 0.0);
         assert_eq!(f.posterior(0)[1], 0.0);
         assert_eq!(f.confusion(0, 1, 0), 0.0);
+    }
+
+    #[test]
+    fn a_warm_start_from_the_last_fit_agrees_with_a_cold_fit_in_fewer_iterations() {
+        // Noisy workers of known accuracy over 400 tasks: a deterministic
+        // pseudo-random stream, so the test is the same every run.
+        let mut seed = 7u64;
+        let mut next = move || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) as f64 / (1u64 << 31) as f64
+        };
+        let accuracy = [0.95, 0.9, 0.85, 0.8, 0.7, 0.65];
+        let mut votes = Vec::new();
+        for t in 0..400u32 {
+            let truth = u8::from(next() < 0.3);
+            for (w, a) in accuracy.iter().enumerate() {
+                if next() < 0.6 {
+                    let right = next() < *a;
+                    votes.push((t, w as u32, if right { truth } else { 1 - truth }));
+                }
+            }
+        }
+        let previous = fit(&votes[..votes.len() * 9 / 10], 2);
+        let cold = fit(&votes, 2);
+        let warm = dawid_skene_warm(
+            &votes,
+            2,
+            &DawidSkeneOptions::default(),
+            &WarmStart {
+                confusions: previous.confusions.clone(),
+            },
+        )
+        .unwrap();
+        assert!(
+            warm.iterations <= cold.iterations,
+            "{} > {}",
+            warm.iterations,
+            cold.iterations
+        );
+        let same = (0..400)
+            .filter(|t| warm.labels[*t] == cold.labels[*t])
+            .count();
+        assert!(same >= 398, "{same} of 400 labels agree");
+        for w in 0..accuracy.len() as u32 {
+            assert!((warm.confusion(w, 0, 0) - cold.confusion(w, 0, 0)).abs() < 0.02);
+        }
+    }
+
+    #[test]
+    fn a_warm_start_with_unknown_workers_starts_them_from_the_majority() {
+        let votes = [
+            (0, 0, 1),
+            (0, 1, 1),
+            (0, 2, 1),
+            (1, 0, 0),
+            (1, 1, 0),
+            (1, 2, 0),
+        ];
+        let warm = WarmStart {
+            confusions: vec![0.0; 3 * 4],
+        };
+        let f = dawid_skene_warm(&votes, 2, &DawidSkeneOptions::default(), &warm).unwrap();
+        assert_eq!(f, fit(&votes, 2));
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub mod ids;
 pub mod lease_token;
 pub mod listing;
 pub mod messages;
+pub mod partitions;
 pub mod posterior;
 pub mod prevalence;
 pub mod reliability;

@@ -12,6 +12,8 @@
 
 use anyhow::Context;
 use clap::Args;
+use spotcheck_shared::partitions::{Month as CalendarMonth, Table};
+use spotcheck_shared::reliability::{Confusion, ReliabilityPrior};
 use sqlx::{Connection, PgConnection};
 use std::time::Instant;
 
@@ -102,6 +104,17 @@ pub async fn seed(args: &SeedHistoryArgs) -> anyhow::Result<SeedReport> {
     anyhow::ensure!(volunteers >= 10, "--volunteers must be at least 10");
     let pool = spotcheck_platform::db::connect(&args.database_url, 2).await?;
     spotcheck_platform::db::migrate(&pool).await?;
+    // Every month the history writes gets its partitions first (the gold tasks
+    // are the oldest, 400 days back), as the coordinator would have made them.
+    let now = chrono::Utc::now();
+    let days = (30 * args.months + 2).max(400);
+    let mut month = CalendarMonth::of(now - chrono::Duration::days(days));
+    while month <= CalendarMonth::of(now).plus(2) {
+        for table in Table::ALL {
+            spotcheck_platform::partitions::ensure_month(&pool, table, month).await?;
+        }
+        month = month.plus(1);
+    }
     pool.close().await;
     let mut db = PgConnection::connect(&args.database_url)
         .await
@@ -152,6 +165,20 @@ pub async fn seed(args: &SeedHistoryArgs) -> anyhow::Result<SeedReport> {
             started.elapsed().as_secs_f64()
         );
     }
+    // What the aggregator keeps per volunteer as it accounts their votes.
+    sqlx::query(
+        "INSERT INTO volunteer_reliability (volunteer_id, confusion, stats, votes_total)
+         SELECT h.id, $1, '{}', coalesce(c.n, 0)
+         FROM hist_volunteers h
+         LEFT JOIN (SELECT volunteer_id, count(*) AS n FROM votes GROUP BY volunteer_id) c
+                ON c.volunteer_id = h.id
+         ON CONFLICT (volunteer_id) DO UPDATE SET votes_total = EXCLUDED.votes_total",
+    )
+    .bind(serde_json::to_value(Confusion::prior(
+        &ReliabilityPrior::default(),
+    ))?)
+    .execute(&mut db)
+    .await?;
     sqlx::query("ANALYZE").execute(&mut db).await?;
     report.secs = started.elapsed().as_secs_f64();
     report.bytes = database_size(&mut db).await? - size_before;

@@ -25,6 +25,7 @@ mod key_rotation;
 mod leases;
 mod login_protection;
 mod manifests;
+mod partitions;
 mod production_config;
 mod ratelimit;
 mod runtime_layout;

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use utoipa::ToSchema;
 
 /// Review tasks by state.
-#[derive(Debug, Serialize, sqlx::FromRow, ToSchema)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct TaskCounts {
     /// Every review task.
     total: i64,
@@ -28,7 +28,7 @@ pub struct TaskCounts {
 }
 
 /// Decisions by outcome.
-#[derive(Debug, Serialize, sqlx::FromRow, ToSchema)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct DecisionCounts {
     /// Found genuine.
     genuine: i64,
@@ -50,18 +50,11 @@ pub struct EscalationCounts {
     dismissed: i64,
 }
 
-/// The counts read from the database in one statement.
+/// Counts that stay small, read in one statement.
 #[derive(Debug, sqlx::FromRow)]
-struct Counts {
-    listings: i64,
-    #[sqlx(flatten)]
-    tasks: TaskCounts,
-    gold_tasks: i64,
+struct SmallCounts {
     volunteers_not_counting: i64,
     collusion_flags_open: i64,
-    votes: i64,
-    #[sqlx(flatten)]
-    decisions: DecisionCounts,
     #[sqlx(flatten)]
     escalations: EscalationCounts,
 }
@@ -125,7 +118,7 @@ pub struct Stats {
     volunteers_not_counting: i64,
     /// Collusion flags not yet looked into.
     collusion_flags_open: i64,
-    /// Votes ever cast.
+    /// Votes ever cast (retention does not lower it).
     votes: i64,
     /// Decisions by outcome.
     decisions: DecisionCounts,
@@ -158,31 +151,20 @@ pub struct Stats {
     (status = 200, description = "The operating figures of the moment.", body = Stats),
 ))]
 pub async fn stats(State(state): State<AppState>, Staff(_): Staff) -> ApiResult<Json<Stats>> {
-    let counts: Counts = sqlx::query_as(
-        "SELECT (SELECT count(*) FROM listings) AS listings,
-                t.total, t.open, t.decided, t.escalated, t.votes_still_needed,
-                (SELECT count(*) FROM tasks WHERE kind = 'gold') AS gold_tasks,
-                (SELECT count(*) FROM volunteer_reliability WHERE NOT counting)
+    // What grows with the history comes from the running counts the
+    // coordinators keep (a total up to a mark, plus the rows since it).
+    let running = spotcheck_platform::figures::running_counts(&state.pool).await?;
+    let count = |name: &str| running.get(name).copied().unwrap_or(0);
+    let tasks =
+        spotcheck_platform::figures::task_figures(&state.pool, count("review_tasks")).await?;
+    let small: SmallCounts = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM volunteer_reliability WHERE NOT counting)
                     AS volunteers_not_counting,
                 (SELECT count(*) FROM collusion_flags WHERE status = 'open') AS collusion_flags_open,
-                (SELECT count(*) FROM votes) AS votes,
-                d.genuine, d.counterfeit, d.uncertain,
-                e.open AS escalations_open, e.confirmed, e.dismissed
-         FROM (SELECT count(*) AS total,
-                      count(*) FILTER (WHERE state = 'open') AS open,
-                      count(*) FILTER (WHERE state = 'decided') AS decided,
-                      count(*) FILTER (WHERE state = 'escalated') AS escalated,
-                      coalesce(sum(votes_required - votes_counted) FILTER (WHERE state = 'open'), 0)
-                          AS votes_still_needed
-               FROM tasks WHERE kind = 'review') t,
-              (SELECT count(*) FILTER (WHERE outcome = 'genuine') AS genuine,
-                      count(*) FILTER (WHERE outcome = 'counterfeit') AS counterfeit,
-                      count(*) FILTER (WHERE outcome = 'uncertain') AS uncertain
-               FROM decisions) d,
-              (SELECT count(*) FILTER (WHERE status = 'open') AS open,
-                      count(*) FILTER (WHERE status = 'confirmed') AS confirmed,
-                      count(*) FILTER (WHERE status = 'dismissed') AS dismissed
-               FROM escalations) e",
+                count(*) FILTER (WHERE status = 'open') AS escalations_open,
+                count(*) FILTER (WHERE status = 'confirmed') AS confirmed,
+                count(*) FILTER (WHERE status = 'dismissed') AS dismissed
+         FROM escalations",
     )
     .fetch_one(&state.pool)
     .await?;
@@ -222,14 +204,24 @@ pub async fn stats(State(state): State<AppState>, Staff(_): Staff) -> ApiResult<
     });
     let enforcement = spotcheck_platform::enforcement::figures(&state.pool).await?;
     Ok(Json(Stats {
-        listings: counts.listings,
-        tasks: counts.tasks,
-        gold_tasks: counts.gold_tasks,
-        volunteers_not_counting: counts.volunteers_not_counting,
-        collusion_flags_open: counts.collusion_flags_open,
-        votes: counts.votes,
-        decisions: counts.decisions,
-        escalations: counts.escalations,
+        listings: count("listings"),
+        tasks: TaskCounts {
+            total: tasks.review,
+            open: tasks.review_open,
+            decided: tasks.review_decided(),
+            escalated: tasks.escalated,
+            votes_still_needed: tasks.votes_still_needed,
+        },
+        gold_tasks: tasks.gold,
+        volunteers_not_counting: small.volunteers_not_counting,
+        collusion_flags_open: small.collusion_flags_open,
+        votes: count("votes"),
+        decisions: DecisionCounts {
+            genuine: count("decisions_genuine"),
+            counterfeit: count("decisions_counterfeit"),
+            uncertain: count("decisions_uncertain"),
+        },
+        escalations: small.escalations,
         leases_tracked: tracked,
         leases: Leases {
             live: tracked.zip(expired).map(|(t, e)| t.saturating_sub(e)),

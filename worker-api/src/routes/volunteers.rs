@@ -159,7 +159,7 @@ struct VolunteerRow {
 
 const VOLUNTEER_SELECT: &str = "SELECT u.id, u.username, u.status, r.confusion, r.stats,
         r.counting, r.flag, r.flagged_at, r.recalibrated,
-        (SELECT count(*) FROM votes v WHERE v.volunteer_id = u.id) AS votes
+        coalesce(r.votes_total, 0) AS votes
      FROM users u LEFT JOIN volunteer_reliability r ON r.volunteer_id = u.id";
 
 /// The estimated chance of each answer, for listings of one true class.
@@ -206,7 +206,8 @@ pub struct VolunteerView {
     flag: Option<AbuseReason>,
     /// When they did.
     flagged_at: Option<DateTime<Utc>>,
-    /// Votes ever cast.
+    /// Votes ever cast, counted as the aggregator accounts them (a moment
+    /// after each vote); retention does not lower it.
     votes: i64,
     /// Estimated accuracy.
     accuracy: f64,

@@ -1,0 +1,160 @@
+-- A year of history without slowing down: votes, decisions and the audit log
+-- become month-partitioned (PostgreSQL native partitioning), retention exports
+-- then drops old months, and the figures that must survive retention are rolled
+-- up first.
+--
+-- Votes and decisions are partitioned by range of task_id: task ids are UUIDv7,
+-- so a month of tasks is one uuid range, a task's votes and decision share a
+-- partition, and the unique key (task_id, volunteer_id) guarding I2 and I3 still
+-- covers the whole table (a partitioned table's unique keys must hold the
+-- partition key). The audit log is partitioned by its `at`. The coordinator
+-- creates month partitions ahead of time (`spotcheck_shared::partitions`). The
+-- existing rows become each table's DEFAULT partition, which also takes any row
+-- whose month has no partition yet; the coordinator moves such rows out when it
+-- creates their month.
+
+-- Votes.
+ALTER TABLE votes RENAME TO votes_default;
+ALTER TABLE votes_default DROP CONSTRAINT votes_pkey;
+ALTER INDEX votes_task_volunteer_key RENAME TO votes_default_task_volunteer_key;
+ALTER INDEX votes_volunteer_idx RENAME TO votes_default_volunteer_idx;
+ALTER INDEX votes_created_idx RENAME TO votes_default_created_idx;
+CREATE TABLE votes (
+    id            uuid NOT NULL,
+    task_id       uuid NOT NULL,
+    volunteer_id  uuid NOT NULL,
+    verdict       text NOT NULL,
+    reasons       jsonb NOT NULL,
+    note          text,
+    lease_fence   bigint NOT NULL,                     -- fencing token of the lease used
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    accounted_at  timestamptz,
+    scored_at     timestamptz,
+    seconds_taken double precision,
+    CONSTRAINT votes_pkey PRIMARY KEY (id, task_id),
+    CONSTRAINT votes_task_id_fkey FOREIGN KEY (task_id) REFERENCES tasks (id),
+    CONSTRAINT votes_volunteer_id_fkey FOREIGN KEY (volunteer_id) REFERENCES users (id),
+    CONSTRAINT votes_task_volunteer_key UNIQUE (task_id, volunteer_id),
+    CONSTRAINT votes_verdict_check CHECK (verdict IN ('genuine', 'counterfeit', 'unsure'))
+) PARTITION BY RANGE (task_id);
+CREATE INDEX votes_volunteer_idx ON votes (volunteer_id);
+CREATE INDEX votes_created_idx ON votes (created_at);
+ALTER TABLE votes ATTACH PARTITION votes_default DEFAULT;
+
+-- Decisions.
+ALTER TABLE decisions RENAME TO decisions_default;
+ALTER INDEX decisions_pkey RENAME TO decisions_default_pkey;
+ALTER INDEX decisions_decided_idx RENAME TO decisions_default_decided_idx;
+CREATE TABLE decisions (
+    task_id     uuid NOT NULL,
+    outcome     text NOT NULL,
+    tally       jsonb NOT NULL,                        -- votes per verdict
+    decided_at  timestamptz NOT NULL DEFAULT now(),
+    posterior   double precision,                      -- NULL for majority decisions
+    CONSTRAINT decisions_pkey PRIMARY KEY (task_id),
+    CONSTRAINT decisions_task_id_fkey FOREIGN KEY (task_id) REFERENCES tasks (id),
+    CONSTRAINT decisions_outcome_check CHECK (outcome IN ('genuine', 'counterfeit', 'uncertain'))
+) PARTITION BY RANGE (task_id);
+CREATE INDEX decisions_decided_idx ON decisions (decided_at);
+ALTER TABLE decisions ATTACH PARTITION decisions_default DEFAULT;
+
+-- The audit log (its primary key gains `at`, the partition key).
+ALTER TABLE audit_log RENAME TO audit_log_default;
+ALTER TABLE audit_log_default DROP CONSTRAINT audit_log_pkey;
+ALTER SEQUENCE audit_log_id_seq OWNED BY NONE;
+ALTER INDEX audit_log_subject_idx RENAME TO audit_log_default_subject_idx;
+ALTER INDEX audit_log_at_idx RENAME TO audit_log_default_at_idx;
+ALTER INDEX audit_log_actor_idx RENAME TO audit_log_default_actor_idx;
+ALTER INDEX audit_log_action_idx RENAME TO audit_log_default_action_idx;
+CREATE TABLE audit_log (
+    id        bigint NOT NULL DEFAULT nextval('audit_log_id_seq'),
+    actor_id  uuid,
+    action    text NOT NULL,
+    subject   text NOT NULL,
+    old       jsonb,
+    new       jsonb,
+    at        timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT audit_log_pkey PRIMARY KEY (id, at),
+    CONSTRAINT audit_log_actor_id_fkey FOREIGN KEY (actor_id) REFERENCES users (id)
+) PARTITION BY RANGE (at);
+ALTER SEQUENCE audit_log_id_seq OWNED BY audit_log.id;
+CREATE INDEX audit_log_subject_idx ON audit_log (subject, id);
+CREATE INDEX audit_log_at_idx ON audit_log (id DESC);
+CREATE INDEX audit_log_actor_idx ON audit_log (actor_id, id DESC);
+CREATE INDEX audit_log_action_idx ON audit_log (action, id DESC);
+CREATE INDEX audit_log_time_idx ON audit_log (at);
+ALTER TABLE audit_log ATTACH PARTITION audit_log_default DEFAULT;
+
+-- Retention: each month partition exported before it is dropped. A partition is
+-- dropped only while it still holds exactly the rows its archive holds.
+CREATE TABLE retention_archives (
+    partition    text PRIMARY KEY,
+    table_name   text NOT NULL,
+    month        date NOT NULL,
+    rows         bigint NOT NULL,
+    bytes        bigint NOT NULL,
+    sha256       text NOT NULL,
+    path         text NOT NULL,
+    exported_at  timestamptz NOT NULL DEFAULT now(),
+    dropped_at   timestamptz,
+    CONSTRAINT retention_archives_table_check CHECK (table_name IN ('votes', 'decisions', 'audit_log'))
+);
+
+-- Prevalence estimates survive retention: before a month of decisions is
+-- dropped, its round tasks' outcomes are added to these sums (the inputs of
+-- `spotcheck_shared::prevalence`), and the month's task-id range is recorded so
+-- the estimate reads those tasks from here and not from the live tables.
+CREATE TABLE prevalence_rollups (
+    round            bigint NOT NULL,
+    stratum          text NOT NULL,
+    inspected        bigint NOT NULL,
+    decided          bigint NOT NULL,
+    found            bigint NOT NULL,
+    inv_p            double precision NOT NULL,
+    inv_p2           double precision NOT NULL,
+    inv_p_inspected  double precision NOT NULL,
+    inv_p_decided    double precision NOT NULL,
+    inv_p2_decided   double precision NOT NULL,
+    PRIMARY KEY (round, stratum)
+);
+CREATE TABLE rolled_up_months (
+    month      date PRIMARY KEY,
+    from_id    uuid NOT NULL,
+    to_id      uuid NOT NULL,
+    rolled_at  timestamptz NOT NULL DEFAULT now()
+);
+
+-- Reliability survives retention: before a month of votes is dropped, the known
+-- truths those votes were scored against (gold answers, staff outcomes, test
+-- purchases) are added here per volunteer, verdict and truth; recalibration
+-- reads these beside the live votes.
+CREATE TABLE known_truth_rollups (
+    volunteer_id  uuid NOT NULL REFERENCES users (id),
+    verdict       text NOT NULL,
+    truth         boolean NOT NULL,
+    n             bigint NOT NULL,
+    PRIMARY KEY (volunteer_id, verdict, truth)
+);
+
+-- Every vote a volunteer ever cast, counted once when the aggregator accounts it.
+ALTER TABLE volunteer_reliability ADD COLUMN votes_total bigint NOT NULL DEFAULT 0;
+UPDATE volunteer_reliability r SET votes_total = c.n
+FROM (SELECT volunteer_id, count(*) AS n FROM votes
+      WHERE accounted_at IS NOT NULL GROUP BY volunteer_id) c
+WHERE c.volunteer_id = r.volunteer_id;
+
+-- Counts the staff figures show, kept as a total up to a mark plus the rows
+-- stamped after it (read live): the coordinator moves the mark, so a figure
+-- never counts the whole history again. `-infinity`: nothing counted yet.
+CREATE TABLE running_counts (
+    name        text PRIMARY KEY,
+    total       bigint NOT NULL DEFAULT 0,
+    counted_to  timestamptz NOT NULL DEFAULT '-infinity'
+);
+INSERT INTO running_counts (name) VALUES
+    ('listings'), ('review_tasks'), ('votes'),
+    ('decisions_genuine'), ('decisions_counterfeit'), ('decisions_uncertain');
+
+CREATE INDEX listings_first_seen_idx ON listings (first_seen_at);
+CREATE INDEX tasks_created_idx ON tasks (created_at) WHERE kind = 'review';
+CREATE INDEX tasks_escalated_idx ON tasks (id) WHERE state = 'escalated' AND kind = 'review';
