@@ -11,21 +11,31 @@ use tokio_util::sync::CancellationToken;
 /// start do not read as a huge pace.
 const MIN_SPAN_SECS: f64 = 60.0;
 
-/// Reads the open work and the review votes of the last `window_secs` seconds.
-/// The pace is measured over the span those votes actually cover (from the
-/// oldest of them, at least a minute), not the whole window: a system that
-/// started ten minutes ago has ten minutes of pace, not an hour's.
+/// Reads the open work and the review votes of the last `window_secs` seconds:
+/// the minutes the running count has passed come from `vote_minutes`, the votes
+/// after its mark are counted live, so a run reads the same few rows however
+/// fast votes come. The pace is measured over the span those votes actually
+/// cover (from the oldest of them, at least a minute), not the whole window: a
+/// system that started ten minutes ago has ten minutes of pace, not an hour's.
 pub async fn measure(pool: &PgPool, window_secs: u64) -> sqlx::Result<Capacity> {
     let (open_votes, votes_in_window, span): (i64, i64, f64) = sqlx::query_as(
-        "SELECT
+        "WITH since AS (SELECT now() - make_interval(secs => $1::double precision) AS at),
+              mark AS (SELECT counted_to FROM running_counts WHERE name = 'review_votes'),
+              counted AS (
+                 SELECT coalesce(sum(review_votes), 0) AS n, min(minute) AS first
+                 FROM vote_minutes, since, mark
+                 WHERE minute >= date_trunc('minute', since.at) AND minute <= mark.counted_to),
+              tail AS (
+                 SELECT count(*) AS n, min(v.created_at) AS first
+                 FROM votes v JOIN tasks t ON t.id = v.task_id, since, mark
+                 WHERE t.kind = 'review'
+                   AND v.created_at > greatest(mark.counted_to, since.at))
+         SELECT
             (SELECT coalesce(sum(greatest(votes_required - votes_counted, 0)), 0)::bigint
                FROM tasks WHERE state = 'open' AND kind = 'review'),
-            w.n, w.span
-         FROM (SELECT count(*) AS n,
-                      coalesce(extract(epoch FROM now() - min(v.created_at)), 0)::float8 AS span
-               FROM votes v JOIN tasks t ON t.id = v.task_id
-               WHERE t.kind = 'review'
-                 AND v.created_at > now() - make_interval(secs => $1::double precision)) w",
+            (counted.n + tail.n)::bigint,
+            coalesce(extract(epoch FROM now() - least(counted.first, tail.first)), 0)::float8
+         FROM counted, tail",
     )
     .bind(window_secs as f64)
     .fetch_one(pool)
@@ -45,6 +55,7 @@ pub async fn refresh(
     window_secs: u64,
     throttle: &RwLock<Throttle>,
 ) -> anyhow::Result<Throttle> {
+    spotcheck_platform::figures::advance_running_counts(pool).await?;
     let capacity = measure(pool, window_secs).await?;
     let fresh = Throttle::for_capacity(&capacity, policy);
     let hours = capacity.backlog_hours(policy.min_window_votes);

@@ -109,6 +109,17 @@ pub async fn recalibrate_from(
     days: u32,
     start: Start,
 ) -> anyhow::Result<Option<Summary>> {
+    recalibrate_window(pool, days, chrono::Utc::now(), start).await
+}
+
+/// [`recalibrate_from`] over the `days` days of votes up to `until` (the
+/// recalibration benchmark fits an earlier window to warm-start from).
+pub async fn recalibrate_window(
+    pool: &PgPool,
+    days: u32,
+    until: chrono::DateTime<chrono::Utc>,
+    start: Start,
+) -> anyhow::Result<Option<Summary>> {
     let started = Instant::now();
     let mut tx = pool.begin().await?;
     let locked: bool =
@@ -131,9 +142,10 @@ pub async fn recalibrate_from(
                            AND e.status IN ('confirmed', 'dismissed'))
            AND NOT EXISTS (SELECT 1 FROM test_purchases p WHERE p.listing_id = t.listing_id
                            AND p.created_at <= v.scored_at)
-           AND v.created_at > now() - make_interval(days => $1)",
+           AND v.created_at > $2 - make_interval(days => $1) AND v.created_at <= $2",
     )
     .bind(days as i32)
+    .bind(until)
     .fetch_all(&mut *tx)
     .await?;
     let (mut tasks, mut workers) = (Index::default(), Index::default());

@@ -134,8 +134,9 @@ pub async fn over_collected(pool: &PgPool) -> sqlx::Result<i64> {
 
 /// Counts that grow with the history, kept in `running_counts` as a total up to
 /// a mark: each is the rows of one table stamped in a column, with a filter.
-const RUNNING_COUNTS: [(&str, &str, &str); 6] = [
+const RUNNING_COUNTS: [(&str, &str, &str); 7] = [
     ("listings", "listings", "first_seen_at"),
+    ("review_votes", REVIEW_VOTES, "v.created_at"),
     (
         "review_tasks",
         "tasks WHERE kind = 'review' AND",
@@ -159,6 +160,9 @@ const RUNNING_COUNTS: [(&str, &str, &str); 6] = [
     ),
 ];
 
+/// Review votes, as a running count's source.
+const REVIEW_VOTES: &str = "votes v JOIN tasks t ON t.id = v.task_id WHERE t.kind = 'review' AND";
+
 /// How far behind the clock the running counts' mark stays: rows are stamped
 /// when their statement starts and commit a moment later, so the newest ones
 /// are counted live until they are surely visible.
@@ -178,12 +182,26 @@ fn count_from(source: &str) -> String {
 /// is added once; the first run after the migration counts everything.
 pub async fn advance_running_counts(pool: &PgPool) -> sqlx::Result<()> {
     let mut tx = pool.begin().await?;
-    let until: DateTime<Utc> = sqlx::query_scalar(
-        "SELECT clock_timestamp() - make_interval(secs => $1)
-         FROM (SELECT name FROM running_counts ORDER BY name FOR UPDATE) locked LIMIT 1",
-    )
-    .bind(RUNNING_COUNT_SLACK_SECS)
-    .fetch_one(&mut *tx)
+    sqlx::query("SELECT name FROM running_counts ORDER BY name FOR UPDATE")
+        .fetch_all(&mut *tx)
+        .await?;
+    let until: DateTime<Utc> =
+        sqlx::query_scalar("SELECT clock_timestamp() - make_interval(secs => $1)")
+            .bind(RUNNING_COUNT_SLACK_SECS)
+            .fetch_one(&mut *tx)
+            .await?;
+    // The review votes about to be counted, per minute, for the capacity pace.
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "WITH gone AS (DELETE FROM vote_minutes WHERE minute < now() - interval '90 days')
+         INSERT INTO vote_minutes AS m (minute, review_votes)
+         SELECT date_trunc('minute', v.created_at), count(*) FROM {REVIEW_VOTES}
+             v.created_at > (SELECT counted_to FROM running_counts WHERE name = 'review_votes')
+             AND v.created_at <= $1
+         GROUP BY 1
+         ON CONFLICT (minute) DO UPDATE SET review_votes = m.review_votes + EXCLUDED.review_votes"
+    )))
+    .bind(until)
+    .execute(&mut *tx)
     .await?;
     for (name, source, column) in RUNNING_COUNTS {
         sqlx::query(sqlx::AssertSqlSafe(format!(

@@ -2,20 +2,28 @@
 //! their month left in the default partition), listing them, and removing an
 //! archived one after rolling up what the estimates need from it.
 //!
-//! Every change runs in one transaction under one advisory lock, so replicas
-//! doing the same at once take turns and the second finds the work done. A new
+//! Each change is one transaction under the upkeep's advisory lock, so replicas
+//! take turns and the second finds the work done. A new
 //! partition is created as a plain table and then attached, which locks the
-//! parent only in SHARE UPDATE EXCLUSIVE mode, so votes keep flowing; lock
-//! waits are bounded by `lock_timeout`, and a step that times out is retried on
-//! the next run.
+//! parent only in SHARE UPDATE EXCLUSIVE mode, so votes keep flowing; a drop
+//! holds the parent exclusively for the detach alone. Every lock wait is cut
+//! short by a `lock_timeout` well under the deadlock timeout, and a change that
+//! backs off is tried again a few times, then on the next run: whatever the
+//! upkeep contends with, the upkeep is the one that yields.
 
 use chrono::{DateTime, TimeZone, Utc};
 use spotcheck_shared::partitions::{Month, Table, months_to_create, uuid_floor};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-/// How long a partition change waits for a lock before giving up this turn.
-const LOCK_TIMEOUT: &str = "5s";
+/// How long a partition change waits for a table lock before it backs off.
+/// Well under `deadlock_timeout` (1 s): a transaction stuck behind one of ours
+/// is released before PostgreSQL would pick a victim, so the victim of any
+/// lock cycle is the upkeep, which tries again, never a vote or a staff action.
+const LOCK_TIMEOUT: &str = "200ms";
+
+/// Attempts of one partition change before it waits for the next run.
+const ATTEMPTS: u32 = 10;
 
 /// The oldest month looked for in a default partition.
 const EPOCH_YEAR: i32 = 2000;
@@ -23,7 +31,10 @@ const EPOCH_YEAR: i32 = 2000;
 /// Backfill months handled per table in one run, so a run stays short.
 const BACKFILL_PER_RUN: usize = 24;
 
-async fn lock(conn: &mut PgConnection) -> sqlx::Result<()> {
+/// Starts a partition change: a short lock timeout, then the upkeep's advisory
+/// lock (held by another replica, it times out like any lock and the change is
+/// tried again).
+async fn begin(conn: &mut PgConnection) -> sqlx::Result<()> {
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"
     )))
@@ -33,6 +44,44 @@ async fn lock(conn: &mut PgConnection) -> sqlx::Result<()> {
         .execute(&mut *conn)
         .await?;
     Ok(())
+}
+
+/// Whether an error is a lock wait that timed out or a deadlock: the change
+/// backed off and may simply be tried again.
+fn backed_off(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .and_then(|d| d.code())
+        .is_some_and(|c| c == "55P03" || c == "40P01")
+}
+
+/// Runs `change` until it goes through without backing off, at most
+/// [`ATTEMPTS`] times with a short random pause between.
+async fn retried<T, F, Fut>(what: &str, mut change: F) -> sqlx::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = sqlx::Result<T>>,
+{
+    let mut attempt = 1;
+    loop {
+        match change().await {
+            Err(e) if backed_off(&e) && attempt < ATTEMPTS => {
+                tracing::debug!(what, attempt, "partition change backed off; trying again");
+                metrics::counter!("spotcheck_partition_lock_retries_total").increment(1);
+                let pause = 50 + u64::from(rand_u8()) * 2;
+                tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// A byte of noise from the clock, to spread retries of replicas apart.
+fn rand_u8() -> u8 {
+    (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos())
+        % 251) as u8
 }
 
 /// The months with a partition of `table` attached, oldest first.
@@ -64,9 +113,13 @@ async fn columns(conn: &mut PgConnection, table: Table) -> sqlx::Result<String> 
 /// like the parent, filled with the month's rows from the default partition,
 /// then attached. Returns the rows moved, or `None` when it already existed.
 pub async fn ensure_month(pool: &PgPool, table: Table, month: Month) -> sqlx::Result<Option<u64>> {
+    retried("create a partition", || create_month(pool, table, month)).await
+}
+
+async fn create_month(pool: &PgPool, table: Table, month: Month) -> sqlx::Result<Option<u64>> {
     let name = table.partition(month);
     let mut tx = pool.begin().await?;
-    lock(&mut tx).await?;
+    begin(&mut tx).await?;
     let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
         .bind(&name)
         .fetch_one(&mut *tx)
@@ -210,10 +263,11 @@ pub async fn ensure(pool: &PgPool, now: DateTime<Utc>, ahead: u32) -> sqlx::Resu
     Ok(created)
 }
 
-/// Rows of the partition, read under a lock that keeps writers out.
+/// Rows of the partition, read under a lock that keeps writers out (and lets
+/// readers in).
 async fn locked_rows(conn: &mut PgConnection, partition: &str) -> sqlx::Result<i64> {
     sqlx::query(sqlx::AssertSqlSafe(format!(
-        "LOCK TABLE {partition} IN ACCESS EXCLUSIVE MODE"
+        "LOCK TABLE {partition} IN SHARE MODE"
     )))
     .execute(&mut *conn)
     .await?;
@@ -254,12 +308,26 @@ pub async fn drop_archived(
     month: Month,
     archived_rows: i64,
 ) -> sqlx::Result<Result<(), Kept>> {
+    retried("drop a partition", || {
+        drop_month(pool, table, month, archived_rows)
+    })
+    .await
+}
+
+async fn drop_month(
+    pool: &PgPool,
+    table: Table,
+    month: Month,
+    archived_rows: i64,
+) -> sqlx::Result<Result<(), Kept>> {
     let partition = table.partition(month);
     let mut tx = pool.begin().await?;
-    lock(&mut tx).await?;
+    begin(&mut tx).await?;
     if !attached_months(&mut tx, table).await?.contains(&month) {
         return Ok(Err(Kept::Missing));
     }
+    // Writes to the month stop while it is counted and rolled up; the parent
+    // is locked only for the detach itself, so votes pause for milliseconds.
     let rows = locked_rows(&mut tx, &partition).await?;
     if rows != archived_rows {
         return Ok(Err(Kept::Changed {
@@ -272,6 +340,12 @@ pub async fn drop_archived(
         Table::Votes => roll_up_known_truths(&mut tx, &partition).await?,
         Table::AuditLog => {}
     }
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "LOCK TABLE {} IN ACCESS EXCLUSIVE MODE",
+        table.name()
+    )))
+    .execute(&mut *tx)
+    .await?;
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "ALTER TABLE {} DETACH PARTITION {partition}",
         table.name()

@@ -38,6 +38,9 @@ pub enum Command {
     /// Write months of realistic history (listings, tasks, votes, decisions,
     /// escalations, gold answers, audit rows) straight into a database.
     SeedHistory(crate::seed_history::SeedHistoryArgs),
+    /// Time the Dawid-Skene recalibration over a database's history, cold and
+    /// warm-started, with its peak memory and the warm fit's gap to the cold one.
+    BenchRecalibration(crate::bench_recalibration::BenchRecalibrationArgs),
 }
 
 /// Which marketplace: the same seed and count always give the same listings.

@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod bench_cycle;
+pub mod bench_recalibration;
 pub mod bench_sampler;
 pub mod cli;
 pub mod demo;
@@ -33,5 +34,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::BenchSampler(args) => bench_sampler::run(args).await,
         Command::BenchCycle(args) => bench_cycle::run(args).await,
         Command::SeedHistory(args) => seed_history::run(args).await,
+        Command::BenchRecalibration(args) => bench_recalibration::run(args).await,
     }
 }
