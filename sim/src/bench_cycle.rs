@@ -51,7 +51,7 @@ use tokio::time::Instant;
 /// The coordinators' default `SPOTCHECK_SAMPLING_KEY`, so the import samples as they do.
 const SAMPLING_KEY: &[u8] = b"development-sampling-key";
 /// The coordinators' default `SPOTCHECK_ROUND_SECS`.
-const ROUND_SECS: i64 = 86_400;
+pub(crate) const ROUND_SECS: i64 = 86_400;
 /// PostgreSQL connections of the benchmark's own pool.
 const OWN_CONNECTIONS: u32 = 8;
 
@@ -151,8 +151,8 @@ async fn measure(
 pub struct Bench<'a> {
     /// The command line.
     pub args: &'a BenchCycleArgs,
-    /// The stack under test.
-    pub stack: &'a Stack,
+    /// The stack under test (mutable, so a benchmark can stop and start its processes).
+    pub stack: &'a mut Stack,
     /// The report being filled.
     pub report: &'a mut Report,
     /// A pool on the scratch database.
@@ -185,7 +185,7 @@ pub struct Bench<'a> {
 
 impl<'a> Bench<'a> {
     /// Builds the world, the accounts and the processes; every listing is sampled.
-    async fn start(
+    pub(crate) async fn start(
         args: &'a BenchCycleArgs,
         stack: &'a mut Stack,
         report: &'a mut Report,
@@ -210,7 +210,6 @@ impl<'a> Bench<'a> {
             .start_coordinators()
             .await
             .context("starting the coordinators")?;
-        let stack: &'a Stack = stack;
         let idle_rss_mb = memory::rss_of(stack)?;
         eprintln!(
             "bench-cycle: {} worker-api at {} and {} coordinator ready; {} volunteers; worker-api idle RSS {} MB",
@@ -253,6 +252,7 @@ impl<'a> Bench<'a> {
                 json!(std::thread::available_parallelism().map_or(0, |n| n.get())),
             ),
         ]);
+        let cpu = cpu::Watch::new(stack);
         Ok(Self {
             args,
             stack,
@@ -273,7 +273,7 @@ impl<'a> Bench<'a> {
                 throttle: Arc::new(RwLock::new(Throttle::none())),
             },
             idle_rss_mb,
-            cpu: cpu::Watch::new(stack),
+            cpu,
             truth: Truth::default(),
             markets: 0,
         })

@@ -1,6 +1,6 @@
-//! The command line: `generate`, `publish`, `volunteers`, `demo`, `fault`, `seed-history` and
-//! `bench-sampler` (the last two keep their arguments with them, in `fault::args`
-//! and `bench_sampler::args`).
+//! The command line: `generate`, `publish`, `volunteers`, `demo`, `fault`, `seed-history`,
+//! `bench-sampler`, `bench-cycle` and `bench-history` (the last ones keep their
+//! arguments with them, as `fault::args` and `bench_sampler::args` do).
 
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -35,6 +35,9 @@ pub enum Command {
     /// Measure the claim-and-vote cycle end to end on an isolated stack, phase by
     /// phase, beside a `FOR UPDATE SKIP LOCKED` baseline and the raw service limits.
     BenchCycle(crate::bench_cycle::BenchCycleArgs),
+    /// Measure the same figures on an empty database and after writing months of
+    /// history into it: cycle rate and p99s, staff routes, periodic job durations.
+    BenchHistory(crate::bench_history::BenchHistoryArgs),
     /// Write months of realistic history (listings, tasks, votes, decisions,
     /// escalations, gold answers, audit rows) straight into a database.
     SeedHistory(crate::seed_history::SeedHistoryArgs),

@@ -1,9 +1,10 @@
 //! Spotcheck's simulator: the demo marketplace as a file or a feed, simulated
 //! volunteers that double as a load generator, the end-to-end demo, fault runs,
-//! and the sampler benchmark.
+//! the benchmarks (sampler, cycle, history) and the history seeder.
 
 pub mod api;
 pub mod bench_cycle;
+pub mod bench_history;
 pub mod bench_recalibration;
 pub mod bench_sampler;
 pub mod cli;
@@ -33,6 +34,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Fault(args) => fault::run(args).await,
         Command::BenchSampler(args) => bench_sampler::run(args).await,
         Command::BenchCycle(args) => bench_cycle::run(args).await,
+        Command::BenchHistory(args) => bench_history::run(args).await,
         Command::SeedHistory(args) => seed_history::run(args).await,
         Command::BenchRecalibration(args) => bench_recalibration::run(args).await,
     }

@@ -19,6 +19,8 @@ pub enum Unit {
     PerSec,
     /// Milliseconds.
     Ms,
+    /// Seconds.
+    Secs,
     /// Megabytes (MiB) of memory.
     Mb,
     /// A ratio of two rates.
@@ -34,6 +36,7 @@ impl Unit {
             Unit::PerSec => format!("{}/s", rate(x)),
             Unit::Ms if x < 10.0 => format!("{x:.2} ms"),
             Unit::Ms => format!("{x:.1} ms"),
+            Unit::Secs => format!("{x:.1} s"),
             Unit::Mb => format!("{x:.1} MB"),
             Unit::Ratio => format!("{x:.2}x"),
             Unit::Count => rate(x),

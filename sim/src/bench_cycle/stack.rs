@@ -32,7 +32,7 @@ pub fn bin_dir(chosen: Option<&Path>) -> anyhow::Result<PathBuf> {
 /// Every part of the stack, planned before anything is started so that a
 /// failure at any point still removes what was made.
 pub struct Stack {
-    /// `benchc_<uuid>`: database, AMQP namespace and Redis prefix.
+    /// `benchc_<uuid>` (or another prefix): database, AMQP namespace and Redis prefix.
     pub id: String,
     /// The scratch database.
     pub db: Database,
@@ -52,7 +52,18 @@ pub struct Stack {
 impl Stack {
     /// Plans the stack for `args` with the binaries in `bin_dir`; creates only its work directory.
     pub fn plan(args: &BenchCycleArgs, bin_dir: &Path) -> anyhow::Result<Self> {
-        let id = format!("benchc_{}", uuid::Uuid::new_v4().simple());
+        Self::plan_named(args, bin_dir, "benchc", &[])
+    }
+
+    /// [`Stack::plan`] with the id `<prefix>_<uuid>` and `coordinator_env` set
+    /// on top of the coordinators' own configuration.
+    pub fn plan_named(
+        args: &BenchCycleArgs,
+        bin_dir: &Path,
+        prefix: &str,
+        coordinator_env: &[(&str, String)],
+    ) -> anyhow::Result<Self> {
+        let id = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
         let work = WorkDir::create(None, &id)?;
         let db = Database::new(&args.database_url, &id);
         let mut stack = Self {
@@ -101,6 +112,7 @@ impl Stack {
                 // The ingest phase changes the rules and waits for them to be in force.
                 ("SPOTCHECK_POLICY_REFRESH_MS", "500".into()),
             ]));
+            env.extend(pairs(coordinator_env));
             let role = Role::Coordinator { port };
             let spec = stack.spec(&format!("coordinator-{i}"), role, bin_dir, env);
             stack.coordinators.push(Proc::new(spec));

@@ -6,6 +6,7 @@ mod aggregation;
 mod auth;
 mod auth_tokens;
 mod authz_matrix;
+mod bench_history;
 mod claim_path;
 mod complaints;
 mod console_api;
