@@ -59,7 +59,7 @@ const OWN_CONNECTIONS: u32 = 8;
 pub async fn run(args: BenchCycleArgs) -> anyhow::Result<()> {
     args.validate()?;
     let previous = args.compare.as_deref().map(Report::read).transpose()?;
-    let bin_dir = stack::bin_dir(args.bin_dir.as_deref())?;
+    let bin_dir = stack::bin_dir(args.stack.bin_dir.as_deref())?;
     let mut report = Report {
         started_at: chrono::Utc::now().to_rfc3339(),
         ..Report::default()
@@ -77,7 +77,7 @@ pub async fn run(args: BenchCycleArgs) -> anyhow::Result<()> {
     };
     if let Some(stack) = slot.as_mut() {
         eprintln!("bench-cycle: removing {}", stack.id);
-        stack.remove(args.keep_logs || outcome.is_err()).await;
+        stack.remove(args.stack.keep_logs || outcome.is_err()).await;
     }
     if let Err(e) = &outcome {
         report.warn(format!("the run stopped early: {e:#}"));

@@ -40,7 +40,7 @@ pub const PREFIX: &str = "benchh";
 pub async fn run(args: BenchHistoryArgs) -> anyhow::Result<()> {
     args.validate()?;
     let cycle = args.cycle_args()?;
-    let bin_dir = stack::bin_dir(args.bin_dir.as_deref())?;
+    let bin_dir = stack::bin_dir(args.stack.bin_dir.as_deref())?;
     let mut report = Report {
         started_at: chrono::Utc::now().to_rfc3339(),
         ..Report::default()
@@ -61,7 +61,7 @@ pub async fn run(args: BenchHistoryArgs) -> anyhow::Result<()> {
     };
     if let Some(stack) = slot.as_mut() {
         eprintln!("bench-history: removing {}", stack.id);
-        stack.remove(args.keep_logs || outcome.is_err()).await;
+        stack.remove(args.stack.keep_logs || outcome.is_err()).await;
     }
     report.warnings.append(&mut log.warnings);
     if let Err(e) = &outcome {

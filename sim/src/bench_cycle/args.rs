@@ -50,6 +50,42 @@ impl Phase {
 }
 
 /// `spotcheck-sim bench-cycle`.
+/// Where a benchmark's own stack runs: the services it makes its namespace
+/// in, and the binaries it starts (`bench-cycle`, `bench-history`).
+#[derive(Debug, Clone, Args)]
+pub struct StackArgs {
+    /// Where `worker-api` and `coordinator` are (default: beside this executable).
+    #[arg(long)]
+    pub bin_dir: Option<PathBuf>,
+    /// Keep the processes' logs (they are also kept when the run fails).
+    #[arg(long)]
+    pub keep_logs: bool,
+    /// A database of the PostgreSQL server; the benchmark creates its own beside it.
+    #[arg(
+        long = "database-url",
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres",
+        hide_env_values = true
+    )]
+    pub database_url: String,
+    /// RabbitMQ address; the benchmark declares and deletes its own namespace there.
+    #[arg(
+        long = "amqp-url",
+        env = "AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
+        hide_env_values = true
+    )]
+    pub amqp_url: String,
+    /// Redis address; the benchmark's keys carry its own prefix and are deleted at the end.
+    #[arg(
+        long = "redis-url",
+        env = "REDIS_URL",
+        default_value = "redis://127.0.0.1:6379/",
+        hide_env_values = true
+    )]
+    pub redis_url: String,
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct BenchCycleArgs {
     /// Phases to run (comma-separated); all of them by default.
@@ -141,36 +177,9 @@ pub struct BenchCycleArgs {
     /// The whole benchmark stops (and cleans up) after this many seconds.
     #[arg(long, default_value_t = 600)]
     pub max_secs: u64,
-    /// Where `worker-api` and `coordinator` are (default: beside this executable).
-    #[arg(long)]
-    pub bin_dir: Option<PathBuf>,
-    /// Keep the processes' logs (they are also kept when the run fails).
-    #[arg(long)]
-    pub keep_logs: bool,
-    /// A database of the PostgreSQL server; the benchmark creates its own beside it.
-    #[arg(
-        long = "database-url",
-        env = "DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/postgres",
-        hide_env_values = true
-    )]
-    pub database_url: String,
-    /// RabbitMQ address; the benchmark declares and deletes its own namespace there.
-    #[arg(
-        long = "amqp-url",
-        env = "AMQP_URL",
-        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
-        hide_env_values = true
-    )]
-    pub amqp_url: String,
-    /// Redis address; the benchmark's keys carry its own prefix and are deleted at the end.
-    #[arg(
-        long = "redis-url",
-        env = "REDIS_URL",
-        default_value = "redis://127.0.0.1:6379/",
-        hide_env_values = true
-    )]
-    pub redis_url: String,
+    /// The services and binaries of the stack.
+    #[command(flatten)]
+    pub stack: StackArgs,
 }
 
 impl BenchCycleArgs {

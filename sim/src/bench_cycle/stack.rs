@@ -65,14 +65,14 @@ impl Stack {
     ) -> anyhow::Result<Self> {
         let id = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
         let work = WorkDir::create(None, &id)?;
-        let db = Database::new(&args.database_url, &id);
+        let db = Database::new(&args.stack.database_url, &id);
         let mut stack = Self {
             db,
             work,
             apis: Vec::new(),
             coordinators: Vec::new(),
-            amqp_url: args.amqp_url.clone(),
-            redis_url: args.redis_url.clone(),
+            amqp_url: args.stack.amqp_url.clone(),
+            redis_url: args.stack.redis_url.clone(),
             http: reqwest::Client::new(),
             id,
         };
@@ -128,8 +128,8 @@ impl Stack {
     fn common_env(&self, args: &BenchCycleArgs) -> anyhow::Result<Vec<(String, String)>> {
         Ok(pairs(&[
             ("DATABASE_URL", self.db.url()?),
-            ("REDIS_URL", args.redis_url.clone()),
-            ("AMQP_URL", args.amqp_url.clone()),
+            ("REDIS_URL", args.stack.redis_url.clone()),
+            ("AMQP_URL", args.stack.amqp_url.clone()),
             ("SPOTCHECK_AMQP_NAMESPACE", self.id.clone()),
             ("SPOTCHECK_REDIS_PREFIX", self.id.clone()),
             ("SPOTCHECK_MIN_VOTES", args.votes.to_string()),

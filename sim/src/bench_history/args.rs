@@ -1,6 +1,7 @@
 //! The arguments of `bench-history`, their checks, and the `bench-cycle`
 //! arguments its stack and closed loop are built from.
 
+use crate::bench_cycle::args::StackArgs;
 use crate::bench_cycle::{BenchCycleArgs, Phase};
 use clap::{Args, FromArgMatches};
 use std::path::PathBuf;
@@ -62,36 +63,9 @@ pub struct BenchHistoryArgs {
     /// The whole benchmark stops (and cleans up) after this many seconds.
     #[arg(long, default_value_t = 14_400)]
     pub max_secs: u64,
-    /// Where `worker-api` and `coordinator` are (default: beside this executable).
-    #[arg(long)]
-    pub bin_dir: Option<PathBuf>,
-    /// Keep the processes' logs (they are also kept when the run fails).
-    #[arg(long)]
-    pub keep_logs: bool,
-    /// A database of the PostgreSQL server; the benchmark creates its own beside it.
-    #[arg(
-        long = "database-url",
-        env = "DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/postgres",
-        hide_env_values = true
-    )]
-    pub database_url: String,
-    /// RabbitMQ address; the benchmark declares and deletes its own namespace there.
-    #[arg(
-        long = "amqp-url",
-        env = "AMQP_URL",
-        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
-        hide_env_values = true
-    )]
-    pub amqp_url: String,
-    /// Redis address; the benchmark's keys carry its own prefix and are deleted at the end.
-    #[arg(
-        long = "redis-url",
-        env = "REDIS_URL",
-        default_value = "redis://127.0.0.1:6379/",
-        hide_env_values = true
-    )]
-    pub redis_url: String,
+    /// The services and binaries of the stack.
+    #[command(flatten)]
+    pub stack: StackArgs,
 }
 
 impl BenchHistoryArgs {
@@ -147,11 +121,7 @@ impl BenchHistoryArgs {
         cycle.db_connections = self.db_connections;
         cycle.seed = self.seed;
         cycle.max_secs = self.max_secs;
-        cycle.bin_dir.clone_from(&self.bin_dir);
-        cycle.keep_logs = self.keep_logs;
-        cycle.database_url.clone_from(&self.database_url);
-        cycle.amqp_url.clone_from(&self.amqp_url);
-        cycle.redis_url.clone_from(&self.redis_url);
+        cycle.stack = self.stack.clone();
         cycle.validate()?;
         Ok(cycle)
     }
@@ -201,7 +171,7 @@ mod tests {
         assert_eq!(cycle.selected(), vec![Phase::Closed]);
         assert_eq!((cycle.window_secs, cycle.volunteers, cycle.seed), (2, 8, 7));
         assert_eq!(cycle.votes, 3);
-        assert_eq!(cycle.database_url, args.database_url);
+        assert_eq!(cycle.stack.database_url, args.stack.database_url);
     }
 
     #[test]
