@@ -13,6 +13,49 @@
 -- whose month has no partition yet; the coordinator moves such rows out when it
 -- creates their month.
 
+-- Each round task's finding, as the prevalence estimate counts it: true when
+-- staff confirmed it, false when staff dismissed it, else as the volunteers
+-- decided (true counterfeit, false genuine); NULL while undecided or uncertain.
+-- Kept on the task by triggers on decisions and escalations, whoever writes
+-- them, so the estimate reads a round's tasks alone, and retention, which drops
+-- old decisions but never tasks, cannot change it.
+ALTER TABLE tasks ADD COLUMN finding boolean;
+UPDATE tasks t SET finding = CASE WHEN e.status = 'confirmed' THEN true
+                                  WHEN e.status = 'dismissed' THEN false
+                                  WHEN d.outcome = 'counterfeit' THEN true
+                                  WHEN d.outcome = 'genuine' THEN false END
+FROM decisions d LEFT JOIN escalations e ON e.task_id = d.task_id
+WHERE d.task_id = t.id;
+
+CREATE FUNCTION tasks_finding_from_decisions() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    -- A staff outcome already recorded stands over the volunteers' decision.
+    UPDATE tasks t SET finding = CASE n.outcome WHEN 'counterfeit' THEN true
+                                                WHEN 'genuine' THEN false END
+    FROM decided n
+    WHERE t.id = n.task_id
+      AND NOT EXISTS (SELECT 1 FROM escalations e WHERE e.task_id = n.task_id
+                      AND e.status IN ('confirmed', 'dismissed'));
+    RETURN NULL;
+END
+$$;
+
+CREATE FUNCTION tasks_finding_from_escalations() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE tasks t SET finding = (n.status = 'confirmed')
+    FROM changed n
+    WHERE t.id = n.task_id AND n.status IN ('confirmed', 'dismissed');
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER escalations_finding_insert AFTER INSERT ON escalations
+    REFERENCING NEW TABLE AS changed FOR EACH STATEMENT
+    EXECUTE FUNCTION tasks_finding_from_escalations();
+CREATE TRIGGER escalations_finding_update AFTER UPDATE ON escalations
+    REFERENCING NEW TABLE AS changed FOR EACH STATEMENT
+    EXECUTE FUNCTION tasks_finding_from_escalations();
+
 -- The partitioned tables carry no foreign keys. Attaching or detaching a
 -- partition of a table with foreign keys locks the referenced tables (tasks,
 -- users) against writes, and deadlocks with the vote path that writes both.
@@ -62,6 +105,9 @@ CREATE TABLE decisions (
 ) PARTITION BY RANGE (task_id);
 CREATE INDEX decisions_decided_idx ON decisions (decided_at);
 ALTER TABLE decisions ATTACH PARTITION decisions_default DEFAULT;
+CREATE TRIGGER decisions_finding AFTER INSERT ON decisions
+    REFERENCING NEW TABLE AS decided FOR EACH STATEMENT
+    EXECUTE FUNCTION tasks_finding_from_decisions();
 
 -- The audit log (its primary key gains `at`, the partition key).
 ALTER TABLE audit_log DROP CONSTRAINT audit_log_actor_id_fkey;
@@ -154,30 +200,6 @@ CREATE TABLE retention_archives (
     exported_at  timestamptz NOT NULL DEFAULT now(),
     dropped_at   timestamptz,
     CONSTRAINT retention_archives_table_check CHECK (table_name IN ('votes', 'decisions', 'audit_log'))
-);
-
--- Prevalence estimates survive retention: before a month of decisions is
--- dropped, its round tasks' outcomes are added to these sums (the inputs of
--- `spotcheck_shared::prevalence`), and the month's task-id range is recorded so
--- the estimate reads those tasks from here and not from the live tables.
-CREATE TABLE prevalence_rollups (
-    round            bigint NOT NULL,
-    stratum          text NOT NULL,
-    inspected        bigint NOT NULL,
-    decided          bigint NOT NULL,
-    found            bigint NOT NULL,
-    inv_p            double precision NOT NULL,
-    inv_p2           double precision NOT NULL,
-    inv_p_inspected  double precision NOT NULL,
-    inv_p_decided    double precision NOT NULL,
-    inv_p2_decided   double precision NOT NULL,
-    PRIMARY KEY (round, stratum)
-);
-CREATE TABLE rolled_up_months (
-    month      date PRIMARY KEY,
-    from_id    uuid NOT NULL,
-    to_id      uuid NOT NULL,
-    rolled_at  timestamptz NOT NULL DEFAULT now()
 );
 
 -- Reliability survives retention: before a month of votes is dropped, the known

@@ -18,18 +18,26 @@ const MIN_SPAN_SECS: f64 = 60.0;
 /// cover (from the oldest of them, at least a minute), not the whole window: a
 /// system that started ten minutes ago has ten minutes of pace, not an hour's.
 pub async fn measure(pool: &PgPool, window_secs: u64) -> sqlx::Result<Capacity> {
+    // The mark as a value, so the tail's statement is planned for the few
+    // seconds of votes it reads.
+    let mark: String = sqlx::query_scalar(
+        "SELECT coalesce((SELECT counted_to::text FROM running_counts WHERE name = 'review_votes'),
+                         '-infinity')",
+    )
+    .fetch_one(pool)
+    .await?;
     let (open_votes, votes_in_window, span): (i64, i64, f64) = sqlx::query_as(
         "WITH since AS (SELECT now() - make_interval(secs => $1::double precision) AS at),
-              mark AS (SELECT counted_to FROM running_counts WHERE name = 'review_votes'),
               counted AS (
                  SELECT coalesce(sum(review_votes), 0) AS n, min(minute) AS first
-                 FROM vote_minutes, since, mark
-                 WHERE minute >= date_trunc('minute', since.at) AND minute <= mark.counted_to),
+                 FROM vote_minutes, since
+                 WHERE minute >= date_trunc('minute', since.at) AND minute <= $2::timestamptz),
               tail AS (
                  SELECT count(*) AS n, min(v.created_at) AS first
-                 FROM votes v JOIN tasks t ON t.id = v.task_id, since, mark
+                 FROM votes v JOIN tasks t ON t.id = v.task_id
                  WHERE t.kind = 'review'
-                   AND v.created_at > greatest(mark.counted_to, since.at))
+                   AND v.created_at > greatest($2::timestamptz,
+                                               now() - make_interval(secs => $1::double precision)))
          SELECT
             (SELECT coalesce(sum(greatest(votes_required - votes_counted, 0)), 0)::bigint
                FROM tasks WHERE state = 'open' AND kind = 'review'),
@@ -38,6 +46,7 @@ pub async fn measure(pool: &PgPool, window_secs: u64) -> sqlx::Result<Capacity> 
          FROM counted, tail",
     )
     .bind(window_secs as f64)
+    .bind(mark)
     .fetch_one(pool)
     .await?;
     let span = span.clamp(MIN_SPAN_SECS, window_secs.max(1) as f64);

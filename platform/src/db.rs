@@ -15,10 +15,14 @@ use std::time::Duration;
 /// after, since nothing invalidates it until the table is analyzed. Measured:
 /// the vote path's generic plans read the whole votes table about 140 times a
 /// second. Planning each batch's statement costs far less than one such scan.
+///
+/// JIT compilation is off: every statement here is short, and on a large
+/// history the planner's row guesses can pass the JIT threshold, adding tens of
+/// milliseconds of compiling to a statement that reads a handful of rows.
 pub async fn connect(url: &str, max: u32) -> anyhow::Result<PgPool> {
     let options = PgConnectOptions::from_str(url)
         .context("parsing DATABASE_URL")?
-        .options([("plan_cache_mode", "force_custom_plan")]);
+        .options([("plan_cache_mode", "force_custom_plan"), ("jit", "off")]);
     PgPoolOptions::new()
         .max_connections(max)
         .acquire_timeout(Duration::from_secs(10))

@@ -94,17 +94,18 @@ pub const OVER_COLLECTED_SLACK_SECS: f64 = 30.0;
 /// reads every vote.
 pub async fn over_collected(pool: &PgPool) -> sqlx::Result<i64> {
     let mut tx = pool.begin().await?;
-    // The mark starts at -infinity, which is no chrono instant: it stays in SQL.
-    let until: DateTime<Utc> = sqlx::query_scalar(
-        "SELECT clock_timestamp() FROM figure_marks WHERE name = 'over_collected' FOR UPDATE",
+    // The mark as a value (text: it starts at -infinity), so the statement is
+    // planned for the seconds of votes it reads.
+    let (until, checked_to): (DateTime<Utc>, String) = sqlx::query_as(
+        "SELECT clock_timestamp(), checked_to::text FROM figure_marks
+         WHERE name = 'over_collected' FOR UPDATE",
     )
     .fetch_one(&mut *tx)
     .await?;
     sqlx::query(
         "WITH touched AS (
              SELECT DISTINCT task_id FROM votes
-             WHERE created_at >= (SELECT checked_to - make_interval(secs => $1)
-                                  FROM figure_marks WHERE name = 'over_collected')),
+             WHERE created_at >= $2::timestamptz - make_interval(secs => $1)),
          counted AS (
              SELECT t.id, greatest(count(v.id) - t.votes_required, 0) AS extra
              FROM touched JOIN tasks t ON t.id = touched.task_id AND t.kind = 'review'
@@ -118,6 +119,7 @@ pub async fn over_collected(pool: &PgPool) -> sqlx::Result<i64> {
          ON CONFLICT (task_id) DO UPDATE SET extra = EXCLUDED.extra",
     )
     .bind(OVER_COLLECTED_SLACK_SECS)
+    .bind(checked_to)
     .execute(&mut *tx)
     .await?;
     sqlx::query("UPDATE figure_marks SET checked_to = $1 WHERE name = 'over_collected'")
@@ -182,9 +184,7 @@ fn count_from(source: &str) -> String {
 /// is added once; the first run after the migration counts everything.
 pub async fn advance_running_counts(pool: &PgPool) -> sqlx::Result<()> {
     let mut tx = pool.begin().await?;
-    sqlx::query("SELECT name FROM running_counts ORDER BY name FOR UPDATE")
-        .fetch_all(&mut *tx)
-        .await?;
+    let marks = marks(&mut tx, true).await?;
     let until: DateTime<Utc> =
         sqlx::query_scalar("SELECT clock_timestamp() - make_interval(secs => $1)")
             .bind(RUNNING_COUNT_SLACK_SECS)
@@ -195,23 +195,24 @@ pub async fn advance_running_counts(pool: &PgPool) -> sqlx::Result<()> {
         "WITH gone AS (DELETE FROM vote_minutes WHERE minute < now() - interval '90 days')
          INSERT INTO vote_minutes AS m (minute, review_votes)
          SELECT date_trunc('minute', v.created_at), count(*) FROM {REVIEW_VOTES}
-             v.created_at > (SELECT counted_to FROM running_counts WHERE name = 'review_votes')
-             AND v.created_at <= $1
+             v.created_at > $1::timestamptz AND v.created_at <= $2
          GROUP BY 1
          ON CONFLICT (minute) DO UPDATE SET review_votes = m.review_votes + EXCLUDED.review_votes"
     )))
+    .bind(mark_of(&marks, "review_votes"))
     .bind(until)
     .execute(&mut *tx)
     .await?;
     for (name, source, column) in RUNNING_COUNTS {
         sqlx::query(sqlx::AssertSqlSafe(format!(
-            "UPDATE running_counts r SET counted_to = greatest(r.counted_to, $2),
-                 total = r.total + (SELECT count(*) FROM {from} {column} > r.counted_to
-                                    AND {column} <= $2)
+            "UPDATE running_counts SET counted_to = greatest(counted_to, $3),
+                 total = total + (SELECT count(*) FROM {from} {column} > $2::timestamptz
+                                  AND {column} <= $3)
              WHERE name = $1",
             from = count_from(source)
         )))
         .bind(name)
+        .bind(mark_of(&marks, name))
         .bind(until)
         .execute(&mut *tx)
         .await?;
@@ -219,22 +220,57 @@ pub async fn advance_running_counts(pool: &PgPool) -> sqlx::Result<()> {
     tx.commit().await
 }
 
+/// Each running count's total and mark (as text: the first mark is
+/// `-infinity`, which no chrono instant holds), locked when `lock` is set.
+async fn marks(
+    conn: &mut sqlx::PgConnection,
+    lock: bool,
+) -> sqlx::Result<std::collections::HashMap<String, (i64, String)>> {
+    let lock = if lock { " ORDER BY name FOR UPDATE" } else { "" };
+    let rows: Vec<(String, i64, String)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT name, total, counted_to::text FROM running_counts{lock}"
+    )))
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows.into_iter().map(|(n, t, m)| (n, (t, m))).collect())
+}
+
+/// The mark of `name`, bound as a value so each statement is planned for it (a
+/// mark seconds old selects a handful of rows; read from a subquery instead,
+/// the planner guesses a third of the table, and starts parallel workers).
+fn mark_of(marks: &std::collections::HashMap<String, (i64, String)>, name: &str) -> String {
+    marks
+        .get(name)
+        .map_or_else(|| "-infinity".to_owned(), |(_, m)| m.clone())
+}
+
 /// Every running count now: its total plus the rows stamped since its mark.
 pub async fn running_counts(pool: &PgPool) -> sqlx::Result<std::collections::HashMap<String, i64>> {
+    let mut conn = pool.acquire().await?;
+    let marks = marks(&mut conn, false).await?;
     let parts: Vec<String> = RUNNING_COUNTS
         .iter()
-        .map(|(name, source, column)| {
+        .enumerate()
+        .map(|(i, (name, source, column))| {
             format!(
-                "SELECT name, total + (SELECT count(*) FROM {from} {column} > r.counted_to)
-                 FROM running_counts r WHERE name = '{name}'",
+                "SELECT '{name}', count(*) FROM {from} {column} > ${}::timestamptz",
+                i + 1,
                 from = count_from(source)
             )
         })
         .collect();
-    let rows: Vec<(String, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(parts.join(" UNION ALL ")))
-        .fetch_all(pool)
-        .await?;
-    Ok(rows.into_iter().collect())
+    let mut query = sqlx::query_as::<_, (String, i64)>(sqlx::AssertSqlSafe(parts.join(" UNION ALL ")));
+    for (name, _, _) in RUNNING_COUNTS {
+        query = query.bind(mark_of(&marks, name));
+    }
+    let tails = query.fetch_all(&mut *conn).await?;
+    Ok(tails
+        .into_iter()
+        .map(|(name, tail)| {
+            let total = marks.get(&name).map_or(0, |(t, _)| *t);
+            (name, total + tail)
+        })
+        .collect())
 }
 
 /// Tasks by state, from the running counts and the partial indexes of the

@@ -296,12 +296,10 @@ pub enum Kept {
 /// detaches and drops it, all in one transaction, but only while it holds
 /// exactly `archived_rows` rows (what its archive holds).
 ///
-/// - decisions: the month's round tasks are added to `prevalence_rollups`, and
-///   the month's task-id range goes to `rolled_up_months`, so the prevalence
-///   estimate reads them from there from now on;
-/// - votes: the known truths they were scored against (gold answers, staff
-///   outcomes, test purchases) are added to `known_truth_rollups`, which
-///   recalibration reads beside the live votes.
+/// Of votes, the known truths they were scored against (gold answers, staff
+/// outcomes, test purchases) are added to `known_truth_rollups`, which
+/// recalibration reads beside the live votes. Decisions need no rollup: the
+/// prevalence estimate reads each task's `finding`, and tasks are kept.
 pub async fn drop_archived(
     pool: &PgPool,
     table: Table,
@@ -335,10 +333,8 @@ async fn drop_month(
             now: rows,
         }));
     }
-    match table {
-        Table::Decisions => roll_up_prevalence(&mut tx, month).await?,
-        Table::Votes => roll_up_known_truths(&mut tx, &partition).await?,
-        Table::AuditLog => {}
+    if table == Table::Votes {
+        roll_up_known_truths(&mut tx, &partition).await?;
     }
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "LOCK TABLE {} IN ACCESS EXCLUSIVE MODE",
@@ -373,66 +369,6 @@ async fn drop_month(
     metrics::counter!("spotcheck_partitions_dropped_total", "table" => table.name()).increment(1);
     Ok(Ok(()))
 }
-
-/// The prevalence inputs of the month's round tasks, per round and stratum,
-/// added to the rollups; the same sums the estimate takes over live rows.
-async fn roll_up_prevalence(conn: &mut PgConnection, month: Month) -> sqlx::Result<()> {
-    let (from, to) = (uuid_floor(month.start()), uuid_floor(month.plus(1).start()));
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "WITH outcome AS ({PREVALENCE_OUTCOMES} WHERE t.id >= $1 AND t.id < $2
-                          AND t.kind = 'review' AND t.origin = 'round'),
-              sums AS ({PREVALENCE_SUMS} FROM outcome GROUP BY round, stratum)
-         INSERT INTO prevalence_rollups AS p (round, stratum, inspected, decided, found, inv_p,
-             inv_p2, inv_p_inspected, inv_p_decided, inv_p2_decided)
-         SELECT * FROM sums
-         ON CONFLICT (round, stratum) DO UPDATE SET
-             inspected = p.inspected + EXCLUDED.inspected,
-             decided = p.decided + EXCLUDED.decided,
-             found = p.found + EXCLUDED.found,
-             inv_p = p.inv_p + EXCLUDED.inv_p,
-             inv_p2 = p.inv_p2 + EXCLUDED.inv_p2,
-             inv_p_inspected = p.inv_p_inspected + EXCLUDED.inv_p_inspected,
-             inv_p_decided = p.inv_p_decided + EXCLUDED.inv_p_decided,
-             inv_p2_decided = p.inv_p2_decided + EXCLUDED.inv_p2_decided"
-    )))
-    .bind(from)
-    .bind(to)
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query(
-        "INSERT INTO rolled_up_months (month, from_id, to_id) VALUES ($1, $2, $3)
-         ON CONFLICT (month) DO NOTHING",
-    )
-    .bind(month.start().date_naive())
-    .bind(from)
-    .bind(to)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
-}
-
-/// Each round task with its stratum, inclusion probability and outcome `y`:
-/// counterfeit when staff confirmed it, genuine when staff dismissed it, else
-/// as the volunteers decided; uncertain and undecided are not (yet) answered.
-/// Callers add the `WHERE` clause.
-pub const PREVALENCE_OUTCOMES: &str = "SELECT t.round, t.stratum, t.inclusion_probability AS p,
-        CASE WHEN e.status = 'confirmed' THEN true
-             WHEN e.status = 'dismissed' THEN false
-             WHEN d.outcome = 'counterfeit' THEN true
-             WHEN d.outcome = 'genuine' THEN false END AS y
-     FROM tasks t
-     LEFT JOIN decisions d ON d.task_id = t.id
-     LEFT JOIN escalations e ON e.task_id = t.id";
-
-/// The sums the estimate needs, per round and stratum, over `outcome` rows.
-/// Callers add `FROM ... GROUP BY round, stratum`.
-pub const PREVALENCE_SUMS: &str = "SELECT round, stratum, count(*) AS inspected,
-        count(y) AS decided, count(*) FILTER (WHERE y) AS found,
-        coalesce(sum(1 / p) FILTER (WHERE y), 0) AS inv_p,
-        coalesce(sum(1 / (p * p)) FILTER (WHERE y), 0) AS inv_p2,
-        coalesce(sum(1 / p), 0) AS inv_p_inspected,
-        coalesce(sum(1 / p) FILTER (WHERE y IS NOT NULL), 0) AS inv_p_decided,
-        coalesce(sum(1 / (p * p)) FILTER (WHERE y IS NOT NULL), 0) AS inv_p2_decided";
 
 /// The known truths each vote was scored against, as `(volunteer_id, verdict,
 /// truth)` rows over the votes `{votes}` names (a table or partition):

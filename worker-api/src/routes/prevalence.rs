@@ -9,7 +9,6 @@ use crate::state::AppState;
 use axum::Json;
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
-use spotcheck_platform::partitions::{PREVALENCE_OUTCOMES, PREVALENCE_SUMS};
 use spotcheck_shared::prevalence::{Estimate, StratumSample, estimate};
 use std::collections::BTreeMap;
 use utoipa::{IntoParams, ToSchema};
@@ -85,12 +84,11 @@ pub async fn prevalence(
                              ORDER BY t.round DESC LIMIT 1)
                      FROM r WHERE r.round IS NOT NULL)
                  SELECT coalesce(
-                    (SELECT round FROM r WHERE round IS NOT NULL AND (
-                         EXISTS (SELECT 1 FROM tasks t JOIN decisions d ON d.task_id = t.id
+                    (SELECT round FROM r WHERE round IS NOT NULL AND
+                         EXISTS (SELECT 1 FROM tasks t
                                  WHERE t.round = r.round AND t.kind = 'review'
-                                   AND t.origin = 'round')
-                         OR EXISTS (SELECT 1 FROM prevalence_rollups p
-                                    WHERE p.round = r.round AND p.decided > 0))
+                                   AND t.origin = 'round'
+                                   AND (t.state <> 'open' OR t.finding IS NOT NULL))
                      ORDER BY round DESC LIMIT 1),
                     (SELECT max(round) FROM sampling_frames))",
             )
@@ -108,31 +106,27 @@ pub async fn prevalence(
             strata: BTreeMap::new(),
         }));
     };
-    // Live rows for the round's tasks, plus the sums rolled up from the months
-    // retention removed (their tasks are read from the rollups only).
-    let rows: Vec<StratumRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "WITH outcome AS ({PREVALENCE_OUTCOMES}
-            WHERE t.round = $1 AND t.kind = 'review' AND t.origin = 'round'
-              AND NOT EXISTS (SELECT 1 FROM rolled_up_months m
-                              WHERE t.id >= m.from_id AND t.id < m.to_id)),
-         parts AS ({PREVALENCE_SUMS} FROM outcome GROUP BY round, stratum
-            UNION ALL
-            SELECT round, stratum, inspected, decided, found, inv_p, inv_p2, inv_p_inspected,
-                   inv_p_decided, inv_p2_decided
-            FROM prevalence_rollups WHERE round = $1),
-         sample AS (
-            SELECT stratum, sum(inspected)::bigint AS inspected, sum(decided)::bigint AS decided,
-                   sum(found)::bigint AS found, sum(inv_p) AS inv_p, sum(inv_p2) AS inv_p2,
-                   sum(inv_p_inspected) AS inv_p_inspected, sum(inv_p_decided) AS inv_p_decided,
-                   sum(inv_p2_decided) AS inv_p2_decided
-            FROM parts GROUP BY stratum)
+    // Each round task carries its finding (kept by triggers on decisions and
+    // escalations), so the estimate reads the round's tasks and nothing else.
+    let rows: Vec<StratumRow> = sqlx::query_as(
+        "WITH sample AS (
+            SELECT stratum, count(*) AS inspected, count(finding) AS decided,
+                   count(*) FILTER (WHERE finding) AS found,
+                   coalesce(sum(1 / p) FILTER (WHERE finding), 0) AS inv_p,
+                   coalesce(sum(1 / (p * p)) FILTER (WHERE finding), 0) AS inv_p2,
+                   coalesce(sum(1 / p), 0) AS inv_p_inspected,
+                   coalesce(sum(1 / p) FILTER (WHERE finding IS NOT NULL), 0) AS inv_p_decided,
+                   coalesce(sum(1 / (p * p)) FILTER (WHERE finding IS NOT NULL), 0) AS inv_p2_decided
+            FROM (SELECT stratum, inclusion_probability AS p, finding FROM tasks
+                  WHERE round = $1 AND kind = 'review' AND origin = 'round') t
+            GROUP BY stratum)
          SELECT coalesce(f.stratum, s.stratum), coalesce(f.listings, 0),
                 coalesce(s.inspected, 0), coalesce(s.decided, 0), coalesce(s.found, 0),
                 coalesce(s.inv_p, 0), coalesce(s.inv_p2, 0), coalesce(s.inv_p_inspected, 0),
                 coalesce(s.inv_p_decided, 0), coalesce(s.inv_p2_decided, 0)
          FROM (SELECT stratum, listings FROM sampling_frames WHERE round = $1) f
-         FULL JOIN sample s ON s.stratum = f.stratum"
-    )))
+         FULL JOIN sample s ON s.stratum = f.stratum",
+    )
     .bind(round)
     .fetch_all(&state.pool)
     .await?;
