@@ -226,7 +226,11 @@ async fn marks(
     conn: &mut sqlx::PgConnection,
     lock: bool,
 ) -> sqlx::Result<std::collections::HashMap<String, (i64, String)>> {
-    let lock = if lock { " ORDER BY name FOR UPDATE" } else { "" };
+    let lock = if lock {
+        " ORDER BY name FOR UPDATE"
+    } else {
+        ""
+    };
     let rows: Vec<(String, i64, String)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT name, total, counted_to::text FROM running_counts{lock}"
     )))
@@ -259,7 +263,8 @@ pub async fn running_counts(pool: &PgPool) -> sqlx::Result<std::collections::Has
             )
         })
         .collect();
-    let mut query = sqlx::query_as::<_, (String, i64)>(sqlx::AssertSqlSafe(parts.join(" UNION ALL ")));
+    let mut query =
+        sqlx::query_as::<_, (String, i64)>(sqlx::AssertSqlSafe(parts.join(" UNION ALL ")));
     for (name, _, _) in RUNNING_COUNTS {
         query = query.bind(mark_of(&marks, name));
     }
