@@ -339,7 +339,19 @@ pub async fn outbox_backlog(pool: &PgPool) -> sqlx::Result<(i64, f64)> {
 
 /// Reads the database-side figures.
 pub async fn db_figures(pool: &PgPool) -> sqlx::Result<DbFigures> {
-    let over_collected = over_collected(pool).await?;
+    db_figures_with(pool, over_collected(pool).await?).await
+}
+
+/// The over-collection figure as the last check left it (the coordinators'
+/// gauges check every few seconds), so a reader does not recount anything.
+pub async fn over_collected_as_checked(pool: &PgPool) -> sqlx::Result<i64> {
+    sqlx::query_scalar("SELECT coalesce(sum(extra), 0)::bigint FROM over_collected_tasks")
+        .fetch_one(pool)
+        .await
+}
+
+/// [`DbFigures`] with the over-collection figure given.
+pub async fn db_figures_with(pool: &PgPool, over_collected: i64) -> sqlx::Result<DbFigures> {
     let (outbox_unsent, outbox_lag_secs) = outbox_backlog(pool).await?;
     Ok(DbFigures {
         over_collected,

@@ -165,10 +165,21 @@ async fn seeded_history_keeps_the_invariants_and_the_stack_serves_it() {
     .execute(pool)
     .await
     .expect("a fourth vote");
-    let (_, after) = env
-        .call(Method::GET, "/v1/staff/stats", Some(&staff), None)
-        .await;
-    assert_eq!(after["votes_over_collected"], 1, "{after}");
+    // The coordinators' gauges check every 5 s; the staff figure is their last.
+    wait_until(
+        "the fourth vote shows as over-collected",
+        std::time::Duration::from_secs(30),
+        || {
+            let (env, staff) = (&env, &staff);
+            async move {
+                let (_, after) = env
+                    .call(Method::GET, "/v1/staff/stats", Some(staff), None)
+                    .await;
+                after["votes_over_collected"] == 1
+            }
+        },
+    )
+    .await;
     assert_eq!(
         count(pool, spotcheck_platform::figures::OVER_COLLECTED_SQL).await,
         1,

@@ -128,7 +128,8 @@ pub struct Stats {
     leases_tracked: Option<u64>,
     /// Live and expired leases.
     leases: Leases,
-    /// Votes beyond what their task asked for (should stay 0).
+    /// Votes beyond what their task asked for (should stay 0), as the
+    /// coordinators' last check (every 5 s) found them.
     votes_over_collected: i64,
     /// Outbox rows not yet published.
     outbox_unsent: i64,
@@ -170,7 +171,10 @@ pub async fn stats(State(state): State<AppState>, Staff(_): Staff) -> ApiResult<
     .await?;
     let tracked = state.leases.tracked().await.ok();
     let expired = state.leases.expired_count().await.ok();
-    let figures = spotcheck_platform::figures::db_figures(&state.pool).await?;
+    // As the coordinators' last check left it: a staff page must not recount
+    // the votes of the last seconds on every load.
+    let over = spotcheck_platform::figures::over_collected_as_checked(&state.pool).await?;
+    let figures = spotcheck_platform::figures::db_figures_with(&state.pool, over).await?;
     let dead_lettered =
         match spotcheck_platform::figures::dead_letter_depths(&state.amqp, &state.names).await {
             Ok(depths) => Some(DeadLettered {
