@@ -44,16 +44,15 @@ pub struct BenchHistoryArgs {
     #[arg(long, default_value_t = 0.05)]
     pub sweep_sampling_rate: f64,
     /// The coordinator's pause between recalibrations (`SPOTCHECK_RECALIBRATE_SECS`,
-    /// an hour in production). Its first run comes this long after the
-    /// coordinator starts: long enough to fall after the load window and the
-    /// staff calls (a recalibration over a large history takes seconds of a
-    /// core, which would otherwise be measured as a slower closed loop), short
-    /// enough to fall while the jobs are timed.
-    #[arg(long, default_value_t = 120)]
+    /// an hour in production). By default a day, so none falls in the run: a
+    /// recalibration over a large history takes seconds of a core, and would
+    /// be measured as a slower closed loop. The benchmark times one itself, with
+    /// the coordinator's code, once the jobs have been watched.
+    #[arg(long, default_value_t = 86_400)]
     pub recalibrate_secs: u64,
     /// After the window and the staff calls, the jobs are timed on the quiet
     /// stack until every one of them has run, at most this long.
-    #[arg(long, default_value_t = 180)]
+    #[arg(long, default_value_t = 60)]
     pub jobs_wait_secs: u64,
     /// PostgreSQL connections of each service process (`SPOTCHECK_DB_MAX_CONNECTIONS`).
     #[arg(long, default_value_t = 16)]
