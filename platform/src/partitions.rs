@@ -11,7 +11,7 @@
 //! backs off is tried again a few times, then on the next run: whatever the
 //! upkeep contends with, the upkeep is the one that yields.
 
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, Utc};
 use spotcheck_shared::partitions::{Month, Table, months_to_create, uuid_floor};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
@@ -209,19 +209,10 @@ async fn oldest_in_default(
         match Month::of_v7(id) {
             Some(month) => return Ok(Some(month)),
             // Not a v7 id: look again past the month its bytes would mean.
-            None => from = month_of_bytes(id).plus(1),
+            None => from = Month::of_uuid_time(id).plus(1),
         }
     }
     Ok(None)
-}
-
-/// The month a uuid's first 48 bits would mean as a v7 timestamp.
-fn month_of_bytes(id: Uuid) -> Month {
-    let b = id.as_bytes();
-    let ms = b[..6]
-        .iter()
-        .fold(0i64, |acc, x| (acc << 8) | i64::from(*x));
-    Month::of(Utc.timestamp_millis_opt(ms).single().unwrap_or_default())
 }
 
 /// What one partition-maintenance run did.
@@ -409,16 +400,4 @@ async fn roll_up_known_truths(conn: &mut PgConnection, partition: &str) -> sqlx:
     .execute(&mut *conn)
     .await?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_month_of_a_v4_ids_bytes_is_some_month() {
-        let id = Uuid::from_bytes([0x01, 0x93, 0, 0, 0, 0, 0x40, 0, 0x80, 0, 0, 0, 0, 0, 0, 0]);
-        let m = month_of_bytes(id);
-        assert!(m.year >= 2024 && m.year <= 2025, "{m}");
-    }
 }

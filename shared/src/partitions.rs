@@ -34,14 +34,17 @@ impl Month {
 
     /// The month holding the creation time of a UUIDv7 (`None` for other versions).
     pub fn of_v7(id: Uuid) -> Option<Month> {
-        if id.get_version_num() != 7 {
-            return None;
-        }
+        (id.get_version_num() == 7).then(|| Month::of_uuid_time(id))
+    }
+
+    /// The month a uuid's first 48 bits mean as a v7 timestamp, whatever its
+    /// version (where any uuid sorts among the month partitions' bounds).
+    pub fn of_uuid_time(id: Uuid) -> Month {
         let b = id.as_bytes();
         let ms = b[..6]
             .iter()
             .fold(0i64, |acc, x| (acc << 8) | i64::from(*x));
-        Utc.timestamp_millis_opt(ms).single().map(Month::of)
+        Month::of(Utc.timestamp_millis_opt(ms).single().unwrap_or_default())
     }
 
     /// Its first instant.
@@ -278,6 +281,14 @@ mod tests {
         let (lo, hi) = Table::Votes.bounds(month);
         assert_eq!(lo, format!("'{}'", uuid_floor(month.start())));
         assert!(hi > lo);
+    }
+
+    #[test]
+    fn the_month_of_a_v4_ids_bytes_is_some_month() {
+        let id = Uuid::from_bytes([0x01, 0x93, 0, 0, 0, 0, 0x40, 0, 0x80, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(Month::of_v7(id), None);
+        let m = Month::of_uuid_time(id);
+        assert!(m.year >= 2024 && m.year <= 2025, "{m}");
     }
 
     #[test]
