@@ -10,6 +10,10 @@
 //! shortfall once it has lasted longer than a lease TTL plus a grace period, so
 //! a lease in flight or an offer between publish and count is never mistaken
 //! for a lost one. One replica audits at a time (a lock it renews).
+//!
+//! A run reads at most [`AuditConfig::tasks_per_run`] open tasks, from where
+//! the last run stopped, so its cost stays flat however much work is open; a
+//! full pass over the open tasks takes several runs when there are more.
 
 use spotcheck_platform::lease::LeaseStore;
 use spotcheck_platform::outbox;
@@ -20,7 +24,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-/// Open tasks read per page.
+/// Open tasks read per page (at most; a smaller run reads a smaller page).
 const PAGE: i64 = 1000;
 
 /// How the audit runs.
@@ -33,12 +37,17 @@ pub struct AuditConfig {
     pub patience: Duration,
     /// This replica's name for the audit lock.
     pub replica: String,
+    /// Open tasks one run reads at most (rounded up to whole pages).
+    pub tasks_per_run: i64,
 }
 
-/// Shortfalls seen and since when, kept between audits.
+/// Shortfalls seen and since when, and where the next run starts, kept
+/// between audits.
 #[derive(Debug, Default)]
 pub struct Suspects {
     since: HashMap<TaskId, Instant>,
+    /// The last task id the previous run read; nil starts a new pass.
+    cursor: Uuid,
 }
 
 impl Suspects {
@@ -53,24 +62,34 @@ impl Suspects {
     }
 }
 
-/// One audit; returns the slots offered again.
+/// What one audit did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Audited {
+    /// Open tasks read.
+    pub read: u64,
+    /// Vote slots offered again.
+    pub offered: u64,
+}
+
+/// One audit of the next slice of open tasks.
 pub async fn audit_once(
     pool: &PgPool,
     leases: &LeaseStore,
     config: &AuditConfig,
     suspects: &mut Suspects,
-) -> anyhow::Result<u64> {
+) -> anyhow::Result<Audited> {
     let hold = config
         .interval
         .saturating_mul(3)
         .max(Duration::from_secs(1));
     if !leases.hold_lock("audit", &config.replica, hold).await? {
         suspects.since.clear();
-        return Ok(0);
+        suspects.cursor = Uuid::nil();
+        return Ok(Audited::default());
     }
     // After a total loss the reconciler re-offers everything; the audit waits.
     if !leases.sentinel_present().await? {
-        return Ok(0);
+        return Ok(Audited::default());
     }
     let pending: HashMap<Uuid, i64> = sqlx::query_as::<_, (Uuid, i64)>(
         "SELECT (payload->>'task_id')::uuid, count(*) FROM outbox
@@ -82,20 +101,20 @@ pub async fn audit_once(
     .collect();
     let now = Instant::now();
     let mut short_now: HashMap<TaskId, i64> = HashMap::new();
-    let mut after = Uuid::nil();
-    loop {
+    let start = suspects.cursor;
+    let mut after = start;
+    let page_size = PAGE.min(config.tasks_per_run.max(1));
+    let mut read = 0i64;
+    // The end of the slice this run read: `None` when it reached the last task.
+    let end = loop {
         let page: Vec<(Uuid, i32, i32)> = sqlx::query_as(
             "SELECT id, votes_required, votes_counted FROM tasks
              WHERE state = 'open' AND kind = 'review' AND id > $1 ORDER BY id LIMIT $2",
         )
         .bind(after)
-        .bind(PAGE)
+        .bind(page_size)
         .fetch_all(pool)
         .await?;
-        let Some(last) = page.last() else {
-            break;
-        };
-        after = last.0;
         let ids: Vec<TaskId> = page.iter().map(|r| TaskId(r.0)).collect();
         let cover = leases.coverage(&ids).await?;
         for ((id, required, counted), c) in page.iter().zip(cover) {
@@ -106,13 +125,24 @@ pub async fn audit_once(
                 short_now.insert(TaskId(*id), short);
             }
         }
-        if (page.len() as i64) < PAGE {
-            break;
+        read += page.len() as i64;
+        match page.last() {
+            Some(last) if page.len() as i64 == page_size => {
+                after = last.0;
+                if read >= config.tasks_per_run {
+                    break Some(after);
+                }
+            }
+            _ => break None,
         }
-    }
+    };
+    suspects.cursor = end.unwrap_or(Uuid::nil());
+    // Suspects this run looked at and found covered are cleared; the others
+    // wait for their own slice.
+    let looked_at = |task: &TaskId| task.0 > start && end.is_none_or(|end| task.0 <= end);
     suspects
         .since
-        .retain(|task, _| short_now.contains_key(task));
+        .retain(|task, _| !looked_at(task) || short_now.contains_key(task));
     let mut reoffer: Vec<TaskId> = Vec::new();
     for (task, short) in &short_now {
         let since = *suspects.since.entry(*task).or_insert(now);
@@ -122,8 +152,9 @@ pub async fn audit_once(
         }
     }
     metrics::gauge!("spotcheck_audit_short_tasks").set(suspects.len() as f64);
+    let read = read as u64;
     if reoffer.is_empty() {
-        return Ok(0);
+        return Ok(Audited { read, offered: 0 });
     }
     let mut conn = pool.acquire().await?;
     let offered = outbox::offer_slots(&mut conn, &reoffer, 1).await?;
@@ -132,7 +163,7 @@ pub async fn audit_once(
         slots = offered,
         "offered again vote slots that nothing covered (lost lease or offer)"
     );
-    Ok(offered)
+    Ok(Audited { read, offered })
 }
 
 /// Audits every interval until cancelled.

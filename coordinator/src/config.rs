@@ -180,6 +180,9 @@ pub struct Config {
     /// its slots again, in milliseconds.
     #[arg(long, env = "SPOTCHECK_AUDIT_GRACE_MS", default_value_t = 10_000)]
     pub audit_grace_ms: u64,
+    /// Open tasks one lost-slot audit reads at most; more take several runs.
+    #[arg(long, env = "SPOTCHECK_AUDIT_TASKS_PER_RUN", default_value_t = 10_000)]
+    pub audit_tasks_per_run: i64,
     /// Listings per ingest transaction during `import`.
     #[arg(long, env = "SPOTCHECK_IMPORT_BATCH", default_value_t = 200)]
     pub import_batch: usize,
@@ -378,6 +381,7 @@ impl Config {
             patience: Duration::from_secs(self.services.lease_ttl_secs)
                 + Duration::from_millis(self.audit_grace_ms),
             replica: format!("coordinator-{}", uuid::Uuid::new_v4().simple()),
+            tasks_per_run: self.audit_tasks_per_run.max(1),
         }
     }
 

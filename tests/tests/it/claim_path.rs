@@ -38,12 +38,14 @@ async fn env_with(
     env
 }
 
+const REDIS: &str = "redis://127.0.0.1:6379/";
+
 async fn redis(env: &TestEnv) -> redis::aio::MultiplexedConnection {
     let url = env
         .redis
         .as_ref()
         .map(PrivateRedis::url)
-        .unwrap_or_else(|| "redis://127.0.0.1:6379/".to_owned());
+        .unwrap_or_else(|| REDIS.to_owned());
     redis::Client::open(url)
         .unwrap()
         .get_multiplexed_async_connection()
@@ -207,6 +209,96 @@ async fn a_lease_lost_from_redis_with_the_sentinel_kept_is_offered_again_by_the_
     );
 }
 
+/// Whether the outbox is empty and each of these offer counts is one.
+async fn offers_counted(pool: sqlx::PgPool, keys: Vec<String>) -> bool {
+    let mut conn = redis::Client::open(REDIS)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let counted: Vec<Option<i64>> = redis::cmd("MGET")
+        .arg(&keys)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    count(&pool, "SELECT count(*) FROM outbox").await == 0 && counted.iter().all(|c| *c == Some(1))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_audit_reads_one_slice_a_run_and_keeps_the_other_slices_suspects() {
+    use coordinator::audit::{AuditConfig, Audited, Suspects, audit_once};
+    const TASKS: usize = 5;
+    // The coordinator's own audit never runs here: the test runs it.
+    let env = env_with(1, TASKS, None, |c| c.audit_interval_ms = 3_600_000, |_| {}).await;
+    let p = format!("{{{}}}", env.id);
+    let ids: Vec<String> = sqlx::query_scalar("SELECT id::text FROM tasks ORDER BY id")
+        .fetch_all(&env.pool)
+        .await
+        .unwrap();
+    assert_eq!(ids.len(), TASKS);
+    let offer_keys: Vec<String> = ids.iter().map(|t| format!("{p}:offers:{t}")).collect();
+    wait_until(
+        "every offer published and counted",
+        Duration::from_secs(15),
+        || offers_counted(env.pool.clone(), offer_keys.clone()),
+    )
+    .await;
+    let manager = redis::aio::ConnectionManager::new(redis::Client::open(REDIS).unwrap())
+        .await
+        .unwrap();
+    let leases = spotcheck_platform::lease::LeaseStore::new(manager, &env.id);
+    let patience = Duration::from_millis(400);
+    let config = AuditConfig {
+        interval: Duration::from_millis(300),
+        patience,
+        replica: "audit-test".to_owned(),
+        tasks_per_run: 2,
+    };
+    let mut suspects = Suspects::default();
+    let pass = async |suspects: &mut Suspects| {
+        let mut runs = Vec::new();
+        for _ in 0..3 {
+            runs.push(
+                audit_once(&env.pool, &leases, &config, suspects)
+                    .await
+                    .unwrap(),
+            );
+        }
+        runs
+    };
+    let runs = |offered: [u64; 3]| -> Vec<Audited> {
+        [2, 2, 1]
+            .into_iter()
+            .zip(offered)
+            .map(|(read, offered)| Audited { read, offered })
+            .collect()
+    };
+    // Everything is covered: three runs of at most two tasks make a pass.
+    assert_eq!(pass(&mut suspects).await, runs([0, 0, 0]));
+    assert!(suspects.is_empty());
+    // Every offer's count is lost (a failover dropped the writes).
+    let mut conn = redis(&env).await;
+    let dropped: i64 = redis::cmd("DEL")
+        .arg(&offer_keys)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(dropped, TASKS as i64);
+    // First seen short: suspected, not offered yet.
+    assert_eq!(pass(&mut suspects).await, runs([0, 0, 0]));
+    assert_eq!(suspects.len(), TASKS);
+    tokio::time::sleep(patience).await;
+    // Each slice's suspects outlived the other slices' runs: all five are
+    // offered again, each by the run that reads it.
+    assert_eq!(pass(&mut suspects).await, runs([2, 2, 1]));
+    assert!(suspects.is_empty());
+    // Each lost offer is made again once.
+    wait_until("every offer made again", Duration::from_secs(15), || {
+        offers_counted(env.pool.clone(), offer_keys.clone())
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_vote_that_reaches_its_fence_after_the_lease_expired_is_refused_and_the_slot_comes_back()
 {
@@ -299,7 +391,7 @@ async fn a_stopped_volunteer_gets_gold_only_adds_no_slot_and_reviews_again_once_
     .execute(&env.pool)
     .await
     .unwrap();
-    let redis_client = redis::Client::open("redis://127.0.0.1:6379/").unwrap();
+    let redis_client = redis::Client::open(REDIS).unwrap();
     let manager = redis::aio::ConnectionManager::new(redis_client)
         .await
         .unwrap();
