@@ -25,6 +25,16 @@ pub struct BenchHistoryArgs {
     /// Seconds of each measured window.
     #[arg(long, default_value_t = 10)]
     pub window_secs: u64,
+    /// Closed-loop windows in each measurement, each after its own warm-up;
+    /// the figures compared are their medians, so one window slowed by the
+    /// shared machine does not decide the comparison.
+    #[arg(long, default_value_t = 5)]
+    pub windows: usize,
+    /// Longest wait, before the closed loop, for the database to be quiet: the
+    /// sweep's mark of the listings it did not reach vacuumed, and no
+    /// autovacuum running in the database.
+    #[arg(long, default_value_t = 300)]
+    pub quiet_wait_secs: u64,
     /// Volunteers of the closed loop.
     #[arg(long, default_value_t = 64)]
     pub volunteers: usize,
@@ -80,6 +90,10 @@ impl BenchHistoryArgs {
             "--months must be 1 to 120"
         );
         anyhow::ensure!(self.window_secs > 0, "--window-secs must be at least 1");
+        anyhow::ensure!(
+            (1..=100).contains(&self.windows),
+            "--windows must be 1 to 100"
+        );
         anyhow::ensure!(self.max_secs > 0, "--max-secs must be at least 1");
         anyhow::ensure!(self.sweep_secs > 0, "--sweep-secs must be at least 1");
         anyhow::ensure!(
@@ -183,5 +197,6 @@ mod tests {
         assert!(parse(&["--sweep-sampling-rate", "0"]).validate().is_err());
         assert!(parse(&["--recalibrate-secs", "0"]).validate().is_err());
         assert!(parse(&["--staff-requests", "0"]).validate().is_err());
+        assert!(parse(&["--windows", "0"]).validate().is_err());
     }
 }

@@ -58,13 +58,16 @@ async fn run_small_benchmark(report_file: &TempPath) -> (Value, String, bool) {
             "1",
             "--window-secs",
             "2",
+            "--windows",
+            "2",
             "--volunteers",
             "16",
         ])
         .args(["--staff-requests", &STAFF_REQUESTS.to_string()])
         .args(["--prefill-slots", "3000", "--sweep-secs", "5"])
         .args(["--recalibrate-secs", "2", "--jobs-wait-secs", "15"])
-        .args(["--max-secs", "150", "--database-url", &admin_db()])
+        .args(["--quiet-wait-secs", "30", "--max-secs", "150"])
+        .args(["--database-url", &admin_db()])
         .args(["--amqp-url", AMQP_URL, "--redis-url", REDIS_URL])
         .arg("--bin-dir")
         .arg(&bin)
@@ -176,6 +179,19 @@ async fn the_history_benchmark_reports_every_figure_on_both_databases_and_leaves
             "{phase}: claim p99"
         );
         assert!(number(p, "load.vote_ms.p99_ms") > 0.0, "{phase}: vote p99");
+        let windows = p["windows"].as_array().expect("the windows");
+        assert_eq!(windows.len(), 2, "{phase}: closed-loop windows");
+        assert!(
+            windows.iter().all(|w| number(w, "cycles") > 0.0),
+            "{phase}: a window without cycles"
+        );
+        // Two windows: the median is the lower one.
+        let slower = windows
+            .iter()
+            .map(|w| number(w, "cycles_per_sec"))
+            .fold(f64::INFINITY, f64::min);
+        assert_eq!(number(p, "load.cycles_per_sec"), slower, "{phase}");
+        assert_eq!(p["quiet"]["quiet"], true, "{phase}: {}", p["quiet"]);
         for route in ROUTES {
             let calls = number(&p["staff"][route], "count");
             assert_eq!(calls, STAFF_REQUESTS as f64, "{phase}: calls of {route}");

@@ -136,6 +136,25 @@ async fn seeded_history_keeps_the_invariants_and_the_stack_serves_it() {
     let closed =
         stats["tasks"]["decided"].as_i64().unwrap() + stats["tasks"]["escalated"].as_i64().unwrap();
     assert_eq!(closed, 3_100, "{stats}");
+    // Staff outcomes come from running counts, and equal a direct count.
+    let decided = (
+        count(
+            pool,
+            "SELECT count(*) FROM escalations WHERE status = 'confirmed'",
+        )
+        .await,
+        count(
+            pool,
+            "SELECT count(*) FROM escalations WHERE status = 'dismissed'",
+        )
+        .await,
+    );
+    assert!(decided.0 > 0 && decided.1 > 0, "{decided:?}");
+    let reported = (
+        stats["escalations"]["confirmed"].as_i64().unwrap(),
+        stats["escalations"]["dismissed"].as_i64().unwrap(),
+    );
+    assert_eq!(reported, decided, "{stats}");
 
     // The over-collection figure counts vote rows: a fourth vote on a task
     // that asked for three shows at the next check, though the task's counter

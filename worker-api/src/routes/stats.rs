@@ -39,10 +39,9 @@ pub struct DecisionCounts {
 }
 
 /// Escalations by status.
-#[derive(Debug, Serialize, sqlx::FromRow, ToSchema)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct EscalationCounts {
     /// Awaiting staff.
-    #[sqlx(rename = "escalations_open")]
     open: i64,
     /// Confirmed by staff.
     confirmed: i64,
@@ -55,8 +54,7 @@ pub struct EscalationCounts {
 struct SmallCounts {
     volunteers_not_counting: i64,
     collusion_flags_open: i64,
-    #[sqlx(flatten)]
-    escalations: EscalationCounts,
+    escalations_open: i64,
 }
 
 /// Leases as Redis tracks them (`null` when Redis did not answer).
@@ -162,10 +160,7 @@ pub async fn stats(State(state): State<AppState>, Staff(_): Staff) -> ApiResult<
         "SELECT (SELECT count(*) FROM volunteer_reliability WHERE NOT counting)
                     AS volunteers_not_counting,
                 (SELECT count(*) FROM collusion_flags WHERE status = 'open') AS collusion_flags_open,
-                count(*) FILTER (WHERE status = 'open') AS escalations_open,
-                count(*) FILTER (WHERE status = 'confirmed') AS confirmed,
-                count(*) FILTER (WHERE status = 'dismissed') AS dismissed
-         FROM escalations",
+                (SELECT count(*) FROM escalations WHERE status = 'open') AS escalations_open",
     )
     .fetch_one(&state.pool)
     .await?;
@@ -225,7 +220,11 @@ pub async fn stats(State(state): State<AppState>, Staff(_): Staff) -> ApiResult<
             counterfeit: count("decisions_counterfeit"),
             uncertain: count("decisions_uncertain"),
         },
-        escalations: small.escalations,
+        escalations: EscalationCounts {
+            open: small.escalations_open,
+            confirmed: count("escalations_confirmed"),
+            dismissed: count("escalations_dismissed"),
+        },
         leases_tracked: tracked,
         leases: Leases {
             live: tracked.zip(expired).map(|(t, e)| t.saturating_sub(e)),
