@@ -1,6 +1,7 @@
 //! The capacity monitor: measures the backlog and the volunteers' recent pace,
 //! sets the throttle new tasks are sampled with, and records both for staff.
 
+use spotcheck_platform::figures::REVIEW_VOTES;
 use spotcheck_shared::capacity::{Capacity, CapacityPolicy, Throttle};
 use sqlx::PgPool;
 use std::sync::{Arc, RwLock};
@@ -26,17 +27,17 @@ pub async fn measure(pool: &PgPool, window_secs: u64) -> sqlx::Result<Capacity> 
     )
     .fetch_one(pool)
     .await?;
-    let (open_votes, votes_in_window, span): (i64, i64, f64) = sqlx::query_as(
-        "WITH since AS (SELECT now() - make_interval(secs => $1::double precision) AS at),
+    let (open_votes, votes_in_window, span): (i64, i64, f64) =
+        sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "WITH since AS (SELECT now() - make_interval(secs => $1::double precision) AS at),
               counted AS (
                  SELECT coalesce(sum(review_votes), 0) AS n, min(minute) AS first
                  FROM vote_minutes, since
                  WHERE minute >= date_trunc('minute', since.at) AND minute <= $2::timestamptz),
               tail AS (
                  SELECT count(*) AS n, min(v.created_at) AS first
-                 FROM votes v JOIN tasks t ON t.id = v.task_id
-                 WHERE t.kind = 'review'
-                   AND v.created_at > greatest($2::timestamptz,
+                 FROM {REVIEW_VOTES}
+                   v.created_at > greatest($2::timestamptz,
                                                now() - make_interval(secs => $1::double precision)))
          SELECT
             (SELECT coalesce(sum(greatest(votes_required - votes_counted, 0)), 0)::bigint
@@ -44,11 +45,14 @@ pub async fn measure(pool: &PgPool, window_secs: u64) -> sqlx::Result<Capacity> 
             (counted.n + tail.n)::bigint,
             coalesce(extract(epoch FROM now() - least(counted.first, tail.first)), 0)::float8
          FROM counted, tail",
-    )
-    .bind(window_secs as f64)
-    .bind(mark)
-    .fetch_one(pool)
-    .await?;
+        )))
+        // Planned for its mark each run (a reused statement's generic plan
+        // would assume a third of the votes are past it).
+        .persistent(false)
+        .bind(window_secs as f64)
+        .bind(mark)
+        .fetch_one(pool)
+        .await?;
     let span = span.clamp(MIN_SPAN_SECS, window_secs.max(1) as f64);
     Ok(Capacity {
         open_votes: open_votes.max(0) as u64,

@@ -82,7 +82,7 @@ pub async fn refresh(ops: &Ops) -> anyhow::Result<()> {
     // Counts that grow with the history come from the running counts (the
     // capacity job moves them), so the gauges cost the same after a year as on
     // the first day.
-    let counts = figures::running_counts(&ops.pool).await?;
+    let counts = figures::running_counts(&ops.pool, &["review_tasks"]).await?;
     let review = counts.get("review_tasks").copied().unwrap_or(0);
     let tasks = figures::task_figures(&ops.pool, review).await?;
     let states = [

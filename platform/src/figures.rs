@@ -172,8 +172,13 @@ const RUNNING_COUNTS: [(&str, &str, &str); 9] = [
     ),
 ];
 
-/// Review votes, as a running count's source.
-const REVIEW_VOTES: &str = "votes v JOIN tasks t ON t.id = v.task_id WHERE t.kind = 'review' AND";
+/// Review votes, as a running count's source: the votes not on a gold task
+/// (every task is one or the other). The anti-join reads the few gold tasks
+/// from their index; a join to every vote's task made a parallel scan of the
+/// tasks for a tail of seconds of votes (250 ms for 84,000 votes on a 10 M-vote
+/// history, against 45 ms).
+pub const REVIEW_VOTES: &str = "votes v WHERE NOT EXISTS
+    (SELECT 1 FROM tasks g WHERE g.id = v.task_id AND g.kind = 'gold') AND";
 
 /// How far behind the clock the running counts' mark stays: rows are stamped
 /// when their statement starts and commit a moment later, so the newest ones
@@ -209,6 +214,7 @@ pub async fn advance_running_counts(pool: &PgPool) -> sqlx::Result<()> {
          GROUP BY 1
          ON CONFLICT (minute) DO UPDATE SET review_votes = m.review_votes + EXCLUDED.review_votes"
     )))
+    .persistent(false)
     .bind(mark_of(&marks, "review_votes"))
     .bind(until)
     .execute(&mut *tx)
@@ -221,6 +227,7 @@ pub async fn advance_running_counts(pool: &PgPool) -> sqlx::Result<()> {
              WHERE name = $1",
             from = count_from(source)
         )))
+        .persistent(false)
         .bind(name)
         .bind(mark_of(&marks, name))
         .bind(until)
@@ -258,11 +265,22 @@ fn mark_of(marks: &std::collections::HashMap<String, (i64, String)>, name: &str)
         .map_or_else(|| "-infinity".to_owned(), |(_, m)| m.clone())
 }
 
-/// Every running count now: its total plus the rows stamped since its mark.
-pub async fn running_counts(pool: &PgPool) -> sqlx::Result<std::collections::HashMap<String, i64>> {
+/// The running counts named (all of them when `names` is empty) now: each its
+/// total plus the rows stamped since its mark.
+pub async fn running_counts(
+    pool: &PgPool,
+    names: &[&str],
+) -> sqlx::Result<std::collections::HashMap<String, i64>> {
     let mut conn = pool.acquire().await?;
     let marks = marks(&mut conn, false).await?;
-    let parts: Vec<String> = RUNNING_COUNTS
+    let wanted: Vec<&(&str, &str, &str)> = RUNNING_COUNTS
+        .iter()
+        .filter(|(name, _, _)| names.is_empty() || names.contains(name))
+        .collect();
+    if wanted.is_empty() {
+        return Ok(std::collections::HashMap::new());
+    }
+    let parts: Vec<String> = wanted
         .iter()
         .enumerate()
         .map(|(i, (name, source, column))| {
@@ -273,12 +291,13 @@ pub async fn running_counts(pool: &PgPool) -> sqlx::Result<std::collections::Has
             )
         })
         .collect();
-    // Not prepared for reuse: a reused statement gets a generic plan after a few
-    // runs, which assumes a third of each table is past its mark and scans it.
+    // Not prepared for reuse (nor are the statements that advance the marks): a
+    // reused statement gets a generic plan after a few runs, which assumes a
+    // third of each table is past its mark and scans it.
     let mut query =
         sqlx::query_as::<_, (String, i64)>(sqlx::AssertSqlSafe(parts.join(" UNION ALL ")))
             .persistent(false);
-    for (name, _, _) in RUNNING_COUNTS {
+    for (name, _, _) in &wanted {
         query = query.bind(mark_of(&marks, name));
     }
     let tails = query.fetch_all(&mut *conn).await?;

@@ -152,7 +152,20 @@ pub struct Stats {
 pub async fn stats(State(state): State<AppState>, Staff(_): Staff) -> ApiResult<Json<Stats>> {
     // What grows with the history comes from the running counts the
     // coordinators keep (a total up to a mark, plus the rows since it).
-    let running = spotcheck_platform::figures::running_counts(&state.pool).await?;
+    let running = spotcheck_platform::figures::running_counts(
+        &state.pool,
+        &[
+            "listings",
+            "review_tasks",
+            "votes",
+            "decisions_genuine",
+            "decisions_counterfeit",
+            "decisions_uncertain",
+            "escalations_confirmed",
+            "escalations_dismissed",
+        ],
+    )
+    .await?;
     let count = |name: &str| running.get(name).copied().unwrap_or(0);
     let tasks =
         spotcheck_platform::figures::task_figures(&state.pool, count("review_tasks")).await?;
