@@ -75,12 +75,14 @@ pub async fn run(args: BenchHistoryArgs) -> anyhow::Result<()> {
     report.tabulate();
     report.write(&args.out)?;
     println!(
-        "\nbench-history: {} votes of history over {} months; closed loop of {} volunteers, warm-up {} s, window {} s; {} staff calls a route; {} cores shared by everything",
+        "\nbench-history: {} votes of history over {} months; closed loop of {} volunteers, {} burn-in and {} measured windows of {} s after {} s of warm-up; {} staff calls a route; {} cores shared by everything",
         args.votes,
         args.months,
         args.volunteers,
-        args.warmup_secs,
+        args.burn_in_windows,
+        args.windows,
         args.window_secs,
+        args.warmup_secs,
         args.staff_requests,
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
@@ -114,6 +116,8 @@ async fn measure(
         ("history_months".to_owned(), json!(args.months)),
         ("warmup_secs".to_owned(), json!(args.warmup_secs)),
         ("window_secs".to_owned(), json!(args.window_secs)),
+        ("windows".to_owned(), json!(args.windows)),
+        ("burn_in_windows".to_owned(), json!(args.burn_in_windows)),
         ("volunteers".to_owned(), json!(args.volunteers)),
         ("staff_requests".to_owned(), json!(args.staff_requests)),
         ("sweep_secs".to_owned(), json!(args.sweep_secs)),

@@ -1,6 +1,7 @@
 //! One measurement of the history benchmark, the same on the empty and on the
 //! seeded database: the round sweep from the start of a round, then (once the
-//! database is quiet) windows of the closed loop of claim and vote, the staff
+//! database is quiet, and after unmeasured burn-in windows) windows of the
+//! closed loop of claim and vote, the staff
 //! routes one after another, and the coordinator's periodic jobs watched after
 //! them, on a quiet stack, until every one of them has run (recalibration,
 //! daily in the benchmark's coordinator, is run and timed here).
@@ -100,7 +101,7 @@ pub async fn measure(
     let size = size(&bench.pool).await?;
     let metrics = bench.stack.coordinator_metrics()[0].clone();
     let mut windows = Vec::with_capacity(args.windows);
-    for i in 0..args.windows {
+    for i in 0..args.burn_in_windows + args.windows {
         ensure_slots(bench, slots).await?;
         settle(bench).await?;
         let crew = bench.crew();
@@ -109,9 +110,18 @@ pub async fn measure(
         let run = ClosedLoop::start(&crew, tokens, Work::Vote, window);
         tokio::time::sleep_until(window.end).await;
         let load = run.finish().await.figures(&window);
+        let Some(measured) = i.checked_sub(args.burn_in_windows) else {
+            eprintln!(
+                "bench-history: {name}: burn-in {}/{}: {}",
+                i + 1,
+                args.burn_in_windows,
+                load.line()
+            );
+            continue;
+        };
         eprintln!(
             "bench-history: {name}: closed loop {}/{}: {}",
-            i + 1,
+            measured + 1,
             args.windows,
             load.line()
         );

@@ -60,6 +60,8 @@ async fn run_small_benchmark(report_file: &TempPath) -> (Value, String, bool) {
             "2",
             "--windows",
             "2",
+            "--burn-in-windows",
+            "1",
             "--volunteers",
             "16",
         ])
