@@ -1,7 +1,8 @@
 //! Month partitions and retention: created ahead by two coordinators at once,
 //! rows of a month without a partition kept (and moved when it is created),
 //! partitions dropped only once archived exactly, and the prevalence estimate
-//! and volunteer reliability the same after retention as before it.
+//! and volunteer reliability the same after retention as before it; the
+//! running counts' mark held back by a writer still open.
 
 use crate::harness::{TestEnv, count};
 use chrono::Utc;
@@ -419,4 +420,58 @@ fn assert_close(a: &Value, b: &Value, what: &str) {
         }
         _ => assert_eq!(a, b, "{what}"),
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_writer_transaction_older_than_the_slack_holds_the_running_counts_mark_back() {
+    use spotcheck_platform::figures::{
+        RUNNING_COUNT_SLACK_SECS, advance_running_counts, running_counts,
+    };
+    let env = TestEnv::db_only().await;
+    let pool = env.pool.clone();
+    advance_running_counts(&pool).await.unwrap();
+    let before = running_counts(&pool, &["listings"]).await.unwrap()["listings"];
+    // A writer stamps a listing at its start and stays open past the slack.
+    let mut slow = pool.begin().await.unwrap();
+    sqlx::query(
+        "INSERT INTO listings (listing_id, version, seller_id, brand, category, region,
+             seller_risk_tier, price, currency, title, description, image_urls, signals)
+         VALUES ('slow-writer', 1, 's-slow', 'b', 'bags', 'eu', 'standard', 10, 'EUR', 't', 'd', '[]', '[]')",
+    )
+    .execute(&mut *slow)
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs_f64(RUNNING_COUNT_SLACK_SECS + 1.0)).await;
+    // The mark moves meanwhile, but not past the open writer's start.
+    advance_running_counts(&pool).await.unwrap();
+    let mark: chrono::DateTime<Utc> =
+        sqlx::query_scalar("SELECT counted_to FROM running_counts WHERE name = 'listings'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    let started: chrono::DateTime<Utc> = sqlx::query_scalar("SELECT now()")
+        .fetch_one(&mut *slow)
+        .await
+        .unwrap();
+    assert!(
+        mark < started,
+        "mark {mark} passed the writer's start {started}"
+    );
+    slow.commit().await.unwrap();
+    // Committed, the row is counted once: live now, then in the total.
+    let live = running_counts(&pool, &["listings"]).await.unwrap()["listings"];
+    assert_eq!(live, before + 1);
+    tokio::time::sleep(Duration::from_secs_f64(RUNNING_COUNT_SLACK_SECS + 0.5)).await;
+    advance_running_counts(&pool).await.unwrap();
+    let (total, mark): (i64, chrono::DateTime<Utc>) =
+        sqlx::query_as("SELECT total, counted_to FROM running_counts WHERE name = 'listings'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert!(mark > started, "the mark passed the committed row");
+    assert_eq!(total, before + 1);
+    assert_eq!(
+        running_counts(&pool, &["listings"]).await.unwrap()["listings"],
+        before + 1
+    );
 }
