@@ -46,9 +46,6 @@ pub async fn measure(pool: &PgPool, window_secs: u64) -> sqlx::Result<Capacity> 
             coalesce(extract(epoch FROM now() - least(counted.first, tail.first)), 0)::float8
          FROM counted, tail",
         )))
-        // Planned for its mark each run (a reused statement's generic plan
-        // would assume a third of the votes are past it).
-        .persistent(false)
         .bind(window_secs as f64)
         .bind(mark)
         .fetch_one(pool)

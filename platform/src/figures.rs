@@ -226,7 +226,6 @@ pub async fn advance_running_counts(pool: &PgPool) -> sqlx::Result<()> {
          GROUP BY 1
          ON CONFLICT (minute) DO UPDATE SET review_votes = m.review_votes + EXCLUDED.review_votes"
     )))
-    .persistent(false)
     .bind(mark_of(&marks, "review_votes"))
     .bind(until)
     .execute(&mut *tx)
@@ -239,13 +238,27 @@ pub async fn advance_running_counts(pool: &PgPool) -> sqlx::Result<()> {
              WHERE name = $1",
             from = count_from(source)
         )))
-        .persistent(false)
         .bind(name)
         .bind(mark_of(&marks, name))
         .bind(until)
         .execute(&mut *tx)
         .await?;
     }
+    tx.commit().await
+}
+
+/// Starts every running count again from nothing (and the per-minute pace with
+/// it), for rows written straight into the database behind the marks (a seeded
+/// history): the next advance counts every row once.
+pub async fn restart_running_counts(conn: &mut sqlx::PgConnection) -> sqlx::Result<()> {
+    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+    marks(&mut tx, true).await?;
+    sqlx::query("UPDATE running_counts SET total = 0, counted_to = '-infinity'")
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("DELETE FROM vote_minutes")
+        .execute(&mut *tx)
+        .await?;
     tx.commit().await
 }
 
@@ -277,8 +290,8 @@ fn mark_of(marks: &std::collections::HashMap<String, (i64, String)>, name: &str)
         .map_or_else(|| "-infinity".to_owned(), |(_, m)| m.clone())
 }
 
-/// The running counts named (all of them when `names` is empty) now: each its
-/// total plus the rows stamped since its mark.
+/// The running counts named now: each its total plus the rows stamped since
+/// its mark (a name that is no running count is left out).
 pub async fn running_counts(
     pool: &PgPool,
     names: &[&str],
@@ -287,7 +300,7 @@ pub async fn running_counts(
     let marks = marks(&mut conn, false).await?;
     let wanted: Vec<&(&str, &str, &str)> = RUNNING_COUNTS
         .iter()
-        .filter(|(name, _, _)| names.is_empty() || names.contains(name))
+        .filter(|(name, _, _)| names.contains(name))
         .collect();
     if wanted.is_empty() {
         return Ok(std::collections::HashMap::new());
@@ -303,12 +316,8 @@ pub async fn running_counts(
             )
         })
         .collect();
-    // Not prepared for reuse (nor are the statements that advance the marks): a
-    // reused statement gets a generic plan after a few runs, which assumes a
-    // third of each table is past its mark and scans it.
     let mut query =
-        sqlx::query_as::<_, (String, i64)>(sqlx::AssertSqlSafe(parts.join(" UNION ALL ")))
-            .persistent(false);
+        sqlx::query_as::<_, (String, i64)>(sqlx::AssertSqlSafe(parts.join(" UNION ALL ")));
     for (name, _, _) in &wanted {
         query = query.bind(mark_of(&marks, name));
     }

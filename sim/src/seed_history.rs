@@ -179,30 +179,16 @@ pub async fn seed(args: &SeedHistoryArgs) -> anyhow::Result<SeedReport> {
     ))?)
     .execute(&mut db)
     .await?;
-    recount(&mut db).await?;
+    // The history is stamped in the past, behind the marks of the running
+    // counts the staff figures read: they start again from nothing, and the
+    // coordinator's next run counts every row once.
+    spotcheck_platform::figures::restart_running_counts(&mut db).await?;
     // As a database months old would be: vacuumed (pages all-visible, so the
     // first reads and autovacuum do not rewrite them all at once) and analyzed.
     sqlx::query("VACUUM (ANALYZE)").execute(&mut db).await?;
     report.secs = started.elapsed().as_secs_f64();
     report.bytes = database_size(&mut db).await? - size_before;
     Ok(report)
-}
-
-/// The history is stamped in the past, behind the marks of the running counts
-/// the staff figures read (`spotcheck_platform::figures`): they start again
-/// from nothing, and the coordinator's next run counts every row once.
-async fn recount(db: &mut PgConnection) -> sqlx::Result<()> {
-    let mut tx = db.begin().await?;
-    sqlx::query("SELECT name FROM running_counts ORDER BY name FOR UPDATE")
-        .fetch_all(&mut *tx)
-        .await?;
-    sqlx::query("UPDATE running_counts SET total = 0, counted_to = '-infinity'")
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query("DELETE FROM vote_minutes")
-        .execute(&mut *tx)
-        .await?;
-    tx.commit().await
 }
 
 async fn database_size(db: &mut PgConnection) -> sqlx::Result<i64> {
