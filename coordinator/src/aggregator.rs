@@ -368,7 +368,7 @@ pub async fn on_votes(
     standing: Option<&StandingCache>,
     events: &[VoteRecorded],
 ) -> anyhow::Result<HashMap<TaskId, Decision>> {
-    let votes: Vec<Uuid> = events.iter().map(|e| e.vote_id).collect();
+    let votes: Vec<(Uuid, Uuid)> = events.iter().map(|e| (e.vote_id, e.task_id.0)).collect();
     let mut tx = pool.begin().await?;
     let stopped = reliability::account_votes(&mut tx, &votes, &agg.learning).await?;
     tx.commit().await?;

@@ -212,6 +212,18 @@ impl App {
             )
         });
 
+        let (pool, c) = (self.pool.clone(), cancel.clone());
+        let (every, grace) = (
+            Duration::from_millis(self.config.vote_sweep_ms),
+            Duration::from_millis(self.config.vote_announce_grace_ms),
+        );
+        loops.spawn(async move {
+            (
+                "unannounced-vote sweep",
+                crate::announce::run(pool, every, grace, c).await,
+            )
+        });
+
         let (pool, conn, c, prefetch) = (
             self.pool.clone(),
             self.amqp.clone(),

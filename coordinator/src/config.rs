@@ -183,6 +183,19 @@ pub struct Config {
     /// Open tasks one lost-slot audit reads at most; more take several runs.
     #[arg(long, env = "SPOTCHECK_AUDIT_TASKS_PER_RUN", default_value_t = 10_000)]
     pub audit_tasks_per_run: i64,
+    /// Pause between sweeps for votes a worker-api counted but never
+    /// announced to the aggregator, in milliseconds.
+    #[arg(long, env = "SPOTCHECK_VOTE_SWEEP_MS", default_value_t = 10_000)]
+    pub vote_sweep_ms: u64,
+    /// How old an unaccounted vote must be before the sweep announces it
+    /// again, in milliseconds: a worker-api announces within a moment of its
+    /// commit, and the aggregator's queue may hold a backlog.
+    #[arg(
+        long,
+        env = "SPOTCHECK_VOTE_ANNOUNCE_GRACE_MS",
+        default_value_t = 60_000
+    )]
+    pub vote_announce_grace_ms: u64,
     /// Listings per ingest transaction during `import`.
     #[arg(long, env = "SPOTCHECK_IMPORT_BATCH", default_value_t = 200)]
     pub import_batch: usize,

@@ -1,8 +1,9 @@
 //! The Spotcheck coordinator: ingests listings, samples them into review tasks,
-//! relays the outbox to RabbitMQ, re-offers abandoned or lost lease slots, and turns
+//! relays the outbox to RabbitMQ, announces votes no worker-api announced, re-offers abandoned or lost lease slots, and turns
 //! votes into decisions and escalations. Any number of replicas may run.
 
 pub mod aggregator;
+pub mod announce;
 pub mod app;
 pub mod audit;
 pub mod capacity;

@@ -328,24 +328,36 @@ impl ResilientPublisher {
         }
     }
 
-    /// As [`Publisher::publish_all`], re-opening the channel when needed.
+    /// As [`Publisher::publish_all`], re-opening the channel when needed. The
+    /// lock is held only to find the channel: publishers wait for their
+    /// confirms side by side, not one after another.
     pub async fn publish_all(
         &self,
         exchange: &str,
         messages: &[(String, Vec<u8>)],
     ) -> anyhow::Result<()> {
-        let mut current = self.current.lock().await;
-        let publisher = match current.as_ref() {
-            Some(p) => p.clone(),
-            None => {
-                let p = Publisher::open(&self.conn).await?;
-                *current = Some(p.clone());
-                p
+        let publisher = {
+            let mut current = self.current.lock().await;
+            match current.as_ref() {
+                Some(p) => p.clone(),
+                None => {
+                    let p = Publisher::open(&self.conn).await?;
+                    *current = Some(p.clone());
+                    p
+                }
             }
         };
         let result = publisher.publish_all(exchange, messages).await;
         if result.is_err() {
-            *current = None;
+            let mut current = self.current.lock().await;
+            // Only the channel that failed is dropped, not one a neighbour
+            // opened meanwhile.
+            if current
+                .as_ref()
+                .is_some_and(|p| p.channel.id() == publisher.channel.id())
+            {
+                *current = None;
+            }
         }
         result
     }

@@ -81,11 +81,6 @@ pub struct DbFigures {
     pub outbox_lag_secs: f64,
 }
 
-/// How far back, before the mark of the last check, the over-collection check
-/// looks again: a vote row is stamped when its statement starts and may commit
-/// a moment later, so the newest votes the last check saw are read again.
-pub const OVER_COLLECTED_SLACK_SECS: f64 = 30.0;
-
 /// Votes beyond what their task asked for (I2 says 0), counted from the vote
 /// rows themselves (an independent check of the counters), but only for the
 /// tasks voted on since the last check: the tasks found over are kept in
@@ -96,16 +91,17 @@ pub async fn over_collected(pool: &PgPool) -> sqlx::Result<i64> {
     let mut tx = pool.begin().await?;
     // The mark as a value (text: it starts at -infinity), so the statement is
     // planned for the seconds of votes it reads.
-    let (until, checked_to): (DateTime<Utc>, String) = sqlx::query_as(
-        "SELECT clock_timestamp(), checked_to::text FROM figure_marks
-         WHERE name = 'over_collected' FOR UPDATE",
+    let checked_to: String = sqlx::query_scalar(
+        "SELECT checked_to::text FROM figure_marks WHERE name = 'over_collected' FOR UPDATE",
     )
     .fetch_one(&mut *tx)
     .await?;
+    // The next check starts where no vote can still appear behind it (see
+    // `writers_bound`): each check reads seconds of votes, not the last 30 s.
+    let until = writers_bound(&mut tx, RUNNING_COUNT_SLACK_SECS).await?;
     sqlx::query(
         "WITH touched AS (
-             SELECT DISTINCT task_id FROM votes
-             WHERE created_at >= $2::timestamptz - make_interval(secs => $1)),
+             SELECT DISTINCT task_id FROM votes WHERE created_at > $1::timestamptz),
          counted AS (
              SELECT t.id, greatest(count(v.id) - t.votes_required, 0) AS extra
              FROM touched JOIN tasks t ON t.id = touched.task_id AND t.kind = 'review'
@@ -118,7 +114,6 @@ pub async fn over_collected(pool: &PgPool) -> sqlx::Result<i64> {
          SELECT id, extra FROM counted WHERE extra > 0
          ON CONFLICT (task_id) DO UPDATE SET extra = EXCLUDED.extra",
     )
-    .bind(OVER_COLLECTED_SLACK_SECS)
     .bind(checked_to)
     .execute(&mut *tx)
     .await?;
@@ -189,6 +184,30 @@ pub const REVIEW_VOTES: &str = "votes v WHERE NOT EXISTS
 /// read small (a 30 s slack made it 90,000 votes at 3,000 a second).
 pub const RUNNING_COUNT_SLACK_SECS: f64 = 5.0;
 
+/// The time before which every row stamped with its transaction's start is
+/// visible: the clock, never past the start of the oldest transaction writing
+/// to the database (a reader's long snapshot does not count), less
+/// `slack_secs` for clocks a moment apart. Marks that read rows by their stamp
+/// move up to it and never skip a row committed late. If the role cannot see
+/// other sessions' `xact_start`, it is the clock less the slack.
+pub async fn writers_bound(
+    conn: &mut sqlx::PgConnection,
+    slack_secs: f64,
+) -> sqlx::Result<DateTime<Utc>> {
+    // Writers are the transactions holding a transaction id; `least` skips
+    // the null of a database with no other writer.
+    sqlx::query_scalar(
+        "SELECT least(clock_timestamp(),
+                      (SELECT min(xact_start) FROM pg_stat_activity
+                       WHERE datname = current_database() AND pid <> pg_backend_pid()
+                         AND backend_xid IS NOT NULL))
+                - make_interval(secs => $1)",
+    )
+    .bind(slack_secs)
+    .fetch_one(conn)
+    .await
+}
+
 /// `FROM ... WHERE` of one running count, before its time condition.
 fn count_from(source: &str) -> String {
     if source.ends_with(" AND") {
@@ -204,19 +223,7 @@ fn count_from(source: &str) -> String {
 pub async fn advance_running_counts(pool: &PgPool) -> sqlx::Result<()> {
     let mut tx = pool.begin().await?;
     let marks = marks(&mut tx, true).await?;
-    // Writers are the transactions holding a transaction id; readers (an
-    // export's long snapshot) do not hold the mark back. `least` skips the
-    // null of a database with no other writer.
-    let until: DateTime<Utc> = sqlx::query_scalar(
-        "SELECT least(clock_timestamp(),
-                      (SELECT min(xact_start) FROM pg_stat_activity
-                       WHERE datname = current_database() AND pid <> pg_backend_pid()
-                         AND backend_xid IS NOT NULL))
-                - make_interval(secs => $1)",
-    )
-    .bind(RUNNING_COUNT_SLACK_SECS)
-    .fetch_one(&mut *tx)
-    .await?;
+    let until = writers_bound(&mut tx, RUNNING_COUNT_SLACK_SECS).await?;
     // The review votes about to be counted, per minute, for the capacity pace.
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "WITH gone AS (DELETE FROM vote_minutes WHERE minute < now() - interval '90 days')

@@ -121,19 +121,29 @@ type AccountedRow = (Uuid, Uuid, String, Option<f64>, Option<String>);
 /// volunteers are locked in id order, so concurrent batches cannot deadlock,
 /// and the whole batch is a fixed handful of statements. Runs in the caller's
 /// transaction; returns the volunteers the abuse rules stopped now.
+///
+/// `votes` are (vote id, task id) pairs: the task is the votes' partition key,
+/// so each vote is one primary-key probe of one partition. By id alone every
+/// partition is searched, and a partition whose statistics lag its growth is
+/// read whole (16 ms a batch of 124 votes under load, a third of a core).
 pub async fn account_votes(
     conn: &mut PgConnection,
-    votes: &[Uuid],
+    votes: &[(Uuid, Uuid)],
     learning: &Learning,
 ) -> sqlx::Result<Vec<(Uuid, AbuseReason)>> {
+    let (ids, tasks): (Vec<Uuid>, Vec<Uuid>) = votes.iter().copied().unzip();
     let mut rows: Vec<AccountedRow> = sqlx::query_as(
-        "WITH due AS (SELECT id FROM votes WHERE id = ANY($1) AND accounted_at IS NULL
-                      ORDER BY id FOR UPDATE)
-         UPDATE votes v SET accounted_at = now() FROM due WHERE v.id = due.id
+        "WITH due AS (SELECT v.id, v.task_id FROM votes v
+                        JOIN unnest($1::uuid[], $2::uuid[]) AS c(id, task_id)
+                          ON v.id = c.id AND v.task_id = c.task_id
+                      WHERE v.accounted_at IS NULL ORDER BY v.id FOR UPDATE OF v)
+         UPDATE votes v SET accounted_at = now() FROM due
+         WHERE v.id = due.id AND v.task_id = due.task_id
          RETURNING v.id, v.volunteer_id, v.verdict, v.seconds_taken,
                    (SELECT g.answer FROM gold_answers g WHERE g.task_id = v.task_id)",
     )
-    .bind(votes)
+    .bind(&ids)
+    .bind(&tasks)
     .fetch_all(&mut *conn)
     .await?;
     if rows.is_empty() {

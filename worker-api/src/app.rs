@@ -4,7 +4,7 @@ use crate::auth::keys::KeySet;
 use crate::auth::password::Hasher;
 use crate::auth::tokens::TokenIssuer;
 use crate::backoff::SignInBackoff;
-use crate::ballot_box::{BallotBox, BallotConfig};
+use crate::ballot_box::{Announcer, BallotBox, BallotConfig};
 use crate::config::Config;
 use crate::dispatch::{self, OfferBuffer};
 use crate::gold::GoldPool;
@@ -144,6 +144,10 @@ impl App {
         let ballots = BallotBox::start(
             pool.clone(),
             leases.clone(),
+            Announcer {
+                publisher: publisher.clone(),
+                queue: names.votes_queue(),
+            },
             BallotConfig {
                 max_batch: config.vote_batch as usize,
                 writers: config.vote_writers as usize,

@@ -13,13 +13,20 @@
 //!    review votes of volunteers who do not count, as the record says (their
 //!    votes never add slots), gives the slots a task still has to the rest in
 //!    arrival order, inserts them (the unique (task, volunteer) key keeps a
-//!    vote already there), bumps the tasks' counts, writes one outbox event
-//!    for the batch and commits; only then does any request get its `201`;
+//!    vote already there), bumps the tasks' counts and commits; only then
+//!    does any request get its `201`;
 //! 3. gives the quota back for every sealed vote that was not written;
 //! 4. answers a vote that was refused but repeats one already recorded as
 //!    the first (no charge, no lease needed), or `already_voted` if it differs;
 //! 5. ends the leases in Redis (voters move from the leases to the voted set),
 //!    and hands back the slots of votes refused for good.
+//!
+//! 6. hands the counted votes to the announcer, which publishes them to the
+//!    aggregator's queue with a publisher confirm, merging what waits into one
+//!    message. No outbox row and no `NOTIFY` on the vote path: if the broker
+//!    refuses, the announcer writes them to the outbox for the relay; if this
+//!    process dies first, the coordinator's sweep of unaccounted votes
+//!    announces them (`coordinator::announce`).
 //!
 //! If the statement fails, the quota charges are given back and every vote of
 //! the batch is answered 503; the leases stay, so the votes can simply be sent
@@ -27,10 +34,11 @@
 
 use crate::error::ApiError;
 use axum::http::StatusCode;
+use spotcheck_platform::amqp::ResilientPublisher;
 use spotcheck_platform::lease::{LeaseEnd, LeaseError, LeaseStore, SealRequest};
 use spotcheck_platform::outbox;
 use spotcheck_shared::lease_token::LeaseToken;
-use spotcheck_shared::messages::{MESSAGE_VERSION, Topic};
+use spotcheck_shared::messages::{MESSAGE_VERSION, Topic, VoteRecorded, VotesRecorded};
 use spotcheck_shared::{TaskId, UserId, Verdict};
 use sqlx::PgPool;
 use std::collections::HashMap;
@@ -128,6 +136,19 @@ pub struct BallotConfig {
     pub fence_delay: Duration,
 }
 
+/// Where counted votes are announced: the aggregator's queue, through a
+/// confirming publisher.
+#[derive(Clone)]
+pub struct Announcer {
+    /// The publisher (shared with the offer hand-back).
+    pub publisher: ResilientPublisher,
+    /// The aggregator's queue.
+    pub queue: String,
+}
+
+/// Votes one announcement names at most.
+const ANNOUNCE_MAX: usize = 1000;
+
 /// The queue of votes waiting for a batch.
 #[derive(Clone)]
 pub struct BallotBox {
@@ -139,18 +160,30 @@ pub struct BallotBox {
 impl BallotBox {
     /// Starts the writers; they run until [`BallotBox::stop`] (or until every
     /// handle is dropped).
-    pub fn start(pool: PgPool, leases: LeaseStore, config: BallotConfig) -> Self {
+    pub fn start(
+        pool: PgPool,
+        leases: LeaseStore,
+        announcer: Announcer,
+        config: BallotConfig,
+    ) -> Self {
         let (tx, rx) = mpsc::channel::<Pending>(config.max_batch.max(1) * 16);
         let rx = Arc::new(Mutex::new(rx));
         let (stop, writers) = (CancellationToken::new(), TaskTracker::new());
+        // Unbounded: a writer never waits on the broker; what waits is
+        // merged into the next announcement.
+        let (counted, to_announce) = mpsc::unbounded_channel();
         for _ in 0..config.writers.max(1) {
             let writer = Writer {
                 pool: pool.clone(),
                 leases: leases.clone(),
                 config: config.clone(),
+                counted: counted.clone(),
             };
             writers.spawn(writer.run(rx.clone(), stop.clone()));
         }
+        drop(counted);
+        // Ends once every writer has ended and what they counted is announced.
+        writers.spawn(announce(pool, announcer, to_announce));
         writers.close();
         Self { tx, stop, writers }
     }
@@ -183,6 +216,62 @@ struct Writer {
     pool: PgPool,
     leases: LeaseStore,
     config: BallotConfig,
+    counted: mpsc::UnboundedSender<Vec<VoteRecorded>>,
+}
+
+/// Announces counted votes until every writer has ended: takes everything
+/// waiting (up to [`ANNOUNCE_MAX`] votes) as one [`VotesRecorded`], publishes
+/// it with a confirm, and writes it to the outbox (for the relay) when the
+/// broker does not confirm. Announcing twice is harmless: the aggregator
+/// accounts each vote once.
+async fn announce(
+    pool: PgPool,
+    announcer: Announcer,
+    mut counted: mpsc::UnboundedReceiver<Vec<VoteRecorded>>,
+) {
+    while let Some(mut votes) = counted.recv().await {
+        while votes.len() < ANNOUNCE_MAX {
+            match counted.try_recv() {
+                Ok(more) => votes.extend(more),
+                Err(_) => break,
+            }
+        }
+        let n = votes.len() as u64;
+        let event = VotesRecorded {
+            v: MESSAGE_VERSION,
+            votes,
+        };
+        let published = match serde_json::to_vec(&event) {
+            Ok(body) => {
+                announcer
+                    .publisher
+                    .publish_all("", &[(announcer.queue.clone(), body)])
+                    .await
+            }
+            Err(e) => Err(e.into()),
+        };
+        let how = match published {
+            Ok(()) => "published",
+            Err(e) => {
+                tracing::warn!(error = %e, votes = n, "could not publish counted votes; writing them to the outbox");
+                let written = async {
+                    let mut conn = pool.acquire().await?;
+                    outbox::enqueue_many(&mut conn, Topic::Votes, std::slice::from_ref(&event))
+                        .await
+                }
+                .await;
+                match written {
+                    Ok(()) => "outbox",
+                    Err(e) => {
+                        // Still unaccounted in the record: the coordinator's sweep finds them.
+                        tracing::warn!(error = %e, votes = n, "could not write counted votes to the outbox; the sweep will announce them");
+                        "left"
+                    }
+                }
+            }
+        };
+        metrics::counter!("spotcheck_votes_announced_total", "how" => how).increment(n);
+    }
 }
 
 impl Writer {
@@ -304,10 +393,17 @@ impl Writer {
         };
         let mut counted: Vec<usize> = Vec::new();
         let mut refunds: Vec<&str> = Vec::new();
+        let mut announced: Vec<VoteRecorded> = Vec::new();
         for ((i, _), written) in sealed.iter().zip(written) {
             let refusal = match written.fate {
                 Fate::Counted(vote_id) => {
                     counted.push(*i);
+                    announced.push(VoteRecorded {
+                        v: MESSAGE_VERSION,
+                        task_id: ballots[*i].task,
+                        vote_id,
+                        volunteer_id: ballots[*i].volunteer,
+                    });
                     answers[*i] = Some(Ok(Receipt {
                         vote_id,
                         gold_answer: written.gold_answer,
@@ -322,6 +418,10 @@ impl Writer {
             };
             refunds.extend(ballots[*i].quota.as_ref().map(|(k, _)| k.as_str()));
             unanswered.push((*i, refusal));
+        }
+        if !announced.is_empty() {
+            // Only fails once the announcer has ended, which it does after the writers.
+            let _ = self.counted.send(announced);
         }
         if let Err(e) = self.leases.unseal(&refunds).await {
             tracing::warn!(error = %e, "could not give back the quota of votes that did not count");
@@ -474,8 +574,8 @@ type FateRow = (i64, i16, Option<String>);
 /// Writes the sealed votes in one statement, which is its own transaction:
 /// it locks their tasks in id order, gives the slots a review task still has
 /// to counting voters in arrival order, inserts those votes (a vote already
-/// there stays: the unique key decides), counts them, writes one event for
-/// the batch and wakes the relay. Returns each sealed vote's fate, in order.
+/// there stays: the unique key decides) and counts them. Returns each sealed
+/// vote's fate, in order.
 async fn write_votes(
     pool: &PgPool,
     ballots: &[Ballot],
@@ -518,8 +618,8 @@ async fn write_votes(
     // Fates: 0 counted, 1 closed (decided, or no slot left), 2 not counting,
     // 3 already there, 4 no such task. Whether a voter counts is read from the
     // record too: a standing cached before an abuse stop cannot let their
-    // review votes in. The event is a `VotesRecorded` (see `messages`), one for
-    // the batch, so the relay and the broker carry a message a batch.
+    // review votes in. No outbox row and no NOTIFY: the counted votes are
+    // announced to the aggregator after the commit (see [`announce`]).
     let rows: Vec<FateRow> = sqlx::query_as(
         "WITH c AS MATERIALIZED (
            SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::jsonb[],
@@ -548,12 +648,6 @@ async fn write_votes(
            UPDATE tasks t SET votes_counted = t.votes_counted + n.n
            FROM (SELECT task_id, count(*)::int AS n FROM ins GROUP BY task_id) n
            WHERE t.id = n.task_id AND t.kind = 'review'
-           RETURNING 1),
-         event AS (
-           INSERT INTO outbox (topic, payload)
-           SELECT $11, jsonb_build_object('v', $12::int, 'votes', jsonb_agg(jsonb_build_object(
-                    'v', $12::int, 'task_id', task_id, 'vote_id', id, 'volunteer_id', volunteer_id)))
-           FROM ins HAVING count(*) > 0
            RETURNING 1)
          SELECT c.ord,
                 (CASE WHEN i.id IS NOT NULL THEN 0
@@ -563,7 +657,7 @@ async fn write_votes(
                       WHEN e.kind = 'review' AND e.rn > e.slots_left THEN 1
                       ELSE 3 END)::int2,
                 g.answer
-         FROM (SELECT pg_notify($13, '')) AS wake, c
+         FROM c
          LEFT JOIN ins i ON i.id = c.id
          LEFT JOIN locked l ON l.id = c.task_id
          LEFT JOIN eligible e ON e.ord = c.ord
@@ -580,9 +674,6 @@ async fn write_votes(
     .bind(&seconds)
     .bind(&counting)
     .bind(&task_ids)
-    .bind(Topic::Votes.as_str())
-    .bind(MESSAGE_VERSION as i32)
-    .bind(outbox::NOTIFY_CHANNEL)
     .fetch_all(pool)
     .await?;
     anyhow::ensure!(

@@ -199,3 +199,122 @@ async fn one_round_until(env: &TestEnv, token: &str) -> usize {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
+
+/// A vote as a worker-api that stopped right after its commit leaves it: in
+/// the record, counted on its task, never announced. Returns the vote's id.
+async fn vote_left_unannounced(env: &TestEnv, task: uuid::Uuid, username: &str) -> uuid::Uuid {
+    let volunteer = uuid::Uuid::new_v4();
+    sqlx::query(
+        "INSERT INTO users (id, username, password_hash, role) VALUES ($1, $2, 'x', 'volunteer')",
+    )
+    .bind(volunteer)
+    .bind(username)
+    .execute(&env.pool)
+    .await
+    .unwrap();
+    let vote = uuid::Uuid::now_v7();
+    sqlx::query(
+        "WITH v AS (INSERT INTO votes (id, task_id, volunteer_id, verdict, reasons, lease_fence)
+                    VALUES ($1, $2, $3, 'genuine', '[]', 1))
+         UPDATE tasks SET votes_counted = votes_counted + 1 WHERE id = $2",
+    )
+    .bind(vote)
+    .bind(task)
+    .bind(volunteer)
+    .execute(&env.pool)
+    .await
+    .unwrap();
+    vote
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_vote_whose_worker_api_stopped_before_announcing_it_is_announced_by_the_sweep_and_decided()
+ {
+    let mut env = TestEnv::db_only().await;
+    env.min_votes = 1;
+    env.start_coordinator(|c| {
+        c.vote_sweep_ms = 200;
+        c.vote_announce_grace_ms = 1_000;
+    })
+    .await;
+    env.start_api(|_| {}).await;
+    let staff = env.user("staff-sweep", Role::Staff).await;
+    env.set_policy(&staff, json!({"default_rate": 1.0})).await;
+    import_lines(&env, &lines(41, 1)).await;
+    let task: uuid::Uuid = sqlx::query_scalar("SELECT id FROM tasks")
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+    let vote = vote_left_unannounced(&env, task, "lost-announcement").await;
+    wait_until(
+        "the sweep announced the vote and it was decided",
+        Duration::from_secs(30),
+        || async { count(&env.pool, "SELECT count(*) FROM decisions").await == 1 },
+    )
+    .await;
+    let accounted: bool =
+        sqlx::query_scalar("SELECT accounted_at IS NOT NULL FROM votes WHERE id = $1")
+            .bind(vote)
+            .fetch_one(&env.pool)
+            .await
+            .unwrap();
+    assert!(accounted, "the aggregator accounted the vote");
+    let state: String = sqlx::query_scalar("SELECT state FROM tasks WHERE id = $1")
+        .bind(task)
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+    assert_ne!(state, "open", "the task was judged");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_vote_sweep_announces_only_unaccounted_votes_past_the_grace_and_each_once() {
+    use coordinator::announce::sweep;
+    let mut env = TestEnv::db_only().await;
+    env.min_votes = 3;
+    // No coordinator: nothing relays or accounts meanwhile.
+    env.start_api(|_| {}).await;
+    let staff = env.user("staff-sweep2", Role::Staff).await;
+    env.set_policy(&staff, json!({"default_rate": 1.0})).await;
+    import_lines(&env, &lines(42, 1)).await;
+    let task: uuid::Uuid = sqlx::query_scalar("SELECT id FROM tasks")
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM outbox")
+        .execute(&env.pool)
+        .await
+        .unwrap();
+    let lost = vote_left_unannounced(&env, task, "sweep-lost").await;
+    let accounted = vote_left_unannounced(&env, task, "sweep-accounted").await;
+    sqlx::query("UPDATE votes SET accounted_at = now() WHERE id = $1")
+        .bind(accounted)
+        .execute(&env.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        sweep(&env.pool, Duration::from_secs(3600)).await.unwrap(),
+        0,
+        "a vote younger than the grace may still be announced by its worker-api"
+    );
+    assert_eq!(sweep(&env.pool, Duration::ZERO).await.unwrap(), 1);
+    let payload: serde_json::Value =
+        sqlx::query_scalar("SELECT payload FROM outbox WHERE topic = 'votes'")
+            .fetch_one(&env.pool)
+            .await
+            .unwrap();
+    let votes = spotcheck_shared::messages::decode_votes(payload.to_string().as_bytes()).unwrap();
+    assert_eq!(votes.len(), 1, "only the unaccounted vote: {payload}");
+    assert_eq!(votes[0].vote_id, lost);
+    assert_eq!(votes[0].task_id.0, task);
+    // The mark moved past it: the next sweep does not announce it again.
+    let third = vote_left_unannounced(&env, task, "sweep-later").await;
+    assert_eq!(sweep(&env.pool, Duration::ZERO).await.unwrap(), 1);
+    let named: Vec<serde_json::Value> =
+        sqlx::query_scalar("SELECT payload FROM outbox WHERE topic = 'votes' ORDER BY id")
+            .fetch_all(&env.pool)
+            .await
+            .unwrap();
+    assert_eq!(named.len(), 2);
+    assert_eq!(named[1]["votes"][0]["vote_id"], json!(third));
+}
