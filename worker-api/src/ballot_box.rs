@@ -1,7 +1,8 @@
-//! Votes are group-committed: concurrent vote requests wait in one queue, and a
-//! few writers each take everything waiting (up to a batch) and commit it in
-//! one transaction, so a vote costs a share of a handful of statements instead
-//! of a transaction of its own, and the aggregator is woken once a batch.
+//! Votes are group-committed: each of a few writers has a queue of vote
+//! requests (a task's votes always go to the same one, so two batches of one
+//! process never wait on each other's task rows), takes everything waiting
+//! (up to a batch) and commits it in one transaction, so a vote costs a share
+//! of a handful of statements instead of a transaction of its own.
 //!
 //! A batch, in order:
 //! 1. fences its votes in Redis in one script ([`LeaseStore::seal`]): the lease
@@ -44,7 +45,7 @@ use sqlx::PgPool;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
@@ -152,7 +153,9 @@ const ANNOUNCE_MAX: usize = 1000;
 /// The queue of votes waiting for a batch.
 #[derive(Clone)]
 pub struct BallotBox {
-    tx: mpsc::Sender<Pending>,
+    /// One queue per writer. A task's votes always go to the same writer, so
+    /// two batches of this process never wait on each other's task rows.
+    queues: Arc<[mpsc::Sender<Pending>]>,
     stop: CancellationToken,
     writers: TaskTracker,
 }
@@ -166,26 +169,31 @@ impl BallotBox {
         announcer: Announcer,
         config: BallotConfig,
     ) -> Self {
-        let (tx, rx) = mpsc::channel::<Pending>(config.max_batch.max(1) * 16);
-        let rx = Arc::new(Mutex::new(rx));
+        let mut queues = Vec::new();
         let (stop, writers) = (CancellationToken::new(), TaskTracker::new());
         // Unbounded: a writer never waits on the broker; what waits is
         // merged into the next announcement.
         let (counted, to_announce) = mpsc::unbounded_channel();
         for _ in 0..config.writers.max(1) {
+            let (tx, rx) = mpsc::channel::<Pending>(config.max_batch.max(1) * 16);
+            queues.push(tx);
             let writer = Writer {
                 pool: pool.clone(),
                 leases: leases.clone(),
                 config: config.clone(),
                 counted: counted.clone(),
             };
-            writers.spawn(writer.run(rx.clone(), stop.clone()));
+            writers.spawn(writer.run(rx, stop.clone()));
         }
         drop(counted);
         // Ends once every writer has ended and what they counted is announced.
         writers.spawn(announce(pool, announcer, to_announce));
         writers.close();
-        Self { tx, stop, writers }
+        Self {
+            queues: queues.into(),
+            stop,
+            writers,
+        }
     }
 
     /// Stops the writers once every vote already queued is committed and
@@ -199,7 +207,9 @@ impl BallotBox {
     /// Records a vote: answers once its batch committed (or refused it).
     pub async fn cast(&self, ballot: Ballot) -> Result<Receipt, ApiError> {
         let (answer, wait) = oneshot::channel();
-        self.tx
+        // The low half of a v7 id is random.
+        let writer = (ballot.task.0.as_u64_pair().1 % self.queues.len() as u64) as usize;
+        self.queues[writer]
             .send((ballot, answer))
             .await
             .map_err(|_| ApiError::unavailable(anyhow::anyhow!("the vote writers stopped")))?;
@@ -275,10 +285,9 @@ async fn announce(
 }
 
 impl Writer {
-    async fn run(self, rx: Arc<Mutex<mpsc::Receiver<Pending>>>, stop: CancellationToken) {
+    async fn run(self, mut rx: mpsc::Receiver<Pending>, stop: CancellationToken) {
         loop {
             let batch = {
-                let mut rx = rx.lock().await;
                 // Once stopped, what is queued is still written; then the writer ends.
                 let first = tokio::select! {
                     biased;
