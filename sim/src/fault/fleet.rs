@@ -195,6 +195,8 @@ impl Fleet {
                         ("SPOTCHECK_LOGIN_ATTEMPTS_PER_ACCOUNT", UNLIMITED.into()),
                         // Its /metrics is private outside development; nobody reads it here.
                         ("SPOTCHECK_METRICS_ADDR", "127.0.0.1:0".into()),
+                        // More than one vote writer, so the per-task queues run under faults.
+                        ("SPOTCHECK_VOTE_WRITERS", "2".into()),
                     ]
                     .map(|(k, v)| (k.to_owned(), v)),
                 );
@@ -209,6 +211,10 @@ impl Fleet {
                         ),
                         ("SPOTCHECK_MIN_VOTES", self.config.min_votes.to_string()),
                         ("SPOTCHECK_REAPER_INTERVAL_MS", "500".into()),
+                        // A killed worker-api leaves the votes it committed but
+                        // had not announced yet; the sweep finds them within the drain.
+                        ("SPOTCHECK_VOTE_SWEEP_MS", "1000".into()),
+                        ("SPOTCHECK_VOTE_ANNOUNCE_GRACE_MS", "5000".into()),
                         // One surveillance round for the whole run: with daily
                         // rounds a run across midnight UTC re-samples every
                         // listing, and the listing-to-task count no longer holds.
