@@ -82,25 +82,15 @@ pub async fn run(
     grace: Duration,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
-    let mut failures = 0u32;
-    loop {
-        tokio::select! {
-            () = cancel.cancelled() => return Ok(()),
-            () = tokio::time::sleep(interval) => {}
-        }
-        let started = std::time::Instant::now();
-        match sweep(&pool, grace).await {
-            Ok(_) => {
-                crate::ops::job_ran("vote_sweep", started);
-                failures = 0;
-            }
-            Err(e) => {
-                failures += 1;
-                tracing::warn!(error = %e, failures, "sweep of unannounced votes failed; will retry");
-                if failures >= 60 {
-                    return Err(e.context("sweep of unannounced votes failed 60 times in a row"));
-                }
-            }
-        }
-    }
+    crate::periodic::every(
+        "vote_sweep",
+        "sweep of unannounced votes",
+        interval,
+        cancel,
+        || async {
+            sweep(&pool, grace).await?;
+            Ok(false)
+        },
+    )
+    .await
 }

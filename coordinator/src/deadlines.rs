@@ -6,7 +6,7 @@
 use spotcheck_platform::clock::Clock;
 use spotcheck_platform::enforcement;
 use sqlx::PgPool;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// Cases one pass enforces at most before it yields.
@@ -19,31 +19,18 @@ pub async fn run(
     interval: Duration,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
-    let mut failures = 0u32;
-    loop {
-        let started = Instant::now();
-        match enforcement::sweep(&pool, &clock, PASS_LIMIT).await {
-            Ok(n) => {
-                failures = 0;
-                crate::ops::job_ran("deadline_sweep", started);
-                if n > 0 {
-                    tracing::info!(cases = n, "refutation windows ran out: cases enforced");
-                }
-                if n as i64 >= PASS_LIMIT {
-                    continue;
-                }
+    crate::periodic::every(
+        "deadline_sweep",
+        "deadline sweep",
+        interval,
+        cancel,
+        || async {
+            let n = enforcement::sweep(&pool, &clock, PASS_LIMIT).await?;
+            if n > 0 {
+                tracing::info!(cases = n, "refutation windows ran out: cases enforced");
             }
-            Err(e) => {
-                failures += 1;
-                tracing::warn!(error = %e, failures, "deadline sweep failed; will retry");
-                if failures >= 60 {
-                    return Err(e.context("deadline sweep failed 60 times in a row"));
-                }
-            }
-        }
-        tokio::select! {
-            () = cancel.cancelled() => return Ok(()),
-            () = tokio::time::sleep(interval) => {}
-        }
-    }
+            Ok(n as i64 >= PASS_LIMIT)
+        },
+    )
+    .await
 }

@@ -15,6 +15,7 @@ pub mod feed;
 pub mod import;
 pub mod ingest;
 pub mod ops;
+pub mod periodic;
 pub mod policy;
 pub mod reaper;
 pub mod recalibrate;

@@ -52,31 +52,9 @@ pub async fn run(
     interval: Duration,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
-    let mut failures = 0u32;
-    loop {
-        let started = std::time::Instant::now();
-        let swept = sweep(&pool, &leases).await;
-        if swept.is_ok() {
-            crate::ops::job_ran("reaper", started);
-        }
-        match swept {
-            // A full sweep: more are due, sweep again at once.
-            Ok(n) if n >= SWEEP_LIMIT => {
-                failures = 0;
-                continue;
-            }
-            Ok(_) => failures = 0,
-            Err(e) => {
-                failures += 1;
-                tracing::warn!(error = %e, failures, "lease sweep failed; will retry");
-                if failures >= 60 {
-                    return Err(e.context("lease reaper failed 60 times in a row"));
-                }
-            }
-        }
-        tokio::select! {
-            () = cancel.cancelled() => return Ok(()),
-            () = tokio::time::sleep(interval) => {}
-        }
-    }
+    crate::periodic::every("reaper", "lease sweep", interval, cancel, || async {
+        // A full sweep: more are due, sweep again at once.
+        Ok(sweep(&pool, &leases).await? >= SWEEP_LIMIT)
+    })
+    .await
 }
