@@ -299,7 +299,8 @@ impl App {
                 "tasks still running after the grace period; closing anyway"
             );
         }
-        // Votes already queued are committed and answered before the pool closes.
+        // Votes already queued are committed, answered and announced before the
+        // connections close.
         if tokio::time::timeout(Duration::from_secs(5), self.state.ballots.stop())
             .await
             .is_err()
