@@ -9,7 +9,7 @@
 //! a second look, never a second count.
 
 use spotcheck_platform::{figures, outbox};
-use spotcheck_shared::messages::{MESSAGE_VERSION, Topic, VoteRecorded, VotesRecorded};
+use spotcheck_shared::messages::{Topic, VoteRecorded, VotesRecorded};
 use spotcheck_shared::{TaskId, UserId};
 use sqlx::PgPool;
 use std::time::Duration;
@@ -43,17 +43,15 @@ pub async fn sweep(pool: &PgPool, grace: Duration) -> anyhow::Result<usize> {
     .await?;
     let events: Vec<VotesRecorded> = votes
         .chunks(PER_EVENT)
-        .map(|chunk| VotesRecorded {
-            v: MESSAGE_VERSION,
-            votes: chunk
-                .iter()
-                .map(|&(vote_id, task, volunteer)| VoteRecorded {
-                    v: MESSAGE_VERSION,
-                    task_id: TaskId(task),
-                    vote_id,
-                    volunteer_id: UserId(volunteer),
-                })
-                .collect(),
+        .map(|chunk| {
+            VotesRecorded::new(
+                chunk
+                    .iter()
+                    .map(|&(vote, task, volunteer)| {
+                        VoteRecorded::new(TaskId(task), vote, UserId(volunteer))
+                    })
+                    .collect(),
+            )
         })
         .collect();
     outbox::enqueue_many(&mut tx, Topic::Votes, &events).await?;

@@ -1,6 +1,7 @@
 //! The Spotcheck coordinator: ingests listings, samples them into review tasks,
-//! relays the outbox to RabbitMQ, announces votes no worker-api announced, re-offers abandoned or lost lease slots, and turns
-//! votes into decisions and escalations. Any number of replicas may run.
+//! relays the outbox to RabbitMQ, announces votes no worker-api announced,
+//! re-offers abandoned or lost lease slots, and turns votes into decisions and
+//! escalations. Any number of replicas may run.
 
 pub mod aggregator;
 pub mod announce;

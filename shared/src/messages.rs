@@ -81,6 +81,18 @@ pub struct VoteRecorded {
     pub volunteer_id: UserId,
 }
 
+impl VoteRecorded {
+    /// The event of one committed vote, in this version's schema.
+    pub fn new(task_id: TaskId, vote_id: Uuid, volunteer_id: UserId) -> Self {
+        Self {
+            v: MESSAGE_VERSION,
+            task_id,
+            vote_id,
+            volunteer_id,
+        }
+    }
+}
+
 /// A batch of votes was committed together; the aggregator should look at their tasks.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VotesRecorded {
@@ -88,6 +100,16 @@ pub struct VotesRecorded {
     pub v: u32,
     /// The votes, each as a [`VoteRecorded`] would name it.
     pub votes: Vec<VoteRecorded>,
+}
+
+impl VotesRecorded {
+    /// The event naming `votes`, in this version's schema.
+    pub fn new(votes: Vec<VoteRecorded>) -> Self {
+        Self {
+            v: MESSAGE_VERSION,
+            votes,
+        }
+    }
 }
 
 /// Reads a vote event of either shape: a batch ([`VotesRecorded`]) or, as

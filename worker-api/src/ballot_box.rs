@@ -20,8 +20,7 @@
 //! 4. answers a vote that was refused but repeats one already recorded as
 //!    the first (no charge, no lease needed), or `already_voted` if it differs;
 //! 5. ends the leases in Redis (voters move from the leases to the voted set),
-//!    and hands back the slots of votes refused for good.
-//!
+//!    and hands back the slots of votes refused for good;
 //! 6. hands the counted votes to the announcer, which publishes them to the
 //!    aggregator's queue with a publisher confirm, merging what waits into one
 //!    message. No outbox row and no `NOTIFY` on the vote path: if the broker
@@ -39,7 +38,7 @@ use spotcheck_platform::amqp::ResilientPublisher;
 use spotcheck_platform::lease::{LeaseEnd, LeaseError, LeaseStore, SealRequest};
 use spotcheck_platform::outbox;
 use spotcheck_shared::lease_token::LeaseToken;
-use spotcheck_shared::messages::{MESSAGE_VERSION, Topic, VoteRecorded, VotesRecorded};
+use spotcheck_shared::messages::{Topic, VoteRecorded, VotesRecorded};
 use spotcheck_shared::{TaskId, UserId, Verdict};
 use sqlx::PgPool;
 use std::collections::HashMap;
@@ -247,10 +246,7 @@ async fn announce(
             }
         }
         let n = votes.len() as u64;
-        let event = VotesRecorded {
-            v: MESSAGE_VERSION,
-            votes,
-        };
+        let event = VotesRecorded::new(votes);
         let published = match serde_json::to_vec(&event) {
             Ok(body) => {
                 announcer
@@ -407,12 +403,11 @@ impl Writer {
             let refusal = match written.fate {
                 Fate::Counted(vote_id) => {
                     counted.push(*i);
-                    announced.push(VoteRecorded {
-                        v: MESSAGE_VERSION,
-                        task_id: ballots[*i].task,
+                    announced.push(VoteRecorded::new(
+                        ballots[*i].task,
                         vote_id,
-                        volunteer_id: ballots[*i].volunteer,
-                    });
+                        ballots[*i].volunteer,
+                    ));
                     answers[*i] = Some(Ok(Receipt {
                         vote_id,
                         gold_answer: written.gold_answer,
