@@ -3,9 +3,10 @@
 //! becomes a task with slot offers in the same transaction.
 //!
 //! A batch costs a handful of statements, not a few per listing: the listings
-//! are upserted with one `unnest` statement, the tasks of those sampled inserted
-//! with another, their slot offers with a third, `last_round` set with a fourth
-//! and the sampling frame with a fifth.
+//! are upserted with one `unnest` statement (a new listing stored as looked at
+//! in the round), the tasks of those sampled inserted with another, their slot
+//! offers with a third, `last_round` of the newer versions due set with a
+//! fourth and the sampling frame with a fifth.
 
 mod frames;
 mod sample;
@@ -203,14 +204,21 @@ async fn ingest_distinct(
         signals.push(serde_json::to_value(&l.signals)?);
     }
     let column = |f: fn(&Listing) -> &str| listings.iter().map(f).collect::<Vec<_>>();
-    // Only new listings and newer versions
-    // come back, with the round each was last looked at in.
-    let stored: Vec<(String, i64, String, String, f64)> = sqlx::query_as(
+    let round = round_of(now_secs, sampler.round_secs);
+    // Only new listings and newer versions come back. A new active listing is
+    // due for this round, so it is stored as looked at in it (one write, not
+    // an insert and then an update of every index); a newer version comes back
+    // with the round it was last looked at in, unchanged.
+    let stored: Vec<(String, i64, bool, String, String, f64)> = sqlx::query_as(
         "INSERT INTO listings (listing_id, version, seller_id, brand, category, region,
-             seller_risk_tier, price, currency, title, description, image_urls, signals, active)
-         SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[],
+             seller_risk_tier, price, currency, title, description, image_urls, signals, active,
+             last_round)
+         SELECT u.*, CASE WHEN u.active THEN $15 ELSE -1 END
+         FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[],
              $6::text[], $7::text[], $8::float8[], $9::text[], $10::text[], $11::text[],
-             $12::jsonb[], $13::jsonb[], $14::bool[]) AS u
+             $12::jsonb[], $13::jsonb[], $14::bool[])
+             AS u(listing_id, version, seller_id, brand, category, region, seller_risk_tier,
+                  price, currency, title, description, image_urls, signals, active)
          ORDER BY 1 -- rows locked in id order: concurrent imports cannot deadlock
          ON CONFLICT (listing_id) DO UPDATE SET
              version = EXCLUDED.version, seller_id = EXCLUDED.seller_id, brand = EXCLUDED.brand,
@@ -223,7 +231,8 @@ async fn ingest_distinct(
            -- a gold task's listing stays as staff stored it, and never sampled
            AND NOT EXISTS (SELECT 1 FROM tasks g
                            WHERE g.listing_id = listings.listing_id AND g.kind = 'gold')
-         RETURNING listing_id, last_round, category, currency, price",
+         -- xmax is 0 only on a row this statement inserted (not on a new version)
+         RETURNING listing_id, last_round, xmax = 0, category, currency, price",
     )
     .bind(column(|l| l.listing_id.as_str()))
     .bind(listings.iter().map(|l| l.version).collect::<Vec<_>>())
@@ -249,6 +258,7 @@ async fn ingest_distinct(
     .bind(images)
     .bind(signals)
     .bind(listings.iter().map(|l| l.active).collect::<Vec<_>>())
+    .bind(round)
     .fetch_all(&mut *conn)
     .await?;
     let report = IngestReport {
@@ -257,31 +267,35 @@ async fn ingest_distinct(
         tasks: 0,
     };
     add_prices(conn, &stored).await?;
-    let round = round_of(now_secs, sampler.round_secs);
-    let last_rounds: HashMap<String, i64> = stored
+    // Due: new (already marked for the round above), or a newer version of a
+    // listing not yet looked at in this round (marked below).
+    let stored: HashMap<String, (i64, bool)> = stored
         .into_iter()
-        .map(|(id, last, ..)| (id, last))
+        .map(|(id, last, inserted, ..)| (id, (last, inserted)))
         .collect();
-    let due: Vec<Candidate> = listings
-        .iter()
-        .filter(|l| {
-            l.active
-                && last_rounds
-                    .get(l.listing_id.as_str())
-                    .is_some_and(|last| *last < round)
-        })
-        .map(Candidate::from)
-        .collect();
+    let mut due = Vec::new();
+    let mut to_mark = Vec::new();
+    for l in listings.iter().filter(|l| l.active) {
+        match stored.get(l.listing_id.as_str()) {
+            Some((_, true)) => due.push(Candidate::from(l)),
+            Some((last, false)) if *last < round => {
+                due.push(Candidate::from(l));
+                to_mark.push(l.listing_id.as_str());
+            }
+            _ => {}
+        }
+    }
     if due.is_empty() {
         return Ok(report);
     }
     let tasks = sample_many(conn, sampler, throttle, policy, &due, round, frames).await?;
-    let ids: Vec<&str> = due.iter().map(|c| c.listing_id.as_str()).collect();
-    sqlx::query("UPDATE listings SET last_round = $2 WHERE listing_id = ANY($1)")
-        .bind(&ids)
-        .bind(round)
-        .execute(&mut *conn)
-        .await?;
+    if !to_mark.is_empty() {
+        sqlx::query("UPDATE listings SET last_round = $2 WHERE listing_id = ANY($1)")
+            .bind(&to_mark)
+            .bind(round)
+            .execute(&mut *conn)
+            .await?;
+    }
     Ok(IngestReport { tasks, ..report })
 }
 
@@ -290,10 +304,10 @@ async fn ingest_distinct(
 /// cannot deadlock).
 async fn add_prices(
     conn: &mut PgConnection,
-    stored: &[(String, i64, String, String, f64)],
+    stored: &[(String, i64, bool, String, String, f64)],
 ) -> sqlx::Result<()> {
     let mut sums: std::collections::BTreeMap<(&str, &str), (i64, f64)> = Default::default();
-    for (_, _, category, currency, price) in stored {
+    for (_, _, _, category, currency, price) in stored {
         if *price > 0.0 && price.is_finite() {
             let sum = sums.entry((category, currency)).or_default();
             sum.0 += 1;

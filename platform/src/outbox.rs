@@ -74,15 +74,18 @@ pub async fn offer_slots(
     count: i32,
 ) -> sqlx::Result<u64> {
     let ids: Vec<uuid::Uuid> = task_ids.iter().map(|t| t.0).collect();
+    // Each task's payload is built once (materialized), then written once per slot.
     let done = sqlx::query(concat!(
-        "INSERT INTO outbox (topic, payload) SELECT 'tasks', ",
+        "WITH p AS MATERIALIZED (SELECT e.n, ",
         offer_payload_sql!(),
-        " FROM unnest($1::uuid[]) WITH ORDINALITY AS e(id, n)
-         JOIN tasks t ON t.id = e.id
-         JOIN listings l ON l.listing_id = t.listing_id
-         CROSS JOIN generate_series(1, $2) AS s(k)
-         WHERE t.state = 'open' AND t.kind = 'review'
-         ORDER BY e.n, s.k"
+        " AS payload
+             FROM unnest($1::uuid[]) WITH ORDINALITY AS e(id, n)
+             JOIN tasks t ON t.id = e.id
+             JOIN listings l ON l.listing_id = t.listing_id
+             WHERE t.state = 'open' AND t.kind = 'review')
+         INSERT INTO outbox (topic, payload)
+         SELECT 'tasks', p.payload FROM p CROSS JOIN generate_series(1, $2) AS s(k)
+         ORDER BY p.n, s.k"
     ))
     .bind(&ids)
     .bind(count)

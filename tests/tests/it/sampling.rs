@@ -696,3 +696,94 @@ async fn votes_of_the_first_minutes_are_a_pace_over_those_minutes_not_over_the_w
     .unwrap();
     assert!(!throttle.active(), "{throttle:?}");
 }
+
+/// `lines` with `version` and `active` set on each.
+fn versioned(lines: &[String], version: i64, active: bool) -> Vec<String> {
+    lines
+        .iter()
+        .map(|line| {
+            let mut v: Value = serde_json::from_str(line).unwrap();
+            v["version"] = json!(version);
+            v["active"] = json!(active);
+            v.to_string()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_listing_is_looked_at_once_a_round_whether_new_a_newer_version_or_twice_in_one_batch() {
+    let env = TestEnv::db_only().await;
+    sqlx::query("INSERT INTO sampling_policies (policy) VALUES ('{\"default_rate\": 1.0}')")
+        .execute(&env.pool)
+        .await
+        .unwrap();
+    let round_secs = env.coordinator_config().round_secs;
+    let now = chrono::Utc::now().timestamp();
+    let r0 = spotcheck_shared::sampling::round_of(now, round_secs);
+    let lines = demo_lines(79, 60);
+    let tasks_in = |round: i64| {
+        let pool = env.pool.clone();
+        async move {
+            let n: i64 = sqlx::query_scalar("SELECT count(*) FROM tasks WHERE round = $1")
+                .bind(round)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            let frame: Option<i64> = sqlx::query_scalar(
+                "SELECT sum(listings)::bigint FROM sampling_frames WHERE round = $1",
+            )
+            .bind(round)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+            (n, frame.unwrap_or(0))
+        }
+    };
+
+    // New: 40 active (one batch holds a listing twice: versions 1 and 2), 20 inactive.
+    let mut first = versioned(&lines[..40], 1, true);
+    first.extend(versioned(&lines[..1], 2, true));
+    first.extend(versioned(&lines[40..], 1, false));
+    let summary = import_lines_at(&env, &first, now).await;
+    assert_eq!(
+        summary.ingest.stored, 61,
+        "60 new listings and one newer version"
+    );
+    assert_eq!(
+        tasks_in(r0).await,
+        (40, 40),
+        "each new active listing once, the repeat in the batch not again, the inactive not"
+    );
+    let marked: i64 = sqlx::query_scalar("SELECT count(*) FROM listings WHERE last_round = $1")
+        .bind(r0)
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        marked, 40,
+        "the active ones are marked as looked at in the round"
+    );
+
+    // Newer versions in the same round: the 40 already looked at are not again;
+    // the 20 that were inactive and are now active are, once.
+    let mut second = versioned(&lines[..40], 3, true);
+    second.extend(versioned(&lines[40..], 2, true));
+    import_lines_at(&env, &second, now).await;
+    assert_eq!(tasks_in(r0).await, (60, 60));
+    import_lines_at(&env, &versioned(&lines[40..], 3, true), now).await;
+    assert_eq!(
+        tasks_in(r0).await,
+        (60, 60),
+        "a second newer version: not again"
+    );
+
+    // The next round: a newer version is looked at again.
+    import_lines_at(&env, &versioned(&lines[..10], 4, true), now + round_secs).await;
+    assert_eq!(tasks_in(r0 + 1).await, (10, 10));
+    let marked: i64 = sqlx::query_scalar("SELECT count(*) FROM listings WHERE last_round = $1")
+        .bind(r0 + 1)
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+    assert_eq!(marked, 10);
+}
