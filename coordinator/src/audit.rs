@@ -92,7 +92,7 @@ pub async fn audit_once(
         return Ok(Audited::default());
     }
     let pending: HashMap<Uuid, i64> = sqlx::query_as::<_, (Uuid, i64)>(
-        "SELECT (payload->>'task_id')::uuid, count(*) FROM outbox
+        "SELECT (payload->>'task_id')::uuid, sum(copies)::bigint FROM outbox
          WHERE topic = 'tasks' GROUP BY 1",
     )
     .fetch_all(pool)

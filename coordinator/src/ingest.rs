@@ -127,9 +127,13 @@ async fn seller_records(
         "SELECT u.listing_id, coalesce(s.tier_override, s.derived_tier), coalesce(s.banned, false),
                 coalesce((l.signals ->> $3)::boolean, false)
          FROM unnest($1::text[], $2::text[]) AS u(listing_id, seller_id)
-         LEFT JOIN sellers s ON s.seller_id = u.seller_id
+         -- looked up by key, each (lateral, kept apart by LIMIT): a join planned
+         -- over lagging statistics hashed the whole listings table every batch
+         LEFT JOIN LATERAL (SELECT * FROM sellers s WHERE s.seller_id = u.seller_id
              AND (s.tier_override IS NOT NULL OR s.derived_tier <> 'standard' OR s.banned)
-         LEFT JOIN listings l ON l.listing_id = u.listing_id
+             LIMIT 1) s ON true
+         LEFT JOIN LATERAL (SELECT l.signals FROM listings l WHERE l.listing_id = u.listing_id
+             LIMIT 1) l ON true
          WHERE s.seller_id IS NOT NULL OR coalesce((l.signals ->> $3)::boolean, false)",
     )
     .bind(&ids)

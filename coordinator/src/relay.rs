@@ -15,58 +15,72 @@ use std::time::{Duration, Instant};
 const GIVE_UP: Duration = Duration::from_secs(120);
 use tokio_util::sync::CancellationToken;
 
-/// Publishes up to `limit` outbox rows; returns how many went out. With a
-/// lease store, the slot offers published are counted there for the audit.
+/// What one [`relay_once`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Relayed {
+    /// Outbox rows published and deleted.
+    pub rows: usize,
+    /// Messages published (a row stands for `copies` identical ones).
+    pub messages: usize,
+}
+
+/// An outbox row as the relay reads it: id, topic, payload (JSON text),
+/// copies, and the task id or event kind the payload names.
+type OutboxRow = (i64, String, String, i32, Option<String>, Option<String>);
+
+/// Publishes up to `limit` outbox rows. With a lease store, the slot offers
+/// published are counted there for the audit.
 pub async fn relay_once(
     pool: &PgPool,
     publisher: &ResilientPublisher,
     names: &Names,
     leases: Option<&LeaseStore>,
     limit: i64,
-) -> anyhow::Result<usize> {
+) -> anyhow::Result<Relayed> {
     let mut tx = pool.begin().await?;
-    let rows: Vec<(i64, String, serde_json::Value)> = sqlx::query_as(
-        "SELECT id, topic, payload FROM outbox WHERE sent_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+    // The payload goes out as PostgreSQL writes it: no parse and re-encode here.
+    let rows: Vec<OutboxRow> = sqlx::query_as(
+        "SELECT id, topic, payload::text, copies, payload->>'task_id', payload->>'kind'
+         FROM outbox WHERE sent_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
     )
     .bind(limit)
     .fetch_all(&mut *tx)
     .await?;
     if rows.is_empty() {
-        return Ok(0);
+        return Ok(Relayed::default());
     }
     // Work messages go to their queues through the default exchange;
     // enforcement events to the enforcement exchange, routed by kind.
     let mut messages = Vec::with_capacity(rows.len());
     let mut events = Vec::new();
     let mut offered: Vec<TaskId> = Vec::new();
-    for (id, topic, payload) in &rows {
+    for (id, topic, payload, copies, task, kind) in rows.iter() {
+        let copies = usize::try_from(*copies).unwrap_or(1).max(1);
         let queue = match Topic::parse(topic) {
             Some(Topic::Tasks) => {
-                if let Some(task) = payload
-                    .get("task_id")
-                    .and_then(|t| t.as_str())
-                    .and_then(|t| t.parse().ok())
-                {
-                    offered.push(task);
+                if let Some(task) = task.as_deref().and_then(|t| t.parse::<TaskId>().ok()) {
+                    offered.extend(std::iter::repeat_n(task, copies));
                 }
                 names.tasks_queue()
             }
             Some(Topic::Votes) => names.votes_queue(),
             Some(Topic::Enforcement) => {
-                let kind = payload
-                    .get("kind")
-                    .and_then(|k| k.as_str())
-                    .unwrap_or("unknown");
-                events.push((
-                    EnforcementEvent::routing_key(kind),
-                    serde_json::to_vec(payload)?,
+                let kind = kind.as_deref().unwrap_or("unknown");
+                let key = EnforcementEvent::routing_key(kind);
+                events.extend(std::iter::repeat_n(
+                    (key, payload.as_bytes().to_vec()),
+                    copies,
                 ));
                 continue;
             }
             None => anyhow::bail!("outbox row {id} has unknown topic {topic:?}"),
         };
-        messages.push((queue, serde_json::to_vec(payload)?));
+        messages.extend(std::iter::repeat_n(
+            (queue, payload.as_bytes().to_vec()),
+            copies,
+        ));
     }
+    let published = messages.len() + events.len();
     if !messages.is_empty() {
         publisher.publish_all("", &messages).await?;
     }
@@ -75,7 +89,7 @@ pub async fn relay_once(
             .publish_all(&names.enforcement_exchange(), &events)
             .await?;
     }
-    let ids: Vec<i64> = rows.iter().map(|(id, _, _)| *id).collect();
+    let ids: Vec<i64> = rows.iter().map(|(id, ..)| *id).collect();
     sqlx::query("DELETE FROM outbox WHERE id = ANY($1)")
         .bind(&ids)
         .execute(&mut *tx)
@@ -88,8 +102,11 @@ pub async fn relay_once(
     {
         tracing::warn!(error = %e, "could not count published offers");
     }
-    metrics::counter!("spotcheck_outbox_published_total").increment(rows.len() as u64);
-    Ok(rows.len())
+    metrics::counter!("spotcheck_outbox_published_total").increment(published as u64);
+    Ok(Relayed {
+        rows: rows.len(),
+        messages: published,
+    })
 }
 
 /// Runs the relay until cancelled: drains the outbox, then waits for a NOTIFY
@@ -114,7 +131,7 @@ pub async fn run(
     let mut backoff = Duration::from_millis(100);
     loop {
         match relay_once(&pool, &publisher, &names, Some(&leases), batch).await {
-            Ok(n) if n as i64 >= batch => {
+            Ok(r) if r.rows as i64 >= batch => {
                 failing_since = None;
                 continue;
             }

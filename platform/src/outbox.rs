@@ -67,25 +67,29 @@ macro_rules! offer_payload_sql {
 /// review task; closed tasks get none, and gold tasks are never offered (they are
 /// served from PostgreSQL). An id listed twice gets twice the offers (one per expired lease).
 /// The offers are written task after task in the order given, so the relay
-/// publishes them in that order.
+/// publishes them in that order. Returns how many offers were added.
 pub async fn offer_slots(
     conn: &mut PgConnection,
     task_ids: &[TaskId],
     count: i32,
 ) -> sqlx::Result<u64> {
+    if count < 1 {
+        return Ok(0);
+    }
     let ids: Vec<uuid::Uuid> = task_ids.iter().map(|t| t.0).collect();
-    // Each task's payload is built once (materialized), then written once per slot.
+    // One row per entry, standing for `count` identical offers (see `copies`).
+    // Each task is looked up by its key (a lateral join, kept apart from the
+    // outer query by its LIMIT): a plain join, planned over statistics that lag
+    // a fast-growing table, hashed every open task.
     let done = sqlx::query(concat!(
-        "WITH p AS MATERIALIZED (SELECT e.n, ",
+        "INSERT INTO outbox (topic, payload, copies)
+         SELECT 'tasks', o.payload, $2
+         FROM unnest($1::uuid[]) WITH ORDINALITY AS e(id, n)
+         CROSS JOIN LATERAL (SELECT ",
         offer_payload_sql!(),
-        " AS payload
-             FROM unnest($1::uuid[]) WITH ORDINALITY AS e(id, n)
-             JOIN tasks t ON t.id = e.id
-             JOIN listings l ON l.listing_id = t.listing_id
-             WHERE t.state = 'open' AND t.kind = 'review')
-         INSERT INTO outbox (topic, payload)
-         SELECT 'tasks', p.payload FROM p CROSS JOIN generate_series(1, $2) AS s(k)
-         ORDER BY p.n, s.k"
+        " AS payload FROM tasks t JOIN listings l ON l.listing_id = t.listing_id
+             WHERE t.id = e.id AND t.state = 'open' AND t.kind = 'review' LIMIT 1) AS o
+         ORDER BY e.n"
     ))
     .bind(&ids)
     .bind(count)
@@ -94,7 +98,7 @@ pub async fn offer_slots(
     if done.rows_affected() > 0 {
         notify(conn).await?;
     }
-    Ok(done.rows_affected())
+    Ok(done.rows_affected() * count as u64)
 }
 
 /// A slot offer message naming only the task (what offers of the first shape

@@ -147,9 +147,11 @@ impl Bench<'_> {
             self.args.listings
         );
         let tasks = summary.ingest.tasks;
-        let offers: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE sent_at IS NULL")
-            .fetch_one(pool)
-            .await?;
+        let offers: i64 = sqlx::query_scalar(
+            "SELECT coalesce(sum(copies), 0)::bigint FROM outbox WHERE sent_at IS NULL",
+        )
+        .fetch_one(pool)
+        .await?;
         let offers = offers as u64;
         anyhow::ensure!(
             offers == tasks * self.args.votes as u64,

@@ -46,10 +46,10 @@ pub async fn relay(
             .await
             .context("relaying the outbox")?;
         anyhow::ensure!(
-            n > 0,
+            n.messages > 0,
             "the relay found no rows after {published} of {expected} offers"
         );
-        published += n as u64;
+        published += n.messages as u64;
     }
     Ok(started.elapsed())
 }

@@ -209,8 +209,8 @@ async fn a_lease_lost_from_redis_with_the_sentinel_kept_is_offered_again_by_the_
     );
 }
 
-/// Whether the outbox is empty and each of these offer counts is one.
-async fn offers_counted(pool: sqlx::PgPool, keys: Vec<String>) -> bool {
+/// Whether the outbox is empty and each of these offer counts is `want`.
+async fn offers_counted(pool: sqlx::PgPool, keys: Vec<String>, want: i64) -> bool {
     let mut conn = redis::Client::open(REDIS)
         .unwrap()
         .get_multiplexed_async_connection()
@@ -221,7 +221,8 @@ async fn offers_counted(pool: sqlx::PgPool, keys: Vec<String>) -> bool {
         .query_async(&mut conn)
         .await
         .unwrap();
-    count(&pool, "SELECT count(*) FROM outbox").await == 0 && counted.iter().all(|c| *c == Some(1))
+    count(&pool, "SELECT count(*) FROM outbox").await == 0
+        && counted.iter().all(|c| *c == Some(want))
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -240,7 +241,7 @@ async fn the_audit_reads_one_slice_a_run_and_keeps_the_other_slices_suspects() {
     wait_until(
         "every offer published and counted",
         Duration::from_secs(15),
-        || offers_counted(env.pool.clone(), offer_keys.clone()),
+        || offers_counted(env.pool.clone(), offer_keys.clone(), 1),
     )
     .await;
     let manager = redis::aio::ConnectionManager::new(redis::Client::open(REDIS).unwrap())
@@ -294,7 +295,7 @@ async fn the_audit_reads_one_slice_a_run_and_keeps_the_other_slices_suspects() {
     assert!(suspects.is_empty());
     // Each lost offer is made again once.
     wait_until("every offer made again", Duration::from_secs(15), || {
-        offers_counted(env.pool.clone(), offer_keys.clone())
+        offers_counted(env.pool.clone(), offer_keys.clone(), 1)
     })
     .await;
 }
@@ -800,4 +801,71 @@ async fn a_replica_that_shuts_down_gives_its_hand_backs_to_the_reaper_at_once() 
     env.start_api(|_| {}).await;
     let again = claim_within(&env, &second, Duration::from_secs(15)).await;
     assert_eq!(again["task_id"].as_str(), Some(task.as_str()));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_tasks_offers_are_one_outbox_row_the_relay_publishes_as_one_message_per_slot() {
+    use coordinator::relay::{Relayed, relay_once};
+    use spotcheck_platform::amqp::{ResilientPublisher, connect, declare_topology};
+    const TASKS: usize = 4;
+    const VOTES: i32 = 3;
+    let mut env = TestEnv::db_only().await;
+    env.min_votes = VOTES;
+    sqlx::query("INSERT INTO sampling_policies (policy) VALUES ('{\"default_rate\": 1.0}')")
+        .execute(&env.pool)
+        .await
+        .unwrap();
+    let lines: Vec<String> = generate(8, TASKS)
+        .iter()
+        .map(|d| serde_json::to_string(&d.listing).unwrap())
+        .collect();
+    assert_eq!(import_lines(&env, &lines).await.ingest.tasks, TASKS as u64);
+    let (rows, offers): (i64, i64) =
+        sqlx::query_as("SELECT count(*), sum(copies)::bigint FROM outbox WHERE topic = 'tasks'")
+            .fetch_one(&env.pool)
+            .await
+            .unwrap();
+    assert_eq!(rows, TASKS as i64, "one row a task");
+    assert_eq!(
+        offers,
+        (TASKS as i64) * i64::from(VOTES),
+        "standing for a slot each"
+    );
+
+    // The relay, as the coordinator runs it, with the queues declared.
+    let names = env.names();
+    let conn = connect(&env.amqp_url(), "tests").await.unwrap();
+    declare_topology(&conn.create_channel().await.unwrap(), &names)
+        .await
+        .unwrap();
+    let publisher = ResilientPublisher::new(std::sync::Arc::new(conn));
+    let manager = redis::aio::ConnectionManager::new(redis::Client::open(REDIS).unwrap())
+        .await
+        .unwrap();
+    let leases = spotcheck_platform::lease::LeaseStore::new(manager, &env.id);
+    let relayed = relay_once(&env.pool, &publisher, &names, Some(&leases), 100)
+        .await
+        .unwrap();
+    assert_eq!(
+        relayed,
+        Relayed {
+            rows: TASKS,
+            messages: TASKS * VOTES as usize
+        }
+    );
+    let p = format!("{{{}}}", env.id);
+    let ids: Vec<String> = sqlx::query_scalar("SELECT id::text FROM tasks")
+        .fetch_all(&env.pool)
+        .await
+        .unwrap();
+    let offer_keys: Vec<String> = ids.iter().map(|t| format!("{p}:offers:{t}")).collect();
+    assert!(
+        offers_counted(env.pool.clone(), offer_keys, i64::from(VOTES)).await,
+        "the outbox is empty and each task's offers are counted for the audit"
+    );
+    assert_eq!(
+        env.queue_depth(&names.tasks_queue()).await,
+        TASKS as u32 * VOTES as u32,
+        "one message a slot on the tasks queue"
+    );
 }
