@@ -233,7 +233,10 @@ impl App {
         let queue = names.ingest_queue();
         let feed_alive = Arc::new(AtomicBool::new(false));
         let alive = feed_alive.clone();
-        let batch = self.config.consumer_batch;
+        let batch = consumer::Batching {
+            max: self.config.consumer_batch,
+            linger: Duration::from_millis(self.config.consumer_linger_ms),
+        };
         loops.spawn(async move {
             let handler = |d| feed::handle(&pool, &sampler, &policies, d);
             (

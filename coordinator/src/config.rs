@@ -173,6 +173,10 @@ pub struct Config {
     /// Deliveries a consumer handles in one transaction at most (feed and votes).
     #[arg(long, env = "SPOTCHECK_CONSUMER_BATCH", default_value_t = 500)]
     pub consumer_batch: usize,
+    /// How long a consumer's batch waits, from its first delivery, for more
+    /// to arrive, in milliseconds (feed and votes): fewer, larger transactions.
+    #[arg(long, env = "SPOTCHECK_CONSUMER_LINGER_MS", default_value_t = 50)]
+    pub consumer_linger_ms: u64,
     /// Pause between audits for vote slots nothing covers, in milliseconds.
     #[arg(long, env = "SPOTCHECK_AUDIT_INTERVAL_MS", default_value_t = 10_000)]
     pub audit_interval_ms: u64,

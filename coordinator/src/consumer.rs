@@ -82,17 +82,28 @@ where
         .await
 }
 
-/// Consumes `queue` in batches until cancelled: whatever has arrived (at least
-/// one delivery, at most `max_batch`) goes to the handler at once, and the
-/// answers are settled together after its work committed: dead-letters and
-/// retries one by one, then every ack with one `multiple` ack of the last.
-/// Deliveries are handled in arrival order, one batch at a time, so every
-/// earlier delivery on the channel is settled when the multiple ack goes out.
+/// How a batch consumer gathers its batches.
+#[derive(Debug, Clone, Copy)]
+pub struct Batching {
+    /// Deliveries a batch holds at most.
+    pub max: usize,
+    /// How long a batch waits, from its first delivery, for more to arrive
+    /// (zero: it takes only what has arrived already).
+    pub linger: Duration,
+}
+
+/// Consumes `queue` in batches until cancelled: what arrives within the
+/// linger of the first delivery (at most `batching.max`) goes to the handler
+/// at once, and the answers are settled together after its work committed:
+/// dead-letters and retries one by one, then every ack with one `multiple` ack
+/// of the last. Deliveries are handled in arrival order, one batch at a time,
+/// so every earlier delivery on the channel is settled when the multiple ack
+/// goes out.
 pub async fn run_batched<F, Fut>(
     conn: &Connection,
     queue: &str,
     prefetch: u16,
-    max_batch: usize,
+    batching: Batching,
     cancel: CancellationToken,
     alive: &AtomicBool,
     handler: F,
@@ -147,14 +158,23 @@ where
             };
             let generation = first.0;
             let mut batch = vec![first.1];
-            while batch.len() < max_batch.max(1) {
-                match rx.try_recv() {
-                    Ok((g, d)) if g == generation => batch.push(d),
-                    Ok(other) => {
+            let until = tokio::time::Instant::now() + batching.linger;
+            while batch.len() < batching.max.max(1) {
+                let next = match rx.try_recv() {
+                    Ok(next) => Some(next),
+                    Err(_) if batching.linger.is_zero() => None,
+                    Err(_) => tokio::time::timeout_at(until, rx.recv())
+                        .await
+                        .ok()
+                        .flatten(),
+                };
+                match next {
+                    Some((g, d)) if g == generation => batch.push(d),
+                    Some(other) => {
                         carried = Some(other);
                         break;
                     }
-                    Err(_) => break,
+                    None => break,
                 }
             }
             handling.store(true, std::sync::atomic::Ordering::Relaxed);

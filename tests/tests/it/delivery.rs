@@ -318,3 +318,67 @@ async fn the_vote_sweep_announces_only_unaccounted_votes_past_the_grace_and_each
     assert_eq!(named.len(), 2);
     assert_eq!(named[1]["votes"][0]["vote_id"], json!(third));
 }
+
+/// The sizes of the batches a batch consumer of `queue` hands its handler when
+/// `sent` messages are published to it 30 ms apart.
+async fn batches_of(env: &TestEnv, queue: String, linger: Duration, sent: usize) -> Vec<usize> {
+    use coordinator::consumer::{Batching, Handled, run_batched};
+    use std::sync::{Arc, Mutex};
+    let conn = spotcheck_platform::amqp::connect(&env.amqp_url(), "tests")
+        .await
+        .unwrap();
+    let publisher = Publisher::open(&conn).await.unwrap();
+    let sizes = Arc::new(Mutex::new(Vec::new()));
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let consumer = {
+        let (sizes, cancel, queue) = (sizes.clone(), cancel.clone(), queue.clone());
+        let conn = spotcheck_platform::amqp::connect(&env.amqp_url(), "tests")
+            .await
+            .unwrap();
+        tokio::spawn(async move {
+            let alive = std::sync::atomic::AtomicBool::new(false);
+            let batching = Batching { max: 100, linger };
+            let handler = |batch: Vec<lapin::message::Delivery>| {
+                sizes.lock().unwrap().push(batch.len());
+                async move { batch.into_iter().map(|d| (d, Handled::Ack)).collect() }
+            };
+            run_batched(&conn, &queue, 100, batching, cancel, &alive, handler).await
+        })
+    };
+    for i in 0..sent {
+        publisher
+            .publish_all("", &[(queue.clone(), format!("{i}").into_bytes())])
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    wait_until("every message handled", Duration::from_secs(10), || {
+        let handled: usize = sizes.lock().unwrap().iter().sum();
+        async move { handled == sent }
+    })
+    .await;
+    cancel.cancel();
+    consumer.await.unwrap().unwrap();
+    let sizes = sizes.lock().unwrap().clone();
+    sizes
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_consumer_gathers_what_arrives_within_its_linger_into_one_batch() {
+    let env = TestEnv::db_only().await;
+    let names = env.names();
+    let conn = spotcheck_platform::amqp::connect(&env.amqp_url(), "tests")
+        .await
+        .unwrap();
+    spotcheck_platform::amqp::declare_topology(&conn.create_channel().await.unwrap(), &names)
+        .await
+        .unwrap();
+    // Five messages over 150 ms: one batch with a linger of 2 s.
+    let lingering = batches_of(&env, names.ingest_queue(), Duration::from_secs(2), 5).await;
+    assert_eq!(lingering, vec![5], "one batch within the linger");
+    // Without a linger, each message is handled as it comes.
+    let eager = batches_of(&env, names.votes_queue(), Duration::ZERO, 5).await;
+    assert!(eager.len() > 1, "batches without a linger: {eager:?}");
+    assert_eq!(env.queue_depth(&names.ingest_queue()).await, 0, "all acked");
+    assert_eq!(env.queue_depth(&names.votes_queue()).await, 0, "all acked");
+}
