@@ -13,18 +13,31 @@
 //! The reliability part changes with every gold answer and decided audit task;
 //! it is not invalidated for those, so the gold rate follows a volunteer's
 //! estimate with at most that delay (an abuse stop still invalidates at once).
+//!
+//! Each replica also keeps the standings it read, with the generation read
+//! before them: a request whose user's generation is still that one (one `GET`,
+//! the same round trip as before) uses the copy, for at most [`LOCAL_TTL`], and
+//! reads the entry again otherwise. An invalidation moves the generation, so
+//! the next request on every replica still sees the change.
 
+use dashmap::DashMap;
 use redis::Script;
 use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
 use spotcheck_shared::abuse::VolunteerStats;
 use spotcheck_shared::reliability::Confusion;
 use sqlx::PgPool;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
+use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 /// How long an entry lives without being invalidated.
 pub const ENTRY_TTL_SECS: u64 = 600;
+/// How long a replica uses its copy of a standing while the user's generation
+/// stays the same.
+pub const LOCAL_TTL: Duration = Duration::from_secs(30);
+/// Copies a replica keeps at most (a few hundred bytes each); past it they start over.
+pub const MAX_LOCAL: usize = 100_000;
 
 /// What the gold rate reads of a volunteer's reliability.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
@@ -75,11 +88,19 @@ return 1",
     )
 });
 
+/// A replica's copy of a standing, with the generation read before it.
+struct Copy {
+    generation: Option<String>,
+    standing: Arc<Standing>,
+    read_at: Instant,
+}
+
 /// The standing cache of one deployment (keys under `{prefix}`).
 #[derive(Clone)]
 pub struct StandingCache {
     redis: ConnectionManager,
     prefix: String,
+    copies: Arc<DashMap<Uuid, Copy>>,
 }
 
 impl StandingCache {
@@ -88,7 +109,37 @@ impl StandingCache {
         Self {
             redis,
             prefix: format!("{{{prefix}}}"),
+            copies: Arc::default(),
         }
+    }
+
+    /// The replica's copy for `user` with `answers`, if read at `generation`
+    /// and young enough.
+    fn copy(&self, user: Uuid, generation: &Option<String>, answers: u64) -> Option<Arc<Standing>> {
+        let mut copy = self.copies.get_mut(&user)?;
+        if copy.generation != *generation || copy.read_at.elapsed() >= LOCAL_TTL {
+            return None;
+        }
+        if copy.standing.answers != answers {
+            let mut standing = Standing::clone(&copy.standing);
+            standing.answers = answers;
+            copy.standing = Arc::new(standing);
+        }
+        Some(Arc::clone(&copy.standing))
+    }
+
+    fn keep(&self, user: Uuid, generation: Option<String>, standing: &Arc<Standing>) {
+        if self.copies.len() >= MAX_LOCAL {
+            self.copies.clear();
+        }
+        self.copies.insert(
+            user,
+            Copy {
+                generation,
+                standing: Arc::clone(standing),
+                read_at: Instant::now(),
+            },
+        );
     }
 
     fn keys(&self, user: Uuid) -> (String, String) {
@@ -98,10 +149,32 @@ impl StandingCache {
         )
     }
 
-    /// The user's standing: from Redis, or loaded from PostgreSQL and cached.
+    /// The user's standing: the replica's copy while the user's generation
+    /// has not moved, else from Redis, or loaded from PostgreSQL and cached.
     /// `None` when the user does not exist.
-    pub async fn get(&self, pool: &PgPool, user: Uuid) -> Result<Option<Standing>, StandingError> {
+    pub async fn get(
+        &self,
+        pool: &PgPool,
+        user: Uuid,
+    ) -> Result<Option<Arc<Standing>>, StandingError> {
         let (key, gen_key) = self.keys(user);
+        if self.copies.contains_key(&user) {
+            // The generation, and the answers the lease store counts up with
+            // each vote (they pace gold turns, so they are never taken from the copy).
+            let (generation, answers): (Option<String>, Option<u64>) = redis::pipe()
+                .cmd("GET")
+                .arg(&gen_key)
+                .cmd("HGET")
+                .arg(&key)
+                .arg("a")
+                .query_async(&mut self.redis.clone())
+                .await?;
+            if let Some(answers) = answers
+                && let Some(standing) = self.copy(user, &generation, answers)
+            {
+                return Ok(Some(standing));
+            }
+        }
         // Plain reads in one round trip (no script: cheaper for Redis, and
         // served while writes are paused). The generation is read first: an
         // invalidation between the two reads makes the entry missing, and the
@@ -127,16 +200,18 @@ impl StandingCache {
             // a miss: loaded again below.
             && let Ok(measured) = serde_json::from_str::<Measured>(measured)
         {
-            return Ok(Some(Standing {
+            let standing = Arc::new(Standing {
                 role: role.clone(),
                 status: status.clone(),
                 counting: counting == "1",
                 answers: answers.parse().unwrap_or(0),
                 seller_links: serde_json::from_str(links).unwrap_or_default(),
                 measured,
-            }));
+            });
+            self.keep(user, generation, &standing);
+            return Ok(Some(standing));
         }
-        let generation = generation.unwrap_or_else(|| "0".into());
+        let fill_generation = generation.clone().unwrap_or_else(|| "0".into());
         let Some(standing) = load(pool, user).await? else {
             return Ok(None);
         };
@@ -145,7 +220,7 @@ impl StandingCache {
         let _: i64 = FILL
             .key(&key)
             .key(&gen_key)
-            .arg(generation)
+            .arg(fill_generation)
             .arg(&standing.role)
             .arg(&standing.status)
             .arg(if standing.counting { "1" } else { "0" })
@@ -155,6 +230,8 @@ impl StandingCache {
             .arg(measured)
             .invoke_async(&mut self.redis.clone())
             .await?;
+        let standing = Arc::new(standing);
+        self.keep(user, generation, &standing);
         Ok(Some(standing))
     }
 

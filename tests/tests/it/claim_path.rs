@@ -869,3 +869,77 @@ async fn a_new_tasks_offers_are_one_outbox_row_the_relay_publishes_as_one_messag
         "one message a slot on the tasks queue"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replica_uses_its_copy_of_a_standing_until_the_generation_moves_and_never_for_answers() {
+    use spotcheck_platform::standing::StandingCache;
+    let env = TestEnv::db_only().await;
+    worker_api::users::create_user(
+        &env.pool,
+        "copy-holder",
+        "a long password".into(),
+        Role::Volunteer,
+    )
+    .await
+    .unwrap();
+    let id: uuid::Uuid = sqlx::query_scalar("SELECT id FROM users WHERE username = 'copy-holder'")
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+    let manager = redis::aio::ConnectionManager::new(redis::Client::open(REDIS).unwrap())
+        .await
+        .unwrap();
+    let cache = StandingCache::new(manager, &env.id);
+    let first = cache.get(&env.pool, id).await.unwrap().unwrap();
+    assert_eq!((first.role.as_str(), first.answers), ("volunteer", 0));
+
+    let mut conn = redis(&env).await;
+    let entry = format!("{{{}}}:standing:{id}", env.id);
+    // The entry changed behind the generation's back: the copy is used...
+    let _: () = redis::cmd("HSET")
+        .arg(&entry)
+        .arg("r")
+        .arg("staff")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let copy = cache.get(&env.pool, id).await.unwrap().unwrap();
+    assert_eq!(copy.role, "volunteer", "the replica's copy, not the entry");
+    // ...but the answers, counted up in Redis with each vote, are always read.
+    let _: () = redis::cmd("HINCRBY")
+        .arg(&entry)
+        .arg("a")
+        .arg(3)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let counted = cache.get(&env.pool, id).await.unwrap().unwrap();
+    assert_eq!((counted.role.as_str(), counted.answers), ("volunteer", 3));
+
+    // A change committed and invalidated (the generation moves) is seen at once.
+    sqlx::query("UPDATE users SET status = 'suspended' WHERE id = $1")
+        .bind(id)
+        .execute(&env.pool)
+        .await
+        .unwrap();
+    cache.invalidate(&[id]).await.unwrap();
+    let after = cache.get(&env.pool, id).await.unwrap().unwrap();
+    assert_eq!(
+        (after.role.as_str(), after.status.as_str()),
+        ("volunteer", "suspended"),
+        "read again from PostgreSQL"
+    );
+    // An entry gone from Redis (expired, or lost) is read again too.
+    sqlx::query("UPDATE users SET status = 'active' WHERE id = $1")
+        .bind(id)
+        .execute(&env.pool)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("DEL")
+        .arg(&entry)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let reloaded = cache.get(&env.pool, id).await.unwrap().unwrap();
+    assert_eq!(reloaded.status, "active");
+}

@@ -74,11 +74,7 @@ impl Caller {
             .role
             .parse()
             .map_err(|e: String| ApiError::internal(anyhow::anyhow!(e)))?;
-        Ok(Caller {
-            id,
-            role,
-            standing: Arc::new(standing),
-        })
+        Ok(Caller { id, role, standing })
     }
 }
 
