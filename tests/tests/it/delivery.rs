@@ -359,8 +359,7 @@ async fn batches_of(env: &TestEnv, queue: String, linger: Duration, sent: usize)
     .await;
     cancel.cancel();
     consumer.await.unwrap().unwrap();
-    let sizes = sizes.lock().unwrap().clone();
-    sizes
+    sizes.lock().unwrap().clone()
 }
 
 #[tokio::test(flavor = "multi_thread")]
