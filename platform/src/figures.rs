@@ -386,10 +386,11 @@ pub async fn task_figures(pool: &PgPool, review: i64) -> sqlx::Result<TaskFigure
     })
 }
 
-/// Outbox rows not yet published, and the age in seconds of the oldest.
+/// Outbox messages not yet published (a row stands for `copies` of them), and
+/// the age in seconds of the oldest.
 pub async fn outbox_backlog(pool: &PgPool) -> sqlx::Result<(i64, f64)> {
     sqlx::query_as(
-        "SELECT count(*),
+        "SELECT coalesce(sum(copies), 0)::bigint,
                 coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8
          FROM outbox WHERE sent_at IS NULL",
     )

@@ -708,15 +708,20 @@ impl LeaseStore {
         Ok(())
     }
 
-    /// Counts slot offers just published (one entry per offer), for the audit.
+    /// Counts slot offers just published (one entry per offer), for the audit:
+    /// one `INCRBY` per task however many of its offers went out.
     pub async fn count_offers(&self, tasks: &[TaskId]) -> Result<(), StoreError> {
         if tasks.is_empty() {
             return Ok(());
         }
-        let mut pipe = redis::pipe();
+        let mut per_task: std::collections::HashMap<TaskId, i64> = Default::default();
         for t in tasks {
+            *per_task.entry(*t).or_default() += 1;
+        }
+        let mut pipe = redis::pipe();
+        for (t, n) in per_task {
             let key = format!("{}:offers:{t}", self.prefix);
-            pipe.cmd("INCR").arg(&key).ignore();
+            pipe.cmd("INCRBY").arg(&key).arg(n).ignore();
             pipe.cmd("EXPIRE").arg(&key).arg(7 * 86_400).ignore();
         }
         let _: () = pipe.query_async(&mut self.redis.clone()).await?;
