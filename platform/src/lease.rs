@@ -229,37 +229,32 @@ local from_offer = source ~= 'gold'
 local lk = p .. ':leases:' .. task
 local vk = p .. ':voters:' .. task
 local ek = p .. ':expiry'
+-- One read of the task's lease entries serves every check below: the
+-- released entry a hand-back replaces, the caller's own, and the live count.
+local entries = redis.call('HGETALL', lk)
+local live, mine_exp, old_exp = 0, nil, nil
+for i = 1, #entries, 2 do
+  local _, _, exp = parse(entries[i + 1])
+  if exp > now then live = live + 1 end
+  if entries[i] == vol then mine_exp = exp end
+  if entries[i] == old then old_exp = exp end
+end
 -- A hand-back is only good while the released lease it replaces is there
 -- and ended; once the reaper has re-offered it, it is gone or about to be.
-if source == 'handback' then
-  local ov = redis.call('HGET', lk, old)
-  if not ov then return {{-6}} end
-  local _, _, oexp = parse(ov)
-  if oexp > now then return {{-6}} end
-end
+if source == 'handback' and (not old_exp or old_exp > now) then return {{-6}} end
+-- The released entry's holder set lost the task when it was released.
 local function replace_old()
   if source == 'handback' then
     redis.call('HDEL', lk, old)
     redis.call('ZREM', ek, task .. '|' .. old)
-    redis.call('SREM', p .. ':holder:' .. old, task)
   end
 end
 -- An ended lease of this volunteer's on a gold task may be taken again at once;
 -- on a review task it waits for the reaper, which offers its slot again.
-local mine = redis.call('HGET', lk, vol)
-if mine then
-  local _, _, mine_exp = parse(mine)
-  if mine_exp > now or from_offer then return {{-1}} end
-end
+if mine_exp and (mine_exp > now or from_offer) then return {{-1}} end
 if redis.call('SISMEMBER', vk, vol) == 1 then return {{-1}} end
 if quota_limit > 0 and tonumber(redis.call('GET', quota_key) or '0') >= quota_limit then return {{-5}} end
 local ok = p .. ':offers:' .. task
-local live = 0
-local entries = redis.call('HGETALL', lk)
-for i = 1, #entries, 2 do
-  local _, _, exp = parse(entries[i + 1])
-  if exp > now then live = live + 1 end
-end
 local counted = math.max(counted_floor, redis.call('SCARD', vk))
 if live + counted >= required then
   if source == 'queue' then redis.call('DECR', ok) end

@@ -15,6 +15,7 @@
 pub mod args;
 pub mod auth;
 pub mod baseline;
+pub mod conn;
 pub mod cpu;
 pub mod flow;
 pub mod load;

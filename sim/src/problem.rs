@@ -2,7 +2,7 @@
 //! RFC 9457 problem JSON's stable `code`, so reports can count errors by code.
 
 use reqwest::Response;
-use reqwest::header::RETRY_AFTER;
+use reqwest::header::{HeaderMap, RETRY_AFTER};
 use serde_json::Value;
 use std::fmt;
 use std::time::Duration;
@@ -78,13 +78,19 @@ impl ApiError {
     /// Reads the status, `Retry-After` and problem `code` of a non-2xx answer.
     pub async fn from_response(resp: Response) -> Self {
         let status = resp.status().as_u16();
-        let retry_after = resp
-            .headers()
+        let headers = resp.headers().clone();
+        let body = resp.bytes().await.unwrap_or_default();
+        Self::from_parts(status, &headers, &body)
+    }
+
+    /// The same, from an answer already read: its status, headers and body.
+    pub fn from_parts(status: u16, headers: &HeaderMap, body: &[u8]) -> Self {
+        let retry_after = headers
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
-        let problem: Value = resp.json().await.unwrap_or(Value::Null);
+        let problem: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
         ApiError::Status {
             status,
             code: problem_code(&problem),
@@ -114,6 +120,25 @@ mod tests {
             "lease_expired"
         );
         assert_eq!(problem_code(&Value::Null), "-");
+    }
+
+    #[test]
+    fn an_answer_already_read_gives_its_status_code_and_retry_after() {
+        let mut headers = HeaderMap::new();
+        headers.insert(RETRY_AFTER, " 7".parse().unwrap());
+        let body = br#"{"type":"about:blank","status":409,"code":"lease_released"}"#;
+        assert_eq!(
+            ApiError::from_parts(409, &headers, body),
+            ApiError::Status {
+                status: 409,
+                code: "lease_released".into(),
+                retry_after: Some(Duration::from_secs(7)),
+            }
+        );
+        assert_eq!(
+            ApiError::from_parts(502, &HeaderMap::new(), b"<html>bad gateway</html>").key(),
+            "502 -"
+        );
     }
 
     #[test]

@@ -1,9 +1,12 @@
 //! The closed-loop clients: each claims, then votes on (or releases) what it
 //! got, and claims again at once; an empty claim waits a moment. The same loop
 //! drives Spotcheck and the baseline server, which answers the same routes.
+//! Each closed-loop client calls over a connection of its own (see
+//! [`super::conn`]); the open loop's cycles share the pooled [`Api`] client.
 
+use super::conn::Conn;
 use super::tally::{Tally, Window, micros};
-use crate::api::{Api, Claim};
+use crate::api::{Api, ApiError, Claim};
 use crate::truth::Truth;
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,6 +53,40 @@ impl Crew {
     }
 }
 
+/// The calls of one cycle, over whichever client makes them.
+pub(crate) trait Calls {
+    /// Claims a slot: the lease, or `None` when nothing is available.
+    async fn claim(&mut self, token: &str) -> Result<Option<Claim>, ApiError>;
+    /// Votes `verdict` on the claim.
+    async fn vote(&mut self, token: &str, claim: &Claim, verdict: &str) -> Result<(), ApiError>;
+    /// Releases the claim.
+    async fn release(&mut self, token: &str, claim: &Claim) -> Result<(), ApiError>;
+}
+
+impl Calls for &Api {
+    async fn claim(&mut self, token: &str) -> Result<Option<Claim>, ApiError> {
+        Api::claim(self, token).await
+    }
+    async fn vote(&mut self, token: &str, claim: &Claim, verdict: &str) -> Result<(), ApiError> {
+        Api::vote(self, token, claim, verdict, &[]).await
+    }
+    async fn release(&mut self, token: &str, claim: &Claim) -> Result<(), ApiError> {
+        Api::release(self, token, claim).await
+    }
+}
+
+impl Calls for Conn {
+    async fn claim(&mut self, token: &str) -> Result<Option<Claim>, ApiError> {
+        Conn::claim(self, token).await
+    }
+    async fn vote(&mut self, token: &str, claim: &Claim, verdict: &str) -> Result<(), ApiError> {
+        Conn::vote(self, token, claim, verdict).await
+    }
+    async fn release(&mut self, token: &str, claim: &Claim) -> Result<(), ApiError> {
+        Conn::release(self, token, claim).await
+    }
+}
+
 /// Sleeps `pause`, or less when `stop` fires.
 pub async fn pause(pause: Duration, stop: &CancellationToken) {
     tokio::select! {
@@ -61,9 +98,9 @@ pub async fn pause(pause: Duration, stop: &CancellationToken) {
 /// Claims once and, when granted, votes or releases; records into `tally` what
 /// completes inside `window`. Returns whether the claim was empty and the
 /// pause to take before the next one.
-pub async fn one_cycle(
+pub(crate) async fn one_cycle(
     crew: &Crew,
-    api: &Api,
+    api: &mut impl Calls,
     token: &str,
     work: Work,
     window: &Window,
@@ -95,7 +132,7 @@ pub async fn one_cycle(
 
 async fn finish(
     crew: &Crew,
-    api: &Api,
+    api: &mut impl Calls,
     token: &str,
     work: Work,
     claim: &Claim,
@@ -106,7 +143,7 @@ async fn finish(
     let (call, result) = match work {
         Work::Vote => {
             let verdict = crew.verdict(&claim.listing.listing_id);
-            ("vote", api.vote(token, claim, verdict, &[]).await)
+            ("vote", api.vote(token, claim, verdict).await)
         }
         Work::Release => ("release", api.release(token, claim).await),
     };
@@ -141,9 +178,9 @@ async fn client(
     stop: CancellationToken,
 ) -> Tally {
     let mut tally = Tally::default();
-    let api = crew.api(i).clone();
+    let mut conn = Conn::new(crew.api(i).base());
     while !stop.is_cancelled() {
-        if let Some(wait) = one_cycle(&crew, &api, &token, work, &window, &mut tally).await {
+        if let Some(wait) = one_cycle(&crew, &mut conn, &token, work, &window, &mut tally).await {
             pause(wait, &stop).await;
         }
     }

@@ -85,9 +85,9 @@ pub async fn open_window(
         let (crew, tokens) = (Arc::clone(crew), Arc::clone(&tokens));
         cycles.spawn(async move {
             let mut tally = Tally::default();
-            let api = crew.api(volunteer);
+            let mut api = crew.api(volunteer);
             let token = &tokens[volunteer];
-            one_cycle(&crew, api, token, Work::Vote, &window, &mut tally).await;
+            one_cycle(&crew, &mut api, token, Work::Vote, &window, &mut tally).await;
             (volunteer, tally)
         });
     }

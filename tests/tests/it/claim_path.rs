@@ -943,3 +943,66 @@ async fn a_replica_uses_its_copy_of_a_standing_until_the_generation_moves_and_ne
     let reloaded = cache.get(&env.pool, id).await.unwrap().unwrap();
     assert_eq!(reloaded.status, "active");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_handed_back_slot_goes_once_to_another_volunteer_never_back_to_its_releaser() {
+    use spotcheck_platform::lease::{
+        ClaimRequest, ClaimResult, LeaseEnd, LeaseError, LeaseStore, SlotSource, StoreError,
+    };
+    use spotcheck_shared::lease_token::LeaseToken;
+    use spotcheck_shared::{TaskId, UserId};
+    let env = TestEnv::db_only().await;
+    let manager = redis::aio::ConnectionManager::new(redis::Client::open(REDIS).unwrap())
+        .await
+        .unwrap();
+    let leases = LeaseStore::new(manager, &env.id);
+    let task = TaskId(uuid::Uuid::now_v7());
+    let [releaser, taker, late] = [(); 3].map(|()| UserId(uuid::Uuid::now_v7()));
+    let claim = async |volunteer: UserId, source: SlotSource| {
+        let token = LeaseToken::generate(chrono::Utc::now().timestamp_millis());
+        let request = ClaimRequest {
+            task,
+            volunteer,
+            required: 1,
+            counted: 0,
+            ttl_ms: 60_000,
+            cap: 5,
+            token: &token,
+            quota: None,
+            source,
+        };
+        leases.claim(&request).await.unwrap()
+    };
+    let handback = SlotSource::Handback {
+        released_by: releaser,
+    };
+    // A hand-back of a lease that is still live is void.
+    let ClaimResult::Granted(first) = claim(releaser, SlotSource::Queue).await else {
+        panic!("the first claim of a one-vote task is granted");
+    };
+    assert_eq!(claim(taker, handback).await, ClaimResult::Stale);
+    leases
+        .expire_now(task, releaser, &first.token, 60_000, LeaseEnd::Released)
+        .await
+        .unwrap();
+    // Its releaser does not get it back; someone else does, once.
+    assert_eq!(claim(releaser, handback).await, ClaimResult::AlreadyHeld);
+    let ClaimResult::Granted(second) = claim(taker, handback).await else {
+        panic!("another volunteer takes the handed-back slot");
+    };
+    assert!(second.fence > first.fence);
+    assert_eq!(claim(late, handback).await, ClaimResult::Stale);
+    // The one slot is covered by the taker's lease alone; the released token
+    // is answered as released.
+    assert_eq!(claim(late, SlotSource::Queue).await, ClaimResult::Full);
+    let coverage = leases.coverage(&[task]).await.unwrap();
+    assert_eq!(coverage[0].leases, 1);
+    leases
+        .extend(task, taker, &second.token, 60_000)
+        .await
+        .unwrap();
+    assert!(matches!(
+        leases.extend(task, releaser, &first.token, 60_000).await,
+        Err(StoreError::Lease(LeaseError::Released))
+    ));
+}
