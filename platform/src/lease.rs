@@ -242,7 +242,8 @@ end
 -- A hand-back is only good while the released lease it replaces is there
 -- and ended; once the reaper has re-offered it, it is gone or about to be.
 if source == 'handback' and (not old_exp or old_exp > now) then return {{-6}} end
--- The released entry's holder set lost the task when it was released.
+-- The released entry's holder set lost the task when it was released (a stale
+-- member, should one remain, is pruned by the holder loop below).
 local function replace_old()
   if source == 'handback' then
     redis.call('HDEL', lk, old)

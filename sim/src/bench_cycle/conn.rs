@@ -20,7 +20,7 @@ use serde_json::json;
 use std::time::Duration;
 use tokio::net::TcpStream;
 
-/// How long one call may take, as with the pooled client.
+/// How long one call may take, connecting included, as with the pooled client.
 const CALL_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// A client's own connection to one worker-api (or the baseline server).
@@ -55,40 +55,50 @@ impl Conn {
         Ok(sender)
     }
 
-    /// `POST path` with the bearer `token` and a JSON `body`: the answer's
-    /// status and body, or the problem of a non-2xx answer.
-    async fn post(
-        &mut self,
+    fn request(
+        &self,
         path: &str,
         token: &str,
-        body: Option<String>,
-    ) -> Result<(StatusCode, Bytes), ApiError> {
-        let mut sender = match self.sender.take() {
-            Some(sender) if !sender.is_closed() => sender,
-            _ => self.connect().await?,
-        };
+        body: &Bytes,
+    ) -> Result<Request<Full<Bytes>>, ApiError> {
         let mut request = Request::builder()
             .method(Method::POST)
             .uri(path)
             .header(HOST, &self.authority)
             .header(AUTHORIZATION, format!("Bearer {token}"));
-        if body.is_some() {
+        if !body.is_empty() {
             request = request.header(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         }
-        let request = request
-            .body(Full::new(Bytes::from(body.unwrap_or_default())))
-            .map_err(transport)?;
-        let exchange = async {
-            sender.ready().await.map_err(transport)?;
-            let (parts, body) = sender
-                .send_request(request)
-                .await
-                .map_err(transport)?
-                .into_parts();
-            let bytes = body.collect().await.map_err(transport)?.to_bytes();
-            Ok::<_, ApiError>((parts, bytes))
+        request.body(Full::new(body.clone())).map_err(transport)
+    }
+
+    /// `POST path` with the bearer `token` and a JSON `body` (empty: none):
+    /// the answer's status and body, or the problem of a non-2xx answer.
+    /// Connecting counts against the call's time limit; a kept connection
+    /// that the server closed before taking the request is replaced once.
+    async fn post(
+        &mut self,
+        path: &str,
+        token: &str,
+        body: Bytes,
+    ) -> Result<(StatusCode, Bytes), ApiError> {
+        let call = async {
+            let (mut sender, mut reused) = match self.sender.take() {
+                Some(sender) if !sender.is_closed() => (sender, true),
+                _ => (self.connect().await?, false),
+            };
+            loop {
+                let request = self.request(path, token, &body)?;
+                match exchange(&mut sender, request).await {
+                    Err(e) if reused && (e.is_canceled() || e.is_incomplete_message()) => {
+                        (sender, reused) = (self.connect().await?, false);
+                    }
+                    Err(e) => return Err(transport(e)),
+                    Ok(answer) => return Ok((sender, answer)),
+                }
+            }
         };
-        let (parts, bytes) = tokio::time::timeout(CALL_TIMEOUT, exchange)
+        let (sender, (parts, bytes)) = tokio::time::timeout(CALL_TIMEOUT, call)
             .await
             .map_err(|_| ApiError::Transport("timed out".to_owned()))??;
         // Kept only after a whole answer: a failed call drops its connection.
@@ -106,7 +116,7 @@ impl Conn {
 
     /// `POST /v1/tasks/claim`: the lease, or `None` on `204`.
     pub async fn claim(&mut self, token: &str) -> Result<Option<Claim>, ApiError> {
-        let (status, body) = self.post("/v1/tasks/claim", token, None).await?;
+        let (status, body) = self.post("/v1/tasks/claim", token, Bytes::new()).await?;
         if status == StatusCode::NO_CONTENT {
             return Ok(None);
         }
@@ -124,7 +134,8 @@ impl Conn {
     ) -> Result<(), ApiError> {
         let path = format!("/v1/tasks/{}/votes", claim.task_id);
         let body = json!({ "lease_token": claim.lease_token, "verdict": verdict, "reasons": [] });
-        self.post(&path, token, Some(body.to_string())).await?;
+        self.post(&path, token, Bytes::from(body.to_string()))
+            .await?;
         Ok(())
     }
 
@@ -132,11 +143,128 @@ impl Conn {
     pub async fn release(&mut self, token: &str, claim: &Claim) -> Result<(), ApiError> {
         let path = format!("/v1/tasks/{}/release", claim.task_id);
         let body = json!({ "lease_token": claim.lease_token });
-        self.post(&path, token, Some(body.to_string())).await?;
+        self.post(&path, token, Bytes::from(body.to_string()))
+            .await?;
         Ok(())
     }
 }
 
+/// Sends `request` once it may go and reads the whole answer.
+async fn exchange(
+    sender: &mut SendRequest<Full<Bytes>>,
+    request: Request<Full<Bytes>>,
+) -> Result<(hyper::http::response::Parts, Bytes), hyper::Error> {
+    sender.ready().await?;
+    let (parts, body) = sender.send_request(request).await?.into_parts();
+    Ok((parts, body.collect().await?.to_bytes()))
+}
+
 fn transport(e: impl std::fmt::Display) -> ApiError {
     ApiError::Transport(e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::Router;
+    use axum::http::HeaderMap;
+    use axum::http::header::CONNECTION;
+    use axum::routing::post;
+
+    async fn serve(app: Router) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        format!("http://{addr}")
+    }
+
+    #[tokio::test]
+    async fn claims_are_read_problems_keep_their_code_and_a_closed_connection_is_replaced() {
+        let claim = |headers: HeaderMap| async move {
+            let bearer = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok());
+            if bearer != Some("Bearer vol-token") {
+                return (
+                    StatusCode::UNAUTHORIZED,
+                    [(CONNECTION, "close")],
+                    String::new(),
+                );
+            }
+            let body = json!({
+                "task_id": "t1", "lease_token": "lt_1", "lease_expires_at": "2030-01-01T00:00:00Z",
+                "listing": {"listing_id": "L1", "title": "x"}
+            });
+            // Every answer closes its connection: each call must open a new one.
+            (StatusCode::OK, [(CONNECTION, "close")], body.to_string())
+        };
+        let release = || async {
+            (
+                StatusCode::CONFLICT,
+                [(CONTENT_TYPE, "application/problem+json")],
+                r#"{"type":"about:blank","status":409,"code":"lease_released"}"#,
+            )
+        };
+        let app = Router::new()
+            .route("/v1/tasks/claim", post(claim))
+            .route("/v1/tasks/{task_id}/release", post(release));
+        let mut conn = Conn::new(&serve(app).await);
+        for _ in 0..3 {
+            let claim = conn.claim("vol-token").await.unwrap().unwrap();
+            assert_eq!(
+                (claim.task_id.as_str(), claim.listing.listing_id.as_str()),
+                ("t1", "L1")
+            );
+        }
+        let claim = conn.claim("vol-token").await.unwrap().unwrap();
+        let refused = conn.release("vol-token", &claim).await.unwrap_err();
+        assert!(refused.is(409, "lease_released"), "{refused}");
+        assert!(conn.claim("other").await.unwrap_err().is_unauthorized());
+    }
+
+    /// A server that answers the first request of each connection with `204`
+    /// and closes the connection on the second without answering it.
+    async fn one_answer_per_connection() -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut seen = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while let Ok(n) = stream.read(&mut buf).await {
+                        if n == 0 {
+                            return;
+                        }
+                        seen.extend_from_slice(&buf[..n]);
+                        match seen.windows(4).filter(|w| w == b"\r\n\r\n").count() {
+                            1 => {
+                                let answer = b"HTTP/1.1 204 No Content\r\n\r\n";
+                                stream.write_all(answer).await.unwrap();
+                            }
+                            0 => {}
+                            _ => return,
+                        }
+                    }
+                });
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    #[tokio::test]
+    async fn a_request_the_server_closed_its_kept_connection_on_is_sent_again_once() {
+        let mut conn = Conn::new(&one_answer_per_connection().await);
+        for _ in 0..4 {
+            assert!(conn.claim("t").await.unwrap().is_none());
+        }
+    }
+
+    #[tokio::test]
+    async fn nothing_listening_is_a_transport_error() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        drop(listener);
+        let err = Conn::new(&base).claim("t").await.unwrap_err();
+        assert_eq!(err.key(), "transport");
+    }
 }

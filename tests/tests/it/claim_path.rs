@@ -976,20 +976,39 @@ async fn a_handed_back_slot_goes_once_to_another_volunteer_never_back_to_its_rel
     let handback = SlotSource::Handback {
         released_by: releaser,
     };
+    let mut conn = redis::Client::open(REDIS)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let holder_key = format!("{{{}}}:holder:{releaser}", env.id);
+    let holds = async |conn: &mut redis::aio::MultiplexedConnection| -> bool {
+        redis::cmd("SISMEMBER")
+            .arg(&holder_key)
+            .arg(task.to_string())
+            .query_async(conn)
+            .await
+            .unwrap()
+    };
     // A hand-back of a lease that is still live is void.
     let ClaimResult::Granted(first) = claim(releaser, SlotSource::Queue).await else {
         panic!("the first claim of a one-vote task is granted");
     };
+    assert!(holds(&mut conn).await);
     assert_eq!(claim(taker, handback).await, ClaimResult::Stale);
     leases
         .expire_now(task, releaser, &first.token, 60_000, LeaseEnd::Released)
         .await
         .unwrap();
+    // The release took the task out of its holder's set, so replacing the
+    // released entry need not.
+    assert!(!holds(&mut conn).await);
     // Its releaser does not get it back; someone else does, once.
     assert_eq!(claim(releaser, handback).await, ClaimResult::AlreadyHeld);
     let ClaimResult::Granted(second) = claim(taker, handback).await else {
         panic!("another volunteer takes the handed-back slot");
     };
+    assert!(!holds(&mut conn).await);
     assert!(second.fence > first.fence);
     assert_eq!(claim(late, handback).await, ClaimResult::Stale);
     // The one slot is covered by the taker's lease alone; the released token
