@@ -147,11 +147,27 @@ async fn a_claim_cancelled_while_redis_is_slow_strands_no_offer() {
     assert_eq!(taken["task_id"], task.as_str());
     // The broker's figures lag a little behind the acks.
     let queue = env.names().tasks_queue();
-    wait_until("no offer left behind", Duration::from_secs(15), || {
-        let queue = queue.clone();
-        async move { unacked(&queue) == 0 }
-    })
-    .await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while unacked(&queue) != 0 {
+        if Instant::now() > deadline {
+            // What covers the task, to tell a duplicate offer from a lost ack.
+            let p = format!("{{{}}}", env.id);
+            let (leases, offers): (std::collections::HashMap<String, String>, Option<i64>) =
+                redis::pipe()
+                    .hgetall(format!("{p}:leases:{task}"))
+                    .get(format!("{p}:offers:{task}"))
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+            let outbox = count(&env.pool, "SELECT count(*) FROM outbox").await;
+            panic!(
+                "an offer is left unacknowledged: {} unacked, leases {leases:?}, \
+                 offers counted {offers:?}, outbox rows {outbox}",
+                unacked(&queue)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
