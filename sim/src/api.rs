@@ -39,6 +39,22 @@ pub struct Claim {
     pub listing: ClaimedListing,
 }
 
+impl Claim {
+    /// Path and body of the vote on this claim.
+    pub fn vote_call(&self, verdict: &str, reasons: &[&str]) -> (String, Value) {
+        let path = format!("/v1/tasks/{}/votes", self.task_id);
+        let body =
+            json!({ "lease_token": self.lease_token, "verdict": verdict, "reasons": reasons });
+        (path, body)
+    }
+
+    /// Path and body of the release of this claim.
+    pub fn release_call(&self) -> (String, Value) {
+        let path = format!("/v1/tasks/{}/release", self.task_id);
+        (path, json!({ "lease_token": self.lease_token }))
+    }
+}
+
 /// The `201` answer of a vote.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Voted {
@@ -168,9 +184,7 @@ impl Api {
         verdict: &str,
         reasons: &[&str],
     ) -> Result<Voted, ApiError> {
-        let path = format!("/v1/tasks/{}/votes", claim.task_id);
-        let body =
-            json!({ "lease_token": claim.lease_token, "verdict": verdict, "reasons": reasons });
+        let (path, body) = claim.vote_call(verdict, reasons);
         json_of(send(self.post(&path, Some(token)).json(&body)).await?).await
     }
 
@@ -196,8 +210,7 @@ impl Api {
 
     /// `POST /v1/tasks/{task_id}/release`: gives the slot back.
     pub async fn release(&self, token: &str, claim: &Claim) -> Result<(), ApiError> {
-        let path = format!("/v1/tasks/{}/release", claim.task_id);
-        let body = json!({ "lease_token": claim.lease_token });
+        let (path, body) = claim.release_call();
         send(self.post(&path, Some(token)).json(&body)).await?;
         Ok(())
     }

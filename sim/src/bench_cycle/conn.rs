@@ -16,7 +16,6 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST, HeaderValue};
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
-use serde_json::json;
 use std::time::Duration;
 use tokio::net::TcpStream;
 
@@ -132,8 +131,7 @@ impl Conn {
         claim: &Claim,
         verdict: &str,
     ) -> Result<(), ApiError> {
-        let path = format!("/v1/tasks/{}/votes", claim.task_id);
-        let body = json!({ "lease_token": claim.lease_token, "verdict": verdict, "reasons": [] });
+        let (path, body) = claim.vote_call(verdict, &[]);
         self.post(&path, token, Bytes::from(body.to_string()))
             .await?;
         Ok(())
@@ -141,8 +139,7 @@ impl Conn {
 
     /// `POST /v1/tasks/{task_id}/release`.
     pub async fn release(&mut self, token: &str, claim: &Claim) -> Result<(), ApiError> {
-        let path = format!("/v1/tasks/{}/release", claim.task_id);
-        let body = json!({ "lease_token": claim.lease_token });
+        let (path, body) = claim.release_call();
         self.post(&path, token, Bytes::from(body.to_string()))
             .await?;
         Ok(())
@@ -170,6 +167,7 @@ mod tests {
     use axum::http::HeaderMap;
     use axum::http::header::CONNECTION;
     use axum::routing::post;
+    use serde_json::json;
 
     async fn serve(app: Router) -> String {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
