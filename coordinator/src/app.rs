@@ -65,11 +65,7 @@ impl App {
         config.prepare()?;
         config.partition_upkeep()?;
         let pool = connect_and_migrate(&config).await?;
-        let redis =
-            redis::Client::open(config.services.redis_url.as_str()).context("parsing REDIS_URL")?;
-        let redis = redis::aio::ConnectionManager::new(redis)
-            .await
-            .context("connecting to Redis")?;
+        let redis = config.services.connect_redis().await?;
         let leases = LeaseStore::new(redis.clone(), &config.services.redis_prefix);
         let standing = StandingCache::new(redis, &config.services.redis_prefix);
         let name = format!("coordinator:{}", config.services.amqp_namespace);

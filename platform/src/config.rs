@@ -50,6 +50,11 @@ pub struct ServiceConfig {
     /// Prefix (and Redis Cluster hash tag) of every Redis key.
     #[arg(long, env = "SPOTCHECK_REDIS_PREFIX", default_value = "spotcheck")]
     pub redis_prefix: String,
+    /// How long a Redis command may wait for its answer, in milliseconds;
+    /// past it the command fails (a request waiting on it answers 503).
+    #[arg(long, env = "SPOTCHECK_REDIS_TIMEOUT_MS", default_value_t = 500,
+          value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    pub redis_timeout_ms: u64,
     /// Largest number of PostgreSQL connections per process.
     #[arg(long, env = "SPOTCHECK_DB_MAX_CONNECTIONS", default_value_t = 16)]
     pub db_max_connections: u32,
@@ -80,6 +85,19 @@ pub struct ServiceConfig {
 }
 
 impl ServiceConfig {
+    /// One Redis connection, multiplexed and reconnecting, whose commands fail
+    /// after `SPOTCHECK_REDIS_TIMEOUT_MS`.
+    pub async fn connect_redis(&self) -> anyhow::Result<redis::aio::ConnectionManager> {
+        use anyhow::Context;
+        let client = redis::Client::open(self.redis_url.as_str()).context("parsing REDIS_URL")?;
+        let config = redis::aio::ConnectionManagerConfig::new().set_response_timeout(Some(
+            std::time::Duration::from_millis(self.redis_timeout_ms),
+        ));
+        redis::aio::ConnectionManager::new_with_config(client, config)
+            .await
+            .context("connecting to Redis")
+    }
+
     /// Whether this is a development deployment.
     pub fn is_development(&self) -> bool {
         secrets::is_development(&self.env)

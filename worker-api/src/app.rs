@@ -116,11 +116,7 @@ impl App {
         if let Some((name, password)) = config.admin_bootstrap()? {
             crate::users::bootstrap_admin(&pool, name, password).await?;
         }
-        let redis =
-            redis::Client::open(config.services.redis_url.as_str()).context("parsing REDIS_URL")?;
-        let redis = redis::aio::ConnectionManager::new(redis)
-            .await
-            .context("connecting to Redis")?;
+        let redis = config.services.connect_redis().await?;
         let name = format!("worker-api:{}", config.services.amqp_namespace);
         let amqp = Arc::new(amqp::connect(&config.services.amqp_url, &name).await?);
         let names = Names::new(&config.services.amqp_namespace);

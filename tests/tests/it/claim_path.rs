@@ -87,20 +87,39 @@ fn unacked(queue: &str) -> u64 {
         .unwrap_or(0)
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_claim_cancelled_while_redis_is_slow_strands_no_offer() {
+/// One review task of one vote, and a claim of it that waits on Redis (writes
+/// paused for `pause`) while its client gives up after `patience`; worker-api's
+/// Redis commands fail after `redis_timeout_ms`. Returns the environment, the
+/// claim's answer (`Err` when the client gave up), the volunteer who claimed
+/// and their user id, and a second volunteer.
+struct SlowClaim {
+    env: TestEnv,
+    answer: Option<reqwest::Result<reqwest::Response>>,
+    gone_id: String,
+    next: String,
+    conn: redis::aio::MultiplexedConnection,
+}
+
+async fn claim_while_redis_is_paused(
+    redis_timeout_ms: u64,
+    pause: Duration,
+    patience: Duration,
+) -> SlowClaim {
     let env = env_with(
         1,
         1,
         Some(PrivateRedis::start().await),
         |_| {},
-        |c| c.services.lease_ttl_secs = 2,
+        |c| {
+            c.services.lease_ttl_secs = 2;
+            c.services.redis_timeout_ms = redis_timeout_ms;
+        },
     )
     .await;
     let gone = env.user("vol-gone", Role::Volunteer).await;
     let next = env.user("vol-next", Role::Volunteer).await;
     // Both standings cached, and the only offer in worker-api's buffer.
-    user_id(&env, &gone).await;
+    let gone_id = user_id(&env, &gone).await;
     user_id(&env, &next).await;
     let tasks = env.names().tasks_queue();
     let pool = env.pool.clone();
@@ -111,55 +130,91 @@ async fn a_claim_cancelled_while_redis_is_slow_strands_no_offer() {
         }
     })
     .await;
-    // Writes stall for 3 s: the claim takes the offer, then waits on its lease
-    // script while the client gives up and goes away.
+    // Writes stall (reads go on): the claim takes the offer, then waits on its
+    // lease script.
     let mut conn = redis(&env).await;
     let _: () = redis::cmd("CLIENT")
         .arg("PAUSE")
-        .arg(3000)
+        .arg(pause.as_millis() as u64)
         .arg("WRITE")
         .query_async(&mut conn)
         .await
         .unwrap();
     let paused_at = Instant::now();
-    let cancelled = env
+    let answer = env
         .http
         .post(env.url("/v1/tasks/claim"))
         .bearer_auth(&gone)
-        .timeout(Duration::from_millis(500))
+        .timeout(patience)
         .send()
         .await;
-    assert!(cancelled.is_err(), "the client gave up: {cancelled:?}");
-    // The claim went on without its client: its lease expires like any other,
-    // and the slot comes back to another volunteer (once Redis takes writes again).
-    tokio::time::sleep(Duration::from_millis(3200).saturating_sub(paused_at.elapsed())).await;
+    tokio::time::sleep((pause + Duration::from_millis(200)).saturating_sub(paused_at.elapsed()))
+        .await;
+    SlowClaim {
+        env,
+        answer: Some(answer),
+        gone_id,
+        next,
+        conn,
+    }
+}
+
+/// The task's lease entries, by volunteer id.
+async fn lease_entries(
+    slow: &mut SlowClaim,
+    task: &str,
+) -> std::collections::HashMap<String, String> {
+    let key = format!("{{{}}}:leases:{task}", slow.env.id);
+    redis::cmd("HGETALL")
+        .arg(key)
+        .query_async(&mut slow.conn)
+        .await
+        .unwrap()
+}
+
+async fn the_task(env: &TestEnv) -> String {
+    sqlx::query_scalar("SELECT id::text FROM tasks")
+        .fetch_one(&env.pool)
+        .await
+        .unwrap()
+}
+
+/// Another volunteer gets the task within a few seconds and votes, which
+/// closes its one slot (so no later offer of it can stand for one left
+/// behind); then the tasks queue holds no unacknowledged offer.
+async fn the_slot_comes_back_and_no_offer_is_left(slow: &mut SlowClaim) {
+    let env = &slow.env;
     let started = Instant::now();
-    let taken = claim_within(&env, &next, Duration::from_secs(20)).await;
+    let taken = claim_within(env, &slow.next, Duration::from_secs(20)).await;
     assert!(
         started.elapsed() < Duration::from_secs(12),
         "{:?}",
         started.elapsed()
     );
-    let task: String = sqlx::query_scalar("SELECT id::text FROM tasks")
-        .fetch_one(&env.pool)
-        .await
-        .unwrap();
+    let task = the_task(env).await;
     assert_eq!(taken["task_id"], task.as_str());
+    let (status, vote) = env
+        .call(
+            Method::POST,
+            &votes_path(&taken),
+            Some(&slow.next),
+            Some(vote_body(&taken, "genuine")),
+        )
+        .await;
+    assert_eq!(status, 201, "{vote}");
     // The broker's figures lag a little behind the acks.
     let queue = env.names().tasks_queue();
     let deadline = Instant::now() + Duration::from_secs(15);
     while unacked(&queue) != 0 {
         if Instant::now() > deadline {
             // What covers the task, to tell a duplicate offer from a lost ack.
-            let p = format!("{{{}}}", env.id);
-            let (leases, offers): (std::collections::HashMap<String, String>, Option<i64>) =
-                redis::pipe()
-                    .hgetall(format!("{p}:leases:{task}"))
-                    .get(format!("{p}:offers:{task}"))
-                    .query_async(&mut conn)
-                    .await
-                    .unwrap();
-            let outbox = count(&env.pool, "SELECT count(*) FROM outbox").await;
+            let offers: Option<i64> = redis::cmd("GET")
+                .arg(format!("{{{}}}:offers:{task}", slow.env.id))
+                .query_async(&mut slow.conn)
+                .await
+                .unwrap();
+            let leases = lease_entries(slow, &task).await;
+            let outbox = count(&slow.env.pool, "SELECT count(*) FROM outbox").await;
             panic!(
                 "an offer is left unacknowledged: {} unacked, leases {leases:?}, \
                  offers counted {offers:?}, outbox rows {outbox}",
@@ -168,6 +223,53 @@ async fn a_claim_cancelled_while_redis_is_slow_strands_no_offer() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_claim_whose_client_left_is_granted_and_its_lease_lapses_for_the_next_volunteer() {
+    // Redis answers well within worker-api's limit, but after the client left.
+    let mut slow = claim_while_redis_is_paused(
+        10_000,
+        Duration::from_millis(1500),
+        Duration::from_millis(300),
+    )
+    .await;
+    let answer = slow.answer.take().expect("an answer");
+    assert!(answer.is_err(), "the client gave up: {answer:?}");
+    // The claim went on without its client: the lease is theirs...
+    let task = the_task(&slow.env).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let leases = lease_entries(&mut slow, &task).await;
+        if leases.contains_key(&slow.gone_id) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the detached claim never granted its lease: {leases:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // ...and it lapses after its TTL like any other, its slot offered again.
+    the_slot_comes_back_and_no_offer_is_left(&mut slow).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_claim_whose_lease_script_times_out_puts_its_offer_back() {
+    // worker-api gives up on Redis after 300 ms, while the client still waits.
+    let mut slow =
+        claim_while_redis_is_paused(300, Duration::from_millis(2000), Duration::from_secs(10))
+            .await;
+    let answer = slow
+        .answer
+        .take()
+        .expect("an answer")
+        .expect("the client waited");
+    let status = answer.status();
+    let problem: Value = answer.json().await.expect("a problem body");
+    assert_eq!(status, 503, "{problem}");
+    assert_eq!(problem["code"], "unavailable", "{problem}");
+    the_slot_comes_back_and_no_offer_is_left(&mut slow).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
