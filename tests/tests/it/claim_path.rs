@@ -87,11 +87,9 @@ fn unacked(queue: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// One review task of one vote, and a claim of it that waits on Redis (writes
-/// paused for `pause`) while its client gives up after `patience`; worker-api's
-/// Redis commands fail after `redis_timeout_ms`. Returns the environment, the
-/// claim's answer (`Err` when the client gave up), the volunteer who claimed
-/// and their user id, and a second volunteer.
+/// What [`claim_while_redis_is_paused`] leaves: the environment, the claim's
+/// answer (`Err` when the client gave up), the user id of the volunteer who
+/// claimed, a second volunteer's token, and a connection to the test's Redis.
 struct SlowClaim {
     env: TestEnv,
     answer: Option<reqwest::Result<reqwest::Response>>,
@@ -100,6 +98,10 @@ struct SlowClaim {
     conn: redis::aio::MultiplexedConnection,
 }
 
+/// One review task of one vote, and a claim of it that waits on Redis (writes
+/// paused for `pause`) while its client gives up after `patience`;
+/// worker-api's Redis commands fail after `redis_timeout_ms`. Returns once
+/// Redis takes writes again.
 async fn claim_while_redis_is_paused(
     redis_timeout_ms: u64,
     pause: Duration,
